@@ -1,0 +1,87 @@
+"""Command line: ``collapse run | report | theory``. Thin: parses, then calls the library.
+
+Bad input (a ``CollapseError``) is printed as one line on stderr with exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from collapse.errors import CollapseError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from collapse.config import describe, load_config
+
+    if args.help_config:
+        print(describe())
+        return 0
+    if not args.config:
+        raise CollapseError("collapse run: expected a config file, e.g. experiments/quickstart.yaml")
+    cfg = load_config(args.config, args.overrides)
+    from collapse.experiment import run_experiment
+
+    run_experiment(cfg)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from collapse.report import report
+
+    report(args.experiment, out=args.out, metrics=args.metrics, tracking_uri=args.tracking_uri, root=args.root)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="collapse", description="Model-collapse research on code language models.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run one experiment (generations 0..N, each listed regime)")
+    r.add_argument("config", nargs="?", help="YAML recipe, e.g. experiments/quickstart.yaml")
+    r.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. mix.regime=accumulate run.seed=3")
+    r.add_argument("--help-config", action="store_true", help="list every config key with its type, default and doc")
+    r.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser("report", help="figures and tables of an experiment from MLflow")
+    rep.add_argument("experiment", help="MLflow experiment name (e.g. quickstart)")
+    rep.add_argument("--out", default="reports", help="output folder (default: reports/)")
+    rep.add_argument("--metrics", nargs="*", default=None, help="metrics to plot (default: all)")
+    rep.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite in --root)")
+    rep.add_argument("--root", default="runs", help="runs folder holding the default sqlite database")
+    rep.set_defaults(func=_cmd_report)
+
+    try:
+        from collapse.theory.cli import add_parser as add_theory
+    except ImportError:
+        add_theory = None
+    if add_theory is not None:
+        add_theory(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "filelock", "datasets", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except CollapseError as e:
+        print(f"collapse: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("collapse: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

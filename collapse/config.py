@@ -1,0 +1,355 @@
+"""The typed configuration tree of an experiment.
+
+One tree of dataclasses (``data``, ``tokenizer``, ``model``, ``train``,
+``sample``, ``mix``, ``metrics``, ``tracking``, ``run``). YAML files and
+dotted ``key=value`` overrides merge into it; unknown keys, wrong types and
+out-of-range values raise :class:`ConfigError` with one line naming the key
+and what was expected, before any work starts. Each field carries a one-line
+doc in its metadata (``doc``), shown by ``collapse run --help-config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from collapse.errors import ConfigError
+
+REGIMES = ("replace", "accumulate", "accumulate_subsample", "fixed_fraction", "fresh")
+
+
+def _f(default: Any, doc: str, check: typing.Callable[[Any], bool] | None = None, expect: str = ""):
+    """A config field with a one-line doc and an optional range check."""
+    meta = {"doc": doc, "check": check, "expect": expect}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+_pos = (lambda v: v > 0, "> 0")
+_nonneg = (lambda v: v >= 0, ">= 0")
+_unit = (lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+_open_unit = (lambda v: 0.0 < v < 1.0, "in (0, 1)")
+_pos_or_none = (lambda v: v is None or v > 0, "> 0 or null")
+
+
+@dataclass
+class DataConfig:
+    source: str = _f("stdlib", "human corpus: 'stdlib', a directory of .py files, a .jsonl/.parquet file, or 'hf:NAME' (a datasets name)")
+    text_column: str = _f("text", "column holding the code in .jsonl/.parquet/datasets sources")
+    min_chars: int = _f(80, "drop functions shorter than this (characters, after dedent)", *_nonneg)
+    max_chars: int = _f(1500, "drop functions longer than this (characters, after dedent)", *_pos)
+    max_examples: int | None = _f(None, "cap on the corpus after filtering (a seeded, content-hash-ordered subset); null = all", *_pos_or_none)
+    val_fraction: float = _f(0.05, "share of the corpus in the validation split (by content hash)", *_open_unit)
+    test_fraction: float = _f(0.05, "share of the corpus in the test split (by content hash)", *_open_unit)
+    train_size: int | None = _f(None, "human examples in the training pool of generation 0; null = the whole train split", *_pos_or_none)
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = _f(4096, "byte-level BPE vocabulary size (trained once on the human train split)", lambda v: v >= 300, ">= 300")
+    min_frequency: int = _f(2, "minimum pair frequency for a BPE merge", *_pos)
+
+
+@dataclass
+class ModelConfig:
+    preset: str = _f("small", "size preset: tiny | small | base (explicit fields below override it)")
+    hidden_size: int | None = _f(None, "model width; null = from the preset", *_pos_or_none)
+    num_layers: int | None = _f(None, "transformer blocks; null = from the preset", *_pos_or_none)
+    num_heads: int | None = _f(None, "attention heads; null = from the preset", *_pos_or_none)
+    intermediate_size: int | None = _f(None, "MLP width; null = from the preset", *_pos_or_none)
+    seq_len: int | None = _f(None, "context length in tokens; null = from the preset", *_pos_or_none)
+    init_from: str | None = _f(None, "local path or hub name of a checkpoint to start from (fine-tuning studies); null = random init")
+    init_mode: Literal["fresh", "continue", "base"] = _f("fresh", "per generation: fresh (re-initialize), continue (from the previous generation), base (from the same starting checkpoint)")
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = _f(1.0, "passes over each generation's training set", *_pos)
+    max_steps: int | None = _f(None, "cap on optimizer steps per generation; null = no cap", *_pos_or_none)
+    batch_size: int = _f(16, "sequences per optimizer step", *_pos)
+    lr: float = _f(3e-3, "peak learning rate (AdamW)", *_pos)
+    weight_decay: float = _f(0.1, "AdamW weight decay", *_nonneg)
+    warmup_frac: float = _f(0.05, "share of steps for linear warmup before cosine decay", *_unit)
+    grad_clip: float = _f(1.0, "gradient norm clip; 0 = off", *_nonneg)
+    precision: Literal["bf16", "fp32"] = _f("bf16", "autocast precision on CPU and CUDA")
+    eval_every: int = _f(0, "validation loss every N steps (0 = only at the end)", *_nonneg)
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+
+
+@dataclass
+class SampleConfig:
+    temperature: float = _f(1.0, "sampling temperature (0 = greedy)", *_nonneg)
+    top_k: int = _f(0, "keep the k most likely tokens (0 = off)", *_nonneg)
+    top_p: float = _f(1.0, "nucleus sampling mass (1 = off)", lambda v: 0.0 < v <= 1.0, "in (0, 1]")
+    max_new_tokens: int = _f(256, "tokens generated per sample at most", *_pos)
+    batch_size: int = _f(256, "sequences decoded together", *_pos)
+    prompt: Literal["none", "signature"] = _f("none", "none: unconditional from the document boundary; signature: prompted by the first line(s) of held-out human functions")
+    prompt_lines: int = _f(1, "lines of the held-out function used as the prompt (signature, then docstring)", *_pos)
+
+
+@dataclass
+class MixConfig:
+    regime: str | list[str] = _f("replace", "mixing regime, or a list to run one after another: " + " | ".join(REGIMES))
+    synthetic_size: int | None = _f(None, "synthetic samples drawn per generation; null = the human training pool's size", *_pos_or_none)
+    human_fraction: float = _f(0.1, "fixed_fraction: share of each training set that is human (Shumailov et al. use 0.1)", *_unit)
+    subsample_size: int | None = _f(None, "accumulate_subsample: size of the draw from the accumulated pool; null = the human pool's size", *_pos_or_none)
+    fresh_size: int | None = _f(None, "fresh: new human examples per generation; null = the human pool's size", *_pos_or_none)
+
+
+@dataclass
+class MetricsConfig:
+    names: list[str] = _f(["test_ce", "val_loss", "syntax_valid", "distinct_n", "mean_length", "unigram_divergence", "vocab_coverage"], "metrics computed every generation (see collapse.metrics.REGISTRY)")
+    eval_tokens: int | None = _f(None, "cap on tokens of the human test split used for cross-entropy; null = all", *_pos_or_none)
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = _f(None, "MLflow tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite:///<run.root>/mlflow.db")
+    enabled: bool = _f(True, "mirror runs to MLflow")
+
+
+@dataclass
+class RunConfig:
+    experiment: str = _f("default", "experiment name (MLflow experiment, folder under run.root)")
+    generations: int = _f(5, "generations after generation 0: runs generations 0..N", *_nonneg)
+    seed: int = _f(0, "seed for every random choice of the run", *_nonneg)
+    root: str = _f("runs", "folder holding experiments, the shared cache and the default MLflow database")
+    dir: str | None = _f(None, "run directory; null = <root>/<experiment>/<regime>_s<seed> (with several regimes: <dir>/<regime>)")
+    share_gen0: bool = _f(True, "compute generation 0 once per (data, tokenizer, model, train, sample, metrics, seed) and share it across regimes")
+    progress: bool = _f(True, "progress bars")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    # ------------------------------------------------------------------ api
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @property
+    def regimes(self) -> list[str]:
+        r = self.mix.regime
+        return list(r) if isinstance(r, list) else [r]
+
+    def for_regime(self, regime: str) -> "Config":
+        """A copy of this config with a single regime."""
+        c = from_dict(self.to_dict())
+        c.mix.regime = regime
+        return c
+
+    def section_hash(self, *sections: str, extra: Any = None) -> str:
+        """Stable hash of some sections (keys of caches shared between runs)."""
+        d = self.to_dict()
+        payload = {s: d[s] for s in sections}
+        if extra is not None:
+            payload["extra"] = extra
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to floats)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{key}: expected one of {_type_name(tp)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - only the types above are used in the tree
+        raise ConfigError(f"{key}: unsupported type {tp}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            raise ConfigError(f"{prefix}{k}: unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        tp = hints[f.name]
+        key = prefix + f.name
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = build_dataclass(tp, data[f.name] if data[f.name] is not None else {}, key + ".")
+        else:
+            v = _coerce(data[f.name], tp, key)
+            check = f.metadata.get("check")
+            if check is not None and v is not None and not isinstance(v, list) and not check(v):
+                raise ConfigError(f"{key}: expected {f.metadata['expect']}, got {v!r}")
+            kwargs[f.name] = v
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    """Checks that span several fields."""
+    from collapse.lm.model import PRESETS
+
+    for r in cfg.regimes:
+        if r not in REGIMES:
+            raise ConfigError(f"mix.regime: expected one of {', '.join(REGIMES)}, got {r!r}")
+    if len(set(cfg.regimes)) != len(cfg.regimes) or not cfg.regimes:
+        raise ConfigError(f"mix.regime: expected distinct regimes, got {cfg.mix.regime!r}")
+    if cfg.model.preset not in PRESETS:
+        raise ConfigError(f"model.preset: expected one of {', '.join(PRESETS)}, got {cfg.model.preset!r}")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 0.5:
+        raise ConfigError("data.val_fraction + data.test_fraction: expected < 0.5 so most data stays for training")
+    if cfg.data.min_chars >= cfg.data.max_chars:
+        raise ConfigError(f"data.min_chars: expected < data.max_chars ({cfg.data.max_chars}), got {cfg.data.min_chars}")
+    hs, nh = cfg.model.hidden_size, cfg.model.num_heads
+    if hs is not None and nh is not None and hs % nh:
+        raise ConfigError(f"model.hidden_size: expected a multiple of model.num_heads ({nh}), got {hs}")
+    if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
+        raise ConfigError(f"train.device: expected auto | cpu | cuda | cuda:N, got {cfg.train.device!r}")
+    from collapse.metrics import REGISTRY
+
+    for m in cfg.metrics.names:
+        if m not in REGISTRY:
+            raise ConfigError(f"metrics.names: unknown metric {m!r} (known: {', '.join(sorted(REGISTRY))})")
+    if not cfg.run.experiment or "/" in cfg.run.experiment:
+        raise ConfigError(f"run.experiment: expected a non-empty name without '/', got {cfg.run.experiment!r}")
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    cfg = build_dataclass(Config, data, "")
+    _validate(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` → (["a", "b"], value parsed as YAML scalar or list)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. mix.regime=accumulate")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {text!r}: expected a dotted key such as run.seed")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    items = list(overrides.items()) if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
+    for path, value in items:
+        if isinstance(path, str):
+            path = path.split(".")
+        node = data
+        for p in path[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{'.'.join(path)}: {p} is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Load a YAML recipe, apply overrides, validate. Raises ConfigError on any problem."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{p}: malformed YAML{where}: {problem}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+        data = loaded
+        data.setdefault("run", {})
+        if isinstance(data["run"], dict):
+            data["run"].setdefault("experiment", p.stem)
+    apply_overrides(data, overrides or [])
+    return from_dict(data)
+
+
+def describe() -> str:
+    """Every key with its type, default and doc, for ``--help-config``."""
+    lines = []
+    hints = typing.get_type_hints(Config)
+    for sec in dataclasses.fields(Config):
+        cls = hints[sec.name]
+        sub = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            d = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"{sec.name}.{f.name} ({_type_name(sub[f.name])}, default {d!r}): {f.metadata.get('doc', '')}")
+    return "\n".join(lines)

@@ -1,0 +1,237 @@
+"""Mixing regimes: which pools each generation's training set is drawn from.
+
+A regime is a small pure function ``(generation, pool sizes, mix config, rng)
+→ Plan``. A plan says how many examples to take from which pool; applying it
+to ``datasets.Dataset`` pools (code LMs) or numpy arrays (theory models) is a
+separate step, so the same plans drive every generator and are logged as the
+record of each generation's composition.
+
+Pools are named ``human`` (the human training pool of generation 0),
+``human_fresh`` (the rest of the human train split, which ``fresh`` consumes in
+consecutive chunks) and ``synthetic_<g>`` (the samples of generation g). Generation 0 always trains on the human pool alone.
+
+Regimes (generation g ≥ 1, n = human pool size, m = synthetic samples per
+generation):
+
+- ``replace``: the newest synthetic pool only (Shumailov et al. 2024).
+- ``accumulate``: all human data plus every synthetic pool so far
+  (Gerstgrasser et al. 2024).
+- ``accumulate_subsample``: a fixed-size uniform draw (default n) from the
+  accumulated pool; per-pool counts follow a multivariate hypergeometric draw
+  (Gerstgrasser et al. 2024; Kazdan et al. 2024).
+- ``fixed_fraction``: round(p·n) human examples (a fresh random subset each
+  generation) plus n − round(p·n) from the newest synthetic pool; p = 0.1 is
+  Shumailov et al.'s setting.
+- ``fresh``: a new, never-used chunk of human data plus the newest synthetic
+  pool (the "fresh data loop" of Alemohammad et al. 2024, Bertrand et al. 2024).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from collapse.errors import CollapseError
+
+HUMAN = "human"
+HUMAN_FRESH = "human_fresh"
+
+
+def synthetic_pool(generation: int) -> str:
+    return f"synthetic_{generation}"
+
+
+@dataclass(frozen=True)
+class Take:
+    """Take ``count`` examples from ``pool``: a contiguous slice from ``start``
+    when start is given, every example when count is the pool's size, else a
+    seeded uniform subset without replacement."""
+
+    pool: str
+    count: int
+    start: int | None = None
+
+
+@dataclass(frozen=True)
+class MixSizes:
+    """The sizes a regime needs, resolved from the mix config and the data."""
+
+    human: int  # n: human examples in generation 0's pool
+    synthetic: int  # m: synthetic samples per generation
+    human_fraction: float = 0.1
+    subsample: int | None = None  # accumulate_subsample draw size (default n)
+    fresh: int | None = None  # fresh: human examples per generation (default n)
+
+
+Plan = list[Take]
+
+
+def plan_to_dict(plan: Plan) -> list[dict[str, Any]]:
+    return [asdict(t) for t in plan]
+
+
+def plan_counts(plan: Plan) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in plan:
+        out[t.pool] = out.get(t.pool, 0) + t.count
+    return out
+
+
+def _gen0(sizes: MixSizes) -> Plan:
+    return [Take(HUMAN, sizes.human)]
+
+
+def plan_replace(g: int, pool_sizes: Mapping[str, int], sizes: MixSizes, rng: np.random.Generator) -> Plan:
+    if g == 0:
+        return _gen0(sizes)
+    return [Take(synthetic_pool(g - 1), pool_sizes[synthetic_pool(g - 1)])]
+
+
+def plan_accumulate(g: int, pool_sizes: Mapping[str, int], sizes: MixSizes, rng: np.random.Generator) -> Plan:
+    if g == 0:
+        return _gen0(sizes)
+    return [Take(HUMAN, sizes.human)] + [Take(synthetic_pool(i), pool_sizes[synthetic_pool(i)]) for i in range(g)]
+
+
+def plan_accumulate_subsample(g: int, pool_sizes: Mapping[str, int], sizes: MixSizes, rng: np.random.Generator) -> Plan:
+    if g == 0:
+        return _gen0(sizes)
+    names = [HUMAN] + [synthetic_pool(i) for i in range(g)]
+    avail = np.array([sizes.human] + [pool_sizes[n] for n in names[1:]], dtype=np.int64)
+    total = sizes.subsample if sizes.subsample is not None else sizes.human
+    total = min(total, int(avail.sum()))
+    counts = rng.multivariate_hypergeometric(avail, total)
+    plan: Plan = []
+    for name, c in zip(names, counts):
+        if c == 0:
+            continue
+        plan.append(Take(name, int(c)))
+    return plan
+
+
+def plan_fixed_fraction(g: int, pool_sizes: Mapping[str, int], sizes: MixSizes, rng: np.random.Generator) -> Plan:
+    if g == 0:
+        return _gen0(sizes)
+    n_h = int(round(sizes.human_fraction * sizes.human))
+    n_s = sizes.human - n_h
+    newest = synthetic_pool(g - 1)
+    plan: Plan = []
+    if n_h:
+        plan.append(Take(HUMAN, n_h))
+    if n_s:
+        plan.append(Take(newest, n_s))
+    return plan
+
+
+def plan_fresh(g: int, pool_sizes: Mapping[str, int], sizes: MixSizes, rng: np.random.Generator) -> Plan:
+    if g == 0:
+        return _gen0(sizes)
+    chunk = sizes.fresh if sizes.fresh is not None else sizes.human
+    return [Take(HUMAN_FRESH, chunk, (g - 1) * chunk), Take(synthetic_pool(g - 1), pool_sizes[synthetic_pool(g - 1)])]
+
+
+REGIMES: dict[str, Callable[[int, Mapping[str, int], MixSizes, np.random.Generator], Plan]] = {
+    "replace": plan_replace,
+    "accumulate": plan_accumulate,
+    "accumulate_subsample": plan_accumulate_subsample,
+    "fixed_fraction": plan_fixed_fraction,
+    "fresh": plan_fresh,
+}
+
+
+def plan_mix(regime: str, generation: int, pool_sizes: Mapping[str, int], sizes: MixSizes, rng: np.random.Generator) -> Plan:
+    """The plan of one generation. ``pool_sizes`` holds the size of every pool
+    that exists."""
+    if regime not in REGIMES:
+        raise CollapseError(f"unknown regime {regime!r} (known: {', '.join(REGIMES)})")
+    plan = REGIMES[regime](generation, pool_sizes, sizes, rng)
+    for t in plan:
+        have = pool_sizes.get(t.pool)
+        if have is None:
+            raise CollapseError(f"generation {generation}: plan needs pool {t.pool!r}, which does not exist")
+        end = (t.start or 0) + t.count
+        if t.count > have or end > have:
+            raise CollapseError(
+                f"generation {generation}: {regime} needs {t.count} examples from {t.pool!r}"
+                f"{'' if t.start is None else f' starting at {t.start}'} but it holds {have}"
+            )
+    return plan
+
+
+def required_human(regime: str, generations: int, sizes: MixSizes) -> int:
+    """Human train examples a run of generations 0..N needs (checked up front)."""
+    if regime == "fresh":
+        chunk = sizes.fresh if sizes.fresh is not None else sizes.human
+        return sizes.human + generations * chunk
+    return sizes.human
+
+
+def check_sizes(regime: str, generations: int, sizes: MixSizes, human_available: int) -> None:
+    """Raise a one-line CollapseError when the sizes cannot be met."""
+    need = required_human(regime, generations, sizes)
+    if need > human_available:
+        what = "fresh human examples" if regime == "fresh" else "human training examples"
+        raise CollapseError(
+            f"{regime}: {generations} generations need {need} {what} but the human train split holds {human_available}"
+            " (lower data.train_size, mix.fresh_size or run.generations, or use a larger corpus)"
+        )
+    if regime == "fixed_fraction" and generations > 0:
+        n_s = sizes.human - int(round(sizes.human_fraction * sizes.human))
+        if n_s > sizes.synthetic:
+            raise CollapseError(
+                f"fixed_fraction: each training set needs {n_s} synthetic examples but mix.synthetic_size is {sizes.synthetic}"
+            )
+
+
+def plan_indices(plan: Plan, pool_sizes: Mapping[str, int], rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
+    """Resolve a plan into (pool, sorted indices) pairs, drawing subsets with ``rng``."""
+    out = []
+    for t in plan:
+        n = pool_sizes[t.pool]
+        if t.start is not None:
+            idx = np.arange(t.start, t.start + t.count)
+        elif t.count == n:
+            idx = np.arange(n)
+        else:
+            idx = np.sort(rng.choice(n, size=t.count, replace=False))
+        out.append((t.pool, idx))
+    return out
+
+
+def apply_plan(plan: Plan, pools: Mapping[str, Any], rng: np.random.Generator, axis: int = 0) -> Any:
+    """Build a training set from pools following ``plan``.
+
+    Pools are ``datasets.Dataset`` objects (concatenated with
+    ``concatenate_datasets``) or numpy arrays (concatenated along ``axis``,
+    e.g. ``axis=1`` for theory arrays of shape (trials, samples, ...))."""
+    sizes = {k: (len(v) if not isinstance(v, np.ndarray) else v.shape[axis]) for k, v in pools.items()}
+    parts = plan_indices(plan, sizes, rng)
+    first = pools[parts[0][0]]
+    if isinstance(first, np.ndarray):
+        return np.concatenate([np.take(pools[p], idx, axis=axis) for p, idx in parts], axis=axis)
+    from datasets import concatenate_datasets
+
+    chunks = []
+    for p, idx in parts:
+        ds = pools[p]
+        chunks.append(ds if len(idx) == len(ds) and idx[0] == 0 else ds.select(idx.tolist()))
+    return chunks[0] if len(chunks) == 1 else concatenate_datasets(chunks)
+
+
+def generation_rng(seed: int, generation: int, purpose: str) -> np.random.Generator:
+    """An rng determined by (seed, generation, purpose) alone, so a resumed run
+    draws exactly what an uninterrupted one would."""
+    tag = int.from_bytes(purpose.encode()[:8].ljust(8, b"\0"), "little")
+    return np.random.default_rng([seed, generation, tag])
+
+
+def torch_seed(seed: int, generation: int, purpose: str) -> int:
+    return int(generation_rng(seed, generation, purpose).integers(0, 2**62))
+
+
+__all__: Sequence[str] = [
+    "HUMAN", "HUMAN_FRESH", "Take", "MixSizes", "Plan", "REGIMES", "plan_mix", "apply_plan", "plan_indices",
+    "plan_counts", "plan_to_dict", "check_sizes", "required_human", "synthetic_pool", "generation_rng", "torch_seed",
+]

@@ -1,0 +1,123 @@
+"""The generation loop, shared by code LMs and theory models.
+
+    generation g:  plan_mix → apply_plan → fit → sample → evaluate → commit
+
+Every random choice of generation g comes from an rng seeded by
+(seed, g, purpose), so re-running after an interruption draws exactly what an
+uninterrupted run draws. A :class:`GenerationStore` decides what survives: the
+in-memory store keeps nothing (theory sweeps), the run-directory store writes
+``gen_XXX/`` with a ``DONE`` marker last and restores finished generations.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+
+from collapse.generator import Generator
+from collapse.mixing import MixSizes, Plan, apply_plan, generation_rng, plan_mix, synthetic_pool
+
+log = logging.getLogger("collapse")
+
+
+@dataclass
+class GenerationRecord:
+    generation: int
+    plan: Plan
+    metrics: dict[str, float]
+    samples: Any = None
+    train: Any = None
+
+
+class GenerationStore(Protocol):
+    def is_done(self, generation: int) -> bool: ...
+
+    def restore(self, generation: int, generator: Generator, *, last: bool) -> GenerationRecord:
+        """Load a finished generation: its samples and metrics; when ``last``,
+        also put the generator in the state it had after that generation."""
+
+    def commit(self, record: GenerationRecord, generator: Generator) -> None:
+        """Persist a finished generation (completion marker written last)."""
+
+
+class MemoryStore:
+    """Keeps nothing: for theory sweeps where a run is seconds long."""
+
+    def is_done(self, generation: int) -> bool:
+        return False
+
+    def restore(self, generation, generator, *, last):  # pragma: no cover - never called
+        raise RuntimeError("MemoryStore holds no generations")
+
+    def commit(self, record: GenerationRecord, generator: Generator) -> None:
+        pass
+
+
+def _pool_size(pool: Any, axis: int) -> int:
+    return pool.shape[axis] if isinstance(pool, np.ndarray) else len(pool)
+
+
+@dataclass
+class LoopResult:
+    records: list[GenerationRecord] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> list[dict[str, float]]:
+        return [r.metrics for r in self.records]
+
+
+def run_generations(
+    generator: Generator,
+    human_pools: Mapping[str, Any],
+    regime: str,
+    sizes: MixSizes,
+    generations: int,
+    seed: int,
+    store: GenerationStore | None = None,
+    axis: int = 0,
+    on_generation: Callable[[GenerationRecord], None] | None = None,
+    keep_samples: bool = True,
+) -> LoopResult:
+    """Run generations 0..``generations`` of one regime.
+
+    ``human_pools`` maps ``human`` (and ``human_fresh`` for the fresh regime)
+    to the human data. ``axis`` is the example axis of array pools (theory
+    models keep trials on axis 0 and samples on axis 1)."""
+    store = store or MemoryStore()
+    pools: dict[str, Any] = dict(human_pools)
+    result = LoopResult()
+    done = [g for g in range(generations + 1) if store.is_done(g)]
+    # Generations are only ever completed in order, so the done ones form a prefix.
+    n_done = 0
+    while n_done in done:
+        n_done += 1
+    for g in range(generations + 1):
+        if g < n_done:
+            rec = store.restore(g, generator, last=(g == n_done - 1))
+            pools[synthetic_pool(g)] = rec.samples
+            result.records.append(rec)
+            if on_generation:
+                on_generation(rec)
+            continue
+        rng = generation_rng(seed, g, "mix")
+        sizes_now = {k: _pool_size(v, axis) for k, v in pools.items()}
+        plan = plan_mix(regime, g, sizes_now, sizes, rng)
+        train = apply_plan(plan, pools, rng, axis=axis)
+        metrics = dict(generator.fit(train, g))
+        samples = generator.sample(sizes.synthetic, g)
+        metrics.update(generator.evaluate(samples, g))
+        rec = GenerationRecord(g, plan, metrics, samples, train)
+        store.commit(rec, generator)
+        rec.train = None  # the store has what it needs; do not hold every training set
+        pools[synthetic_pool(g)] = samples
+        if not keep_samples and g >= 1:
+            # Regimes other than accumulate* only ever read the newest pool.
+            if regime not in ("accumulate", "accumulate_subsample"):
+                pools.pop(synthetic_pool(g - 1), None)
+        result.records.append(rec)
+        if on_generation:
+            on_generation(rec)
+    return result
