@@ -80,7 +80,7 @@ class TrainConfig:
     weight_decay: float = _f(0.1, "AdamW weight decay", *_nonneg)
     warmup_frac: float = _f(0.05, "share of steps for linear warmup before cosine decay", *_unit)
     grad_clip: float = _f(1.0, "gradient norm clip; 0 = off", *_nonneg)
-    precision: Literal["bf16", "fp32"] = _f("bf16", "autocast precision on CPU and CUDA")
+    precision: Literal["auto", "bf16", "fp32"] = _f("auto", "bf16 autocast or fp32; auto = bf16 on CUDA and on CPUs with native bf16, else fp32")
     eval_every: int = _f(0, "validation loss every N steps (0 = only at the end)", *_nonneg)
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
 

@@ -216,7 +216,11 @@ def apply_plan(plan: Plan, pools: Mapping[str, Any], rng: np.random.Generator, a
     chunks = []
     for p, idx in parts:
         ds = pools[p]
-        chunks.append(ds if len(idx) == len(ds) and idx[0] == 0 else ds.select(idx.tolist()))
+        chunks.append(ds if len(idx) == len(ds) else ds.select(idx.tolist()))
+    # Pools share the provenance columns; extra per-pool columns (sampling
+    # details of synthetic pools) stay in the pools.
+    common = [c for c in chunks[0].column_names if all(c in ch.column_names for ch in chunks)]
+    chunks = [ch.select_columns(common) if ch.column_names != common else ch for ch in chunks]
     return chunks[0] if len(chunks) == 1 else concatenate_datasets(chunks)
 
 

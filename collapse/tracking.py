@@ -131,6 +131,7 @@ class RunMirror:
         if run_id is not None:
             try:
                 self.client.get_run(run_id)
+                _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen run")
             except Exception:
                 run_id = None  # the store was reset: start a new run
         if run_id is None:

@@ -3,13 +3,78 @@
 The model is a plain ``LlamaForCausalLM``; devices, precision and training
 wrap it from outside. Presets are sized for where they run: ``tiny`` for
 tests (seconds on a CPU), ``small`` for the CPU quickstart, ``base`` (~100M
-parameters with a 32k vocabulary) for GPUs.
+parameters with a 32k vocabulary) for GPUs. Checkpoints are written with
+``save_pretrained`` (safetensors).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from collapse.config import ModelConfig
 
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=176, seq_len=128),
     "small": dict(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=352, seq_len=256),
     "base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2048, seq_len=1024),
 }
+
+
+def resolved_dims(cfg: ModelConfig) -> dict[str, int]:
+    """Preset values with explicit config fields taking precedence."""
+    dims = dict(PRESETS[cfg.preset])
+    for k in dims:
+        v = getattr(cfg, k)
+        if v is not None:
+            dims[k] = v
+    return dims
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, eos_id: int, seed: int):
+    """A freshly initialized Llama (seeded), or the checkpoint ``cfg.init_from``."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    if cfg.init_from:
+        model = AutoModelForCausalLM.from_pretrained(cfg.init_from)
+        return model
+    d = resolved_dims(cfg)
+    mc = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=d["hidden_size"],
+        intermediate_size=d["intermediate_size"],
+        num_hidden_layers=d["num_layers"],
+        num_attention_heads=d["num_heads"],
+        num_key_value_heads=d["num_heads"],
+        max_position_embeddings=d["seq_len"],
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(mc)
+    return model
+
+
+def load_model(path: str | Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path))
+
+
+def save_model(model, path: str | Path) -> None:
+    model.save_pretrained(str(path), safe_serialization=True)
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -1,0 +1,160 @@
+"""Splitting the human corpus into train / validation / test, and caching it.
+
+The split is a pure function of each example's content: a hash of the
+normalized text picks the split, a second hash orders examples within it.
+So an example lands in the same split in every run and generation, whatever
+else is in the corpus and in whatever order, and an exact duplicate (up to
+whitespace normalization) can never sit on both sides of the train/test
+line. Within a split the order is a stable pseudo-random shuffle: the first
+``n`` examples of ``train`` are a fair, reproducible sample, which the loop
+uses as the generation-0 human pool (later chunks serve as fresh data).
+
+:func:`prepare_human_data` loads and splits once per data config and
+caches the result (Arrow, via ``save_to_disk``) so every run and regime
+sharing the config reads the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from collapse.config import DataConfig
+from collapse.data.corpus import _datasets_progress, load_human_corpus, normalize_text, resolve_source
+from collapse.errors import CollapseError
+
+__all__ = ["split_corpus", "prepare_human_data", "data_key", "SPLITS"]
+
+SPLITS = ("train", "validation", "test")
+
+#: Bump when extraction, filtering or splitting changes, so old caches are not reused.
+CACHE_VERSION = 1
+
+
+def _hash(prefix: bytes, text: str) -> bytes:
+    return hashlib.sha256(prefix + normalize_text(text).encode("utf-8")).digest()
+
+
+def split_bucket(text: str) -> float:
+    """Where an example falls in [0, 1): the content-defined split coordinate."""
+    return int.from_bytes(_hash(b"split:", text)[:8], "big") / 2**64
+
+
+def split_corpus(ds: datasets.Dataset, val_fraction: float, test_fraction: float) -> datasets.DatasetDict:
+    """Split by content hash into ``train``, ``validation`` and ``test``.
+
+    An example goes to ``test`` when its bucket (the first 64 bits of
+    ``sha256(b"split:" + normalized text)`` as a fraction) is below
+    ``test_fraction``, to ``validation`` when below ``test_fraction +
+    val_fraction``, else to ``train``. Each split is ordered by
+    ``sha256(b"order:" + normalized text)``. All columns are kept.
+    """
+    if not (0.0 <= val_fraction and 0.0 <= test_fraction and val_fraction + test_fraction < 1.0):
+        raise CollapseError(
+            f"data.val_fraction + data.test_fraction: expected two non-negative shares summing to < 1, "
+            f"got {val_fraction} and {test_fraction}"
+        )
+    members: dict[str, list[tuple[bytes, int]]] = {s: [] for s in SPLITS}
+    for i, text in enumerate(ds["text"]):
+        b = split_bucket(text)
+        name = "test" if b < test_fraction else "validation" if b < test_fraction + val_fraction else "train"
+        # Ties in the order hash (only for identical normalized texts) fall
+        # back to corpus position, so the order is total and deterministic.
+        members[name].append((_hash(b"order:", text), i))
+    return datasets.DatasetDict({s: ds.select([i for _, i in sorted(members[s])]) for s in SPLITS})
+
+
+def data_key(cfg: DataConfig) -> str:
+    """Stable cache key of the data a config yields.
+
+    Covers every DataConfig field except ``train_size`` (which only picks a
+    prefix of ``train``), the absolute path of a local source (so relative
+    paths from different working directories do not collide), the Python
+    version for the stdlib source, and :data:`CACHE_VERSION`. It does not
+    cover the contents of local files: delete the cache entry after editing
+    a corpus in place.
+    """
+    fields = dataclasses.asdict(cfg)
+    fields.pop("train_size", None)
+    kind, root = resolve_source(cfg.source)
+    payload = {
+        "version": CACHE_VERSION,
+        "data": fields,
+        "root": str(root) if root is not None else None,
+        "python": platform.python_version() if kind == "stdlib" else None,
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _load_cached(path: Path, progress: bool) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+    info_file = path / "info.json"
+    if not info_file.is_file():
+        raise CollapseError(f"data cache {path} is incomplete (no info.json): delete it to rebuild")
+    info = json.loads(info_file.read_text())
+    with _datasets_progress(progress):
+        return datasets.load_from_disk(str(path)), info
+
+
+def prepare_human_data(cfg: DataConfig, cache_dir: Path, progress: bool = True) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+    """The split human corpus, from ``cache_dir / f"human-{key}"`` when present.
+
+    On a miss: load (:func:`~collapse.data.corpus.load_human_corpus`), split
+    (:func:`split_corpus`), then publish atomically: ``save_to_disk`` into a
+    temporary directory next to the final one, write ``info.json`` into it,
+    and ``os.rename`` it into place, so a concurrent run either sees the
+    whole entry or none of it (if another process published first, its
+    entry wins and ours is discarded). Either way the returned splits are
+    read back from the cache, so a first and a second call give identical,
+    memory-mapped datasets.
+
+    ``info`` is the corpus info plus ``split_sizes``, ``key``, ``path`` (the
+    cache entry) and ``cached`` (whether this call found it ready). Raises
+    :class:`CollapseError` when a split comes out empty.
+    """
+    key = data_key(cfg)
+    cache_dir = Path(cache_dir)
+    final = cache_dir / f"human-{key}"
+    if final.exists():
+        dsd, info = _load_cached(final, progress)
+        return dsd, {**info, "path": str(final), "cached": True}
+
+    ds, info = load_human_corpus(cfg, progress=progress)
+    dsd = split_corpus(ds, cfg.val_fraction, cfg.test_fraction)
+    sizes = {s: len(dsd[s]) for s in SPLITS}
+    empty = [s for s in SPLITS if sizes[s] == 0]
+    if empty:
+        raise CollapseError(
+            f"data.source: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
+            f"({info['kept']} examples; data.val_fraction={cfg.val_fraction}, data.test_fraction={cfg.test_fraction}): "
+            "use a larger corpus or larger fractions"
+        )
+    info = {**info, "split_sizes": sizes, "key": key}
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".human-{key}.tmp-", dir=cache_dir))
+    try:
+        with _datasets_progress(progress):
+            dsd.save_to_disk(str(tmp))
+        (tmp / "info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # Another process published the same key first; its data is
+            # identical by construction, so keep it and drop ours.
+            if not final.exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    dsd, info = _load_cached(final, progress)
+    return dsd, {**info, "path": str(final), "cached": False}

@@ -1,0 +1,169 @@
+"""The code LM as a generator: fit / sample / evaluate over ``datasets`` rows.
+
+Initialization per generation (``model.init_mode``):
+
+- ``fresh``: a new random initialization every generation (seeded by
+  (seed, generation)), or ``model.init_from`` when given;
+- ``continue``: start from the previous generation's weights;
+- ``base``: start every generation from the same checkpoint: ``model.init_from``
+  when given, else the generation-0 model (trained on human data only), so
+  later generations are fine-tunes of one human-trained base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from collapse.config import Config
+from collapse.lm.model import build_model, load_model, pick_device, resolved_dims
+from collapse.lm.sample import sample as sample_lm
+from collapse.lm.tokenizer import token_byte_lengths
+from collapse.lm.train import pack, tokenize_texts, train
+from collapse.metrics import MetricContext, compute
+from collapse.metrics.diversity import unigram_counts
+from collapse.mixing import torch_seed
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 autocast on CUDA; fp32 on CPUs, where bf16 only pays off
+    with native bf16 instructions (AVX512-BF16/AMX) — on AVX2-only CPUs it runs
+    several times slower (see BENCHMARKS.md)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16"
+    cap = str(torch.backends.cpu.get_cpu_capability()).upper()
+    return "bf16" if ("AMX" in cap or "BF16" in cap) else "fp32"
+
+
+def prompt_of(text: str, lines: int) -> str:
+    """The first ``lines`` lines of a function (signature, then docstring), with a newline."""
+    return "\n".join(text.split("\n")[:lines]) + "\n"
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class LMGenerator:
+    """A transformers causal LM trained and sampled by the collapse loop."""
+
+    def __init__(self, cfg: Config, tokenizer, human, run_dir: Path, progress: bool = True, label: str = ""):
+        self.cfg = cfg
+        self.tok = tokenizer
+        self.eos = tokenizer.eos_token_id
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.label = label
+        self.seq_len = resolved_dims(cfg.model)["seq_len"]
+        self.device = pick_device(cfg.train.device)
+        self.precision = resolve_precision(cfg.train.precision, self.device)
+        self.model = None
+        self.timings: dict[str, float] = {}
+        self.last_train = None
+
+        val_ids = tokenize_texts(tokenizer, list(human["validation"]["text"]))
+        test_ids = tokenize_texts(tokenizer, list(human["test"]["text"]))
+        self.val_blocks = pack(val_ids, self.eos, self.seq_len)
+        self.test_blocks = pack(test_ids, self.eos, self.seq_len)
+        if cfg.metrics.eval_tokens:
+            cap = max(1, cfg.metrics.eval_tokens // self.seq_len)
+            self.val_blocks, self.test_blocks = self.val_blocks[:cap], self.test_blocks[:cap]
+        self.human_counts = unigram_counts(tokenize_texts(tokenizer, list(human["train"]["text"])), len(tokenizer))
+        self.token_bytes = torch.tensor(token_byte_lengths(tokenizer))
+        self.human_reference = list(human["test"]["text"])
+        if cfg.sample.prompt == "signature":
+            self.prompt_texts = [prompt_of(t, cfg.sample.prompt_lines) for t in human["validation"]["text"]]
+        else:
+            self.prompt_texts = [""]
+        self._human_metrics: dict[str, float] | None = None
+
+    # ------------------------------------------------------------ protocol
+    def _initial_model(self, generation: int):
+        mode = self.cfg.model.init_mode
+        seed = self.cfg.run.seed
+        if generation > 0 and mode == "continue":
+            if self.model is None:  # resumed: the previous generation is on disk
+                self.model = load_model(self.run_dir / f"gen_{generation - 1:03d}" / "model")
+            return self.model
+        if generation > 0 and mode == "base":
+            if self.cfg.model.init_from:
+                return build_model(self.cfg.model, len(self.tok), self.eos, seed)
+            return load_model(self.run_dir / "gen_000" / "model")
+        init_seed = torch_seed(seed, generation if mode == "fresh" else 0, "init")
+        return build_model(self.cfg.model, len(self.tok), self.eos, init_seed)
+
+    def fit(self, train_ds, generation: int) -> dict[str, float]:
+        model = self._initial_model(generation)
+        docs = tokenize_texts(self.tok, list(train_ds["text"]))
+        t0 = time.perf_counter()
+        res = train(model, docs, self.eos, self.seq_len, self.cfg.train, self.device,
+                    seed=torch_seed(self.cfg.run.seed, generation, "train"), val_blocks=self.val_blocks,
+                    progress=self.progress, desc=f"{self.label}gen {generation} train", precision=self.precision)
+        self.timings["train_s"] = time.perf_counter() - t0
+        self.timings["train_tokens_per_s"] = res.tokens_per_s
+        self.model = model
+        self.last_train = res
+        return {**res.as_metrics(), "train_examples": len(train_ds)}
+
+    def sample(self, n: int, generation: int):
+        from datasets import Dataset
+
+        s = self.cfg.sample
+        texts = [self.prompt_texts[i % len(self.prompt_texts)] for i in range(n)]
+        prompts = [[self.eos] + (self.tok(t, add_special_tokens=False)["input_ids"] if t else []) for t in texts]
+        t0 = time.perf_counter()
+        out = sample_lm(self.model, prompts, s, self.eos, torch_seed(self.cfg.run.seed, generation, "sample"),
+                        self.device, self.precision, progress=self.progress, desc=f"{self.label}gen {generation} sample")
+        self.timings["sample_s"] = time.perf_counter() - t0
+        self.timings["sample_tokens_per_s"] = out.useful_tokens / max(self.timings["sample_s"], 1e-9)
+        completions = self.tok.batch_decode(out.completion_ids, skip_special_tokens=True)
+        rows = [p + c for p, c in zip(texts, completions)]
+        model_ref = f"{self.run_dir.name}/gen_{generation:03d}/model"
+        settings = json.dumps({"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
+                               "max_new_tokens": s.max_new_tokens, "prompt": s.prompt, "prompt_lines": s.prompt_lines},
+                              sort_keys=True)
+        return Dataset.from_dict({
+            "text": rows,
+            "origin": ["synthetic"] * n,
+            "generation": [generation] * n,
+            "source": [model_ref] * n,
+            "sha256": [sha256(t) for t in rows],
+            "prompt": texts,
+            "n_tokens": [len(c) for c in out.completion_ids],
+            "finished": out.finished,
+            "sampling": [settings] * n,
+        })
+
+    def context(self, generation: int) -> MetricContext:
+        return MetricContext(tokenizer=self.tok, model=self.model, device=self.device, precision=self.precision,
+                             generation=generation, human_train_counts=self.human_counts,
+                             test_blocks=self.test_blocks, val_blocks=self.val_blocks, token_bytes=self.token_bytes)
+
+    def human_metrics(self) -> dict[str, float]:
+        """The sample metrics of held-out human code (the test split): the reference lines."""
+        if self._human_metrics is None:
+            vals = compute(self.cfg.metrics.names, self.human_reference, self.context(-1), sample_metrics_only=True)
+            self._human_metrics = {f"human.{k}": v for k, v in vals.items()}
+        return self._human_metrics
+
+    def evaluate(self, samples, generation: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        texts = list(samples["text"])
+        out = compute(self.cfg.metrics.names, texts, self.context(generation))
+        out["sample_eos_rate"] = float(np.mean(samples["finished"])) if len(samples) else 0.0
+        out.update(self.human_metrics())
+        self.timings["metrics_s"] = time.perf_counter() - t0
+        return out
+
+    def release(self) -> Any:
+        """Drop the model when the next generation re-initializes anyway (saves memory)."""
+        if self.cfg.model.init_mode != "continue":
+            self.model = None

@@ -1,0 +1,148 @@
+"""The training loop: one plain PyTorch loop, short enough to read top to bottom.
+
+Packed sequences (documents joined by ``<|endoftext|>`` and cut into blocks of
+``seq_len`` tokens, so no compute goes to padding), AdamW with weight decay on
+matrices only, linear warmup then cosine decay, gradient clipping, autocast
+(bf16) when asked, and a validation loss every ``eval_every`` steps (the one at the end of
+training is measured by the ``val_loss`` metric).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from collapse.config import TrainConfig
+
+
+def tokenize_texts(tokenizer, texts: list[str], batch: int = 1000) -> list[list[int]]:
+    """Token ids of each text (no special tokens)."""
+    out: list[list[int]] = []
+    for i in range(0, len(texts), batch):
+        out.extend(tokenizer(texts[i:i + batch], add_special_tokens=False)["input_ids"])
+    return out
+
+
+def pack(docs: list[list[int]], eos_id: int, seq_len: int, order: np.ndarray | None = None) -> torch.Tensor:
+    """Join documents (each followed by EOS, in ``order``) into one stream and
+    cut it into full blocks: (N, seq_len). The ragged tail is dropped."""
+    order = np.arange(len(docs)) if order is None else order
+    total = sum(len(docs[i]) + 1 for i in order)
+    stream = np.empty(total, dtype=np.int64)
+    pos = 0
+    for i in order:
+        d = docs[i]
+        stream[pos:pos + len(d)] = d
+        stream[pos + len(d)] = eos_id
+        pos += len(d) + 1
+    n = total // seq_len
+    return torch.from_numpy(stream[: n * seq_len].reshape(n, seq_len))
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@torch.no_grad()
+def block_losses(model, blocks: torch.Tensor, device: torch.device, precision: str, batch_size: int = 32,
+                 token_bytes: torch.Tensor | None = None) -> dict[str, float]:
+    """Summed next-token NLL (nats) over packed blocks, the number of predicted
+    tokens and, with ``token_bytes``, the UTF-8 bytes those tokens stand for."""
+    was_training = model.training
+    model.eval()
+    nll, ntok, nbytes = 0.0, 0, 0
+    for i in range(0, len(blocks), batch_size):
+        x = blocks[i:i + batch_size].to(device)
+        with autocast(device, precision):
+            logits = model(input_ids=x).logits  # (B, T, V)
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        tgt = x[:, 1:]
+        tok_nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+        nll += float(tok_nll.sum())
+        ntok += tgt.numel()
+        if token_bytes is not None:
+            nbytes += int(token_bytes.to(device)[tgt].sum())
+    model.train(was_training)
+    return {"nll": nll, "tokens": ntok, "bytes": nbytes}
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    seconds: float
+    train_loss: float
+    val_history: list[tuple[int, float]]  # (step, validation loss) of periodic evaluations
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+    def as_metrics(self) -> dict[str, float]:
+        return {"train_loss": self.train_loss, "train_steps": self.steps, "train_tokens": self.tokens}
+
+
+def plan_steps(n_blocks: int, cfg: TrainConfig) -> int:
+    steps = max(1, math.ceil(cfg.epochs * n_blocks / cfg.batch_size))
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def train(model, docs: list[list[int]], eos_id: int, seq_len: int, cfg: TrainConfig, device: torch.device,
+          seed: int, val_blocks: torch.Tensor | None = None, progress: bool = True, desc: str = "train",
+          precision: str = "fp32") -> TrainResult:
+    """Train ``model`` in place on token-id documents ``docs``."""
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    # One packing per epoch, each with its own document order.
+    n_epochs = max(1, math.ceil(cfg.epochs))
+    epoch_blocks = [pack(docs, eos_id, seq_len, rng.permutation(len(docs))) for _ in range(n_epochs)]
+    blocks = torch.cat(epoch_blocks)
+    if len(blocks) == 0:
+        raise ValueError("training set holds fewer tokens than one sequence")
+    steps = plan_steps(len(epoch_blocks[0]), cfg)
+    # Each epoch's blocks are shuffled too, so a batch mixes distant documents.
+    perm = torch.cat([torch.randperm(len(b), generator=torch.Generator().manual_seed(seed + i)) + sum(len(e) for e in epoch_blocks[:i])
+                      for i, b in enumerate(epoch_blocks)])
+
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_frac * steps), steps)
+    model.to(device)
+    model.train()
+    t0 = time.perf_counter()
+    losses: list[float] = []
+    val_history: list[tuple[int, float]] = []
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for step in bar:
+        lo = (step * cfg.batch_size) % len(blocks)
+        idx = perm[lo:lo + cfg.batch_size]
+        x = blocks[idx].to(device)  # (B, T)
+        with autocast(device, precision):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        if cfg.eval_every and val_blocks is not None and (step + 1) % cfg.eval_every == 0 and step + 1 < steps:
+            r = block_losses(model, val_blocks, device, precision)
+            val_history.append((step + 1, r["nll"] / r["tokens"]))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", val=f"{val_history[-1][1]:.3f}")
+        elif step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    bar.close()
+    seconds = time.perf_counter() - t0
+    tail = losses[-max(1, min(20, len(losses) // 5)):]
+    return TrainResult(steps=steps, tokens=steps * cfg.batch_size * seq_len, seconds=seconds,
+                       train_loss=float(np.mean(tail)), val_history=val_history)

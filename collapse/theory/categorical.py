@@ -1,0 +1,125 @@
+"""The categorical chain: a token distribution refitted by counting its own samples.
+
+The token-level picture of losing the tails (Shumailov et al. 2024, Section 3;
+Dohmatob et al. 2024 for the Zipf setting): start from a categorical
+distribution p₀ over V categories, uniform or Zipf (pᵢ ∝ i^−β), draw M tokens,
+refit p̂ = counts/M, draw M tokens from p̂, and so on. A category that draws no
+token is gone for good under ``replace``.
+
+Tracked per generation: ``diversity`` (the Gini–Simpson index 1 − Σᵢ pᵢ²),
+``surviving`` (categories with pᵢ > 0) and ``tail_mass`` (the mass of the
+initial tail: the rarest ``tail_fraction`` of categories under p₀, ties broken
+towards the last index).
+
+Closed forms (n = number of fits on N_i tokens each):
+
+- ``replace``: E[1 − Σᵢ pₙ,ᵢ²] = Πᵢ(1 − 1/N_i)·(1 − Σᵢ p₀,ᵢ²) = (1 − 1/M)ⁿ·(1 − Σ p₀²),
+  since E[Σ p̂ᵢ² | p] = 1/N + (1 − 1/N)·Σ pᵢ² for N multinomial draws.
+- ``replace`` and ``accumulate``: E[pₙ] = p₀ (each fit is an average of
+  empirical frequencies of draws whose expectation is p₀), so the expected
+  tail mass stays at its initial value even as most trials lose the tail.
+No closed form is claimed for the other regimes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from collapse.mixing import MixSizes
+from collapse.theory.common import TheoryModel, per_trial_bincount
+
+
+def zipf_probabilities(categories: int, exponent: float) -> np.ndarray:
+    """pᵢ ∝ i^−β for i = 1..V (β = 0: uniform)."""
+    p = np.arange(1, categories + 1, dtype=np.float64) ** -float(exponent)
+    return p / p.sum()
+
+
+def tail_categories(p0: np.ndarray, fraction: float) -> np.ndarray:
+    """Indices of the rarest ``fraction`` of categories under p0 (at least one)."""
+    n_tail = max(1, int(round(fraction * p0.size)))
+    order = np.argsort(-p0, kind="stable")  # most likely first; ties keep index order
+    return np.sort(order[-n_tail:])
+
+
+def categorical_closed_form(regime: str, p0: np.ndarray, tail: np.ndarray, fit_sizes: Sequence[int]) -> dict[str, np.ndarray]:
+    """Closed forms per fit: ``diversity`` under replace, ``tail_mass`` under replace and accumulate."""
+    n_fits = len(fit_sizes)
+    out: dict[str, np.ndarray] = {}
+    if regime == "replace":
+        n_i = np.asarray(fit_sizes, dtype=np.float64)
+        out["diversity"] = np.cumprod(1.0 - 1.0 / n_i) * (1.0 - float(np.sum(p0**2)))
+    if regime in ("replace", "accumulate"):
+        out["tail_mass"] = np.full(n_fits, float(p0[tail].sum()))
+    return out
+
+
+class CategoricalModel(TheoryModel):
+    """K chains of a categorical distribution over V categories. Pools: (K, N) int32 tokens."""
+
+    name = "categorical"
+    quantities = ("diversity", "surviving", "tail_mass")
+
+    def __init__(self, trials: int, seed: int, categories: int = 100, samples: int = 100, zipf: float = 1.0,
+                 tail_fraction: float = 0.1):
+        super().__init__(trials, seed)
+        self.categories = int(categories)
+        self.samples = int(samples)
+        self.zipf = float(zipf)
+        self.tail_fraction = float(tail_fraction)
+        self.p0 = zipf_probabilities(self.categories, self.zipf)  # (V,)
+        self.tail = tail_categories(self.p0, self.tail_fraction)
+        self.counts = np.zeros((self.trials, self.categories), dtype=np.int64)
+        self._train: np.ndarray | None = None
+
+    def params(self) -> Mapping[str, Any]:
+        return {"categories": self.categories, "samples": self.samples, "zipf": self.zipf,
+                "tail_fraction": self.tail_fraction}
+
+    def _draw_p0(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(self.categories, size=(self.trials, n), p=self.p0).astype(np.int32)
+
+    def human_pools(self, sizes: MixSizes, fresh_total: int) -> dict[str, np.ndarray]:
+        pools = {"human": self._draw_p0(sizes.human, self.rng(0, "human"))}
+        if fresh_total:
+            pools["human_fresh"] = self._draw_p0(fresh_total, self.rng(0, "hfresh"))
+        return pools
+
+    def fit(self, train: np.ndarray, generation: int) -> dict[str, float]:
+        # train: (K, N) tokens; p̂ = counts / N.
+        self.counts = per_trial_bincount(train, self.categories)  # (K, V)
+        self._train = train
+        return {"train_size": float(train.shape[1])}
+
+    @property
+    def p(self) -> np.ndarray:
+        """The fitted distributions (K, V)."""
+        return self.counts / self.counts.sum(axis=1, keepdims=True)
+
+    def sample(self, n: int, generation: int) -> np.ndarray:
+        # p̂ is the empirical distribution of the training tokens, so a draw from
+        # p̂ is a uniformly chosen training token: exact, and O(K·n) at any V.
+        assert self._train is not None, "sample() before fit()"
+        pick = self.rng(generation, "sample").integers(0, self._train.shape[1], size=(self.trials, n))
+        return np.take_along_axis(self._train, pick, axis=1)
+
+    def measure(self) -> dict[str, np.ndarray]:
+        p = self.p
+        return {
+            "diversity": 1.0 - (p**2).sum(axis=1),
+            "surviving": (self.counts > 0).sum(axis=1).astype(np.float64),
+            "tail_mass": p[:, self.tail].sum(axis=1),
+        }
+
+    def closed_form(self, regime: str, fit_sizes: Sequence[int], sizes: MixSizes) -> dict[str, np.ndarray]:
+        return categorical_closed_form(regime, self.p0, self.tail, fit_sizes)
+
+    def closed_form_text(self, regime: str, sizes: MixSizes) -> dict[str, str]:
+        out = {}
+        if regime == "replace":
+            out["diversity"] = "(1 - 1/M)^n·(1 - Σ_i p0_i²)"
+        if regime in ("replace", "accumulate"):
+            out["tail_mass"] = "Σ_(i in tail) p0_i (E[p_n] = p0)"
+        return out

@@ -1,0 +1,95 @@
+"""What the four theory models share: the model base class and per-trial helpers.
+
+A theory model is a :class:`collapse.generator.Generator` that runs K
+independent trials at once. Its pools are numpy arrays of shape
+(K, samples, ...) with samples on axis 1, so ``collapse.orchestrator.run_generations(...,
+axis=1)`` and ``collapse.mixing.apply_plan`` drive it exactly as they drive the
+code LMs. ``evaluate`` summarises per-trial values (mean and standard error over
+the K trials); the per-trial values themselves stay on ``trial_values`` for
+callers that need them (tests, the runner). Generation g's model is the
+(g + 1)-th fit of the chain, so closed forms are indexed by n = g + 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from collapse.mixing import MixSizes, generation_rng
+
+
+def mean_and_se(values: np.ndarray) -> tuple[float, float]:
+    """Mean over trials and its standard error (NaN when there is one trial)."""
+    values = np.asarray(values, dtype=np.float64)
+    k = values.shape[0]
+    mean = float(values.mean())
+    se = float(values.std(ddof=1) / np.sqrt(k)) if k > 1 else float("nan")
+    return mean, se
+
+
+def per_trial_bincount(idx: np.ndarray, length: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """``np.bincount`` of every row of ``idx`` (K, N) at once → (K, length)."""
+    k = idx.shape[0]
+    flat = (idx.astype(np.int64, copy=False) + (np.arange(k, dtype=np.int64) * length)[:, None]).ravel()
+    w = None if weights is None else weights.ravel()
+    out = np.bincount(flat, weights=w, minlength=k * length)
+    return out.reshape(k, length)
+
+
+class TheoryModel:
+    """Base of the analytic generators: K trials, a seed, per-trial measurements.
+
+    Subclasses define ``fit``, ``sample``, ``measure`` (per-trial values of
+    each name in ``quantities``, from the fitted model), ``human_pools`` and
+    ``closed_form``."""
+
+    name: ClassVar[str] = ""
+    quantities: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, trials: int, seed: int):
+        self.trials = int(trials)
+        self.seed = int(seed)
+        self.trial_values: dict[str, np.ndarray] = {}
+
+    # -------------------------------------------------------------- protocol
+    def fit(self, train: np.ndarray, generation: int) -> dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def sample(self, n: int, generation: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def measure(self) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+        """Per-trial values (K,) of each tracked quantity for the fitted model."""
+        raise NotImplementedError
+
+    def evaluate(self, samples: Any, generation: int) -> dict[str, float]:
+        """Mean and standard error over trials of every tracked quantity
+        (``name`` and ``name_se``); per-trial values go to ``trial_values``."""
+        self.trial_values = {q: np.asarray(v, dtype=np.float64) for q, v in self.measure().items()}
+        out: dict[str, float] = {}
+        for q in self.quantities:
+            out[q], out[f"{q}_se"] = mean_and_se(self.trial_values[q])
+        return out
+
+    # ------------------------------------------------------------ the runner
+    def rng(self, generation: int, purpose: str) -> np.random.Generator:
+        return generation_rng(self.seed, generation, purpose)
+
+    def human_pools(self, sizes: MixSizes, fresh_total: int) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+        """``human`` (K, sizes.human, ...) drawn from the starting distribution,
+        plus ``human_fresh`` (K, fresh_total, ...) when ``fresh_total`` > 0."""
+        raise NotImplementedError
+
+    def closed_form(self, regime: str, fit_sizes: Sequence[int], sizes: MixSizes) -> dict[str, np.ndarray]:
+        """Exact expectations of tracked quantities, one value per generation
+        (fit n = generation + 1 used ``fit_sizes[n - 1]`` examples). Only
+        quantities with a known closed form under ``regime`` appear."""
+        return {}
+
+    def closed_form_text(self, regime: str, sizes: MixSizes) -> dict[str, str]:
+        """The formulas ``closed_form`` implements, for the record."""
+        return {}
+
+    def params(self) -> Mapping[str, Any]:
+        return {}

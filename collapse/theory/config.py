@@ -1,0 +1,197 @@
+"""The typed configuration of a theory run (``experiments/theory_*.yaml``).
+
+Sections: ``run`` (model, regime, generations, trials, seed, output folder),
+one section per model (``gaussian``, ``regression``, ``categorical``, ``gmm``;
+only the chosen model's section is used), ``mix`` (the sizes the mixing
+regimes need) and ``tracking`` (MLflow). Built with the same machinery as the
+LM config (``collapse.config.build_dataclass``, ``apply_overrides``): unknown
+keys, wrong types and out-of-range values raise a one-line ``ConfigError``
+naming the key, and so do sizes a model cannot work with (M < 2 for the
+unbiased estimator, T − d − 1 ≤ 0 for regression).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from collapse.config import REGIMES, _f, _type_name, apply_overrides, build_dataclass
+from collapse.errors import ConfigError
+
+MODELS = ("gaussian", "regression", "categorical", "gmm")
+
+_pos = (lambda v: v > 0, "> 0")
+_nonneg = (lambda v: v >= 0, ">= 0")
+_unit = (lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+_open_unit = (lambda v: 0.0 < v < 1.0, "in (0, 1)")
+_pos_or_none = (lambda v: v is None or v > 0, "> 0 or null")
+
+
+@dataclass
+class TheoryRunConfig:
+    model: str = _f("gaussian", "theory model: " + " | ".join(MODELS))
+    regime: str = _f("replace", "mixing regime: " + " | ".join(REGIMES))
+    generations: int = _f(100, "generations after generation 0: runs generations 0..N (generation g is fit n = g + 1)", *_nonneg)
+    trials: int = _f(1000, "independent trials run at once (K); standard errors are over trials", *_pos)
+    seed: int = _f(0, "seed for every random choice of the run", *_nonneg)
+    out: str = _f("reports/theory", "folder for the figure (PNG and PDF) of a run without --json")
+
+
+@dataclass
+class GaussianConfig:
+    dim: int = _f(1, "dimension d (diagonal covariance: every coordinate runs the 1-D chain)", *_pos)
+    samples: int = _f(100, "M: human samples of generation 0, and samples per generation unless mix.synthetic_size is set", *_pos)
+    estimator: Literal["mle", "unbiased"] = _f("unbiased", "variance estimator: mle (divide by M) | unbiased (divide by M - 1)")
+
+
+@dataclass
+class RegressionConfig:
+    dim: int = _f(10, "d: features of the design X", *_pos)
+    samples: int = _f(50, "T: rows of the fixed design X (labels per generation)", *_pos)
+    noise: float = _f(1.0, "σ²: variance of the label noise", *_nonneg)
+    design: Literal["per_trial", "shared"] = _f("per_trial", "per_trial: each trial draws its own X (closed form uses d/(T-d-1)) | shared: one X for all trials (uses tr((XᵀX)⁻¹))")
+
+
+@dataclass
+class CategoricalConfig:
+    categories: int = _f(100, "V: number of categories (tokens)", *_pos)
+    samples: int = _f(100, "M: tokens drawn per generation", *_pos)
+    zipf: float = _f(1.0, "β: starting distribution p_i ∝ i^-β (0 = uniform)", *_nonneg)
+    tail_fraction: float = _f(0.1, "share of categories, the rarest under the start, whose mass is tracked as tail_mass", *_open_unit)
+
+
+@dataclass
+class GMMConfig:
+    components: int = _f(2, "C: mixture components (the start has C unit-variance components, equal weights)", *_pos)
+    samples: int = _f(100, "M: samples per generation", *_pos)
+    separation: float = _f(4.0, "distance between neighbouring component means at the start", *_nonneg)
+    distance: Literal["w2", "l2"] = _f("w2", "distance to the start: w2 (2-Wasserstein) | l2 (L2 norm of the density difference)")
+    em_iters: int = _f(200, "EM iterations per generation at most", *_pos)
+    em_tol: float = _f(1e-6, "EM stops when no trial's mean log-likelihood improves by more than this", *_pos)
+
+
+@dataclass
+class TheoryMixConfig:
+    synthetic_size: int | None = _f(None, "synthetic samples per generation; null = the model's samples (M or T)", *_pos_or_none)
+    human_fraction: float = _f(0.1, "fixed_fraction: share of each training set that is human", *_unit)
+    subsample_size: int | None = _f(None, "accumulate_subsample: size of the draw from the accumulated pool; null = the model's samples", *_pos_or_none)
+    fresh_size: int | None = _f(None, "fresh: new human samples per generation; null = the model's samples", *_pos_or_none)
+
+
+@dataclass
+class TheoryTrackingConfig:
+    enabled: bool = _f(False, "log the run to MLflow (params, per-generation metrics at step=generation, artifacts)")
+    uri: str | None = _f(None, "MLflow tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db")
+    root: str = _f("runs", "folder holding the default sqlite database and its artifacts")
+    experiment: str | None = _f(None, "MLflow experiment name; null = theory_<model>")
+
+
+@dataclass
+class TheoryConfig:
+    run: TheoryRunConfig = field(default_factory=TheoryRunConfig)
+    gaussian: GaussianConfig = field(default_factory=GaussianConfig)
+    regression: RegressionConfig = field(default_factory=RegressionConfig)
+    categorical: CategoricalConfig = field(default_factory=CategoricalConfig)
+    gmm: GMMConfig = field(default_factory=GMMConfig)
+    mix: TheoryMixConfig = field(default_factory=TheoryMixConfig)
+    tracking: TheoryTrackingConfig = field(default_factory=TheoryTrackingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def model_section(self) -> dict[str, Any]:
+        """The chosen model's options."""
+        return dataclasses.asdict(getattr(self, self.run.model))
+
+    @property
+    def samples(self) -> int:
+        return int(getattr(self, self.run.model).samples)
+
+    def resolved(self) -> dict[str, Any]:
+        """The parts of the config that shape this run (logged as params)."""
+        return {"run": dataclasses.asdict(self.run), self.run.model: self.model_section(), "mix": dataclasses.asdict(self.mix)}
+
+
+def validate(cfg: TheoryConfig) -> None:
+    """Checks that span several fields; one-line ConfigError each."""
+    run = cfg.run
+    if run.model not in MODELS:
+        raise ConfigError(f"run.model: unknown theory model {run.model!r} (known: {', '.join(MODELS)})")
+    if run.regime not in REGIMES:
+        raise ConfigError(f"run.regime: unknown regime {run.regime!r} (known: {', '.join(REGIMES)})")
+    m = cfg.samples
+    mix = cfg.mix
+    synthetic = mix.synthetic_size or m
+    # The smallest training set any generation of this regime can see.
+    sizes = {"human": m, "synthetic": synthetic}
+    if run.regime == "accumulate_subsample":
+        sizes["subsample"] = mix.subsample_size or m
+    if run.regime == "fixed_fraction":
+        n_h = int(round(mix.human_fraction * m))
+        if m - n_h > synthetic:
+            raise ConfigError(f"mix.synthetic_size: fixed_fraction needs {m - n_h} synthetic samples per generation, got {synthetic}")
+    key = {"human": f"{run.model}.samples", "synthetic": "mix.synthetic_size", "subsample": "mix.subsample_size"}
+    if run.model == "gaussian" and cfg.gaussian.estimator == "unbiased":
+        for what, n in sizes.items():
+            if n < 2:
+                raise ConfigError(f"{key[what]}: the unbiased estimator needs at least 2 samples per fit, got {n}")
+    if run.model == "regression":
+        r = cfg.regression
+        if r.samples - r.dim - 1 <= 0:
+            raise ConfigError(f"regression.samples: expected T > d + 1 = {r.dim + 1} so that T - d - 1 > 0, got {r.samples}")
+        for what, n in sizes.items():
+            if n < r.dim:
+                raise ConfigError(f"{key[what]}: least squares in d = {r.dim} dimensions needs at least {r.dim} rows per fit, got {n}")
+    if run.model == "gmm":
+        for what, n in sizes.items():
+            if n <= cfg.gmm.components:
+                raise ConfigError(f"{key[what]}: EM with {cfg.gmm.components} components needs more samples per fit than components, got {n}")
+    if cfg.tracking.experiment is not None and (not cfg.tracking.experiment or "/" in cfg.tracking.experiment):
+        raise ConfigError(f"tracking.experiment: expected a non-empty name without '/', got {cfg.tracking.experiment!r}")
+
+
+def theory_config_from_dict(data: dict[str, Any]) -> TheoryConfig:
+    cfg = build_dataclass(TheoryConfig, data, "")
+    validate(cfg)
+    return cfg
+
+
+def load_theory_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TheoryConfig:
+    """Load a theory recipe, apply dotted ``key=value`` overrides, validate.
+    Raises ConfigError (one line) on any problem."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ConfigError(f"{p}: malformed YAML{where}: {getattr(e, 'problem', None) or 'parse error'}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+        data = loaded
+    apply_overrides(data, overrides or [])
+    return theory_config_from_dict(data)
+
+
+def describe_theory() -> str:
+    """Every key with its type, default and doc."""
+    lines = []
+    hints = typing.get_type_hints(TheoryConfig)
+    for sec in dataclasses.fields(TheoryConfig):
+        cls = hints[sec.name]
+        sub = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            d = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"{sec.name}.{f.name} ({_type_name(sub[f.name])}, default {d!r}): {f.metadata.get('doc', '')}")
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""Linear regression on its own labels: the setting of Dohmatob et al. 2024 and Gerstgrasser et al. 2024.
+
+A fixed design X (T×d, rows N(0, I)) and a true weight w*. Generation 0 fits
+ordinary least squares to labels y = X w* + ε (noise variance σ²); every later
+generation's labels are X ŵ + ε from the previous fit. The tracked error is
+‖ŵₙ − w*‖² (the excess test risk for isotropic inputs).
+
+Pools do not copy X: an example is (row index into X, label), so a pool is a
+float array (K, N, 2). The fit turns a training set into per-row counts and
+label sums, XᵀWX and XᵀWy, which is exact for any plan (rows repeated under
+``accumulate``, subsets under ``accumulate_subsample``) and cheap even when the
+accumulated training set is large.
+
+``design``: ``per_trial`` draws an X for each trial, so the mean over trials
+estimates the expectation over X too; ``shared`` uses one X for all trials.
+
+Closed forms (n = number of fits; each fit sees every row of X once per pool,
+i.e. synthetic size = T):
+
+- replace: E‖ŵₙ − w*‖² = n·σ²·τ (Dohmatob et al. 2024; Gerstgrasser et al. 2024),
+- accumulate: σ²·τ·Σᵢ₌₁ⁿ 1/i² ≤ (π²/6)·σ²·τ, π²/6 times the first fit's error
+  (Gerstgrasser et al. 2024, Theorem 2),
+
+where τ = E tr((XᵀX)⁻¹) = d/(T − d − 1) for ``per_trial`` (the inverse-Wishart
+mean) and τ = tr((XᵀX)⁻¹) of the one X for ``shared``. Proof sketch for
+accumulate: with eₙ = ŵₙ − w* and P = (XᵀX)⁻¹Xᵀ, the n-th fit averages n
+label vectors, so n·eₙ = Σ_{i≤n} (e_{i−1} + P εᵢ), hence eₙ = e_{n−1} + P εₙ/n.
+No closed form is claimed for the other regimes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from collapse.mixing import MixSizes
+from collapse.theory.common import TheoryModel, per_trial_bincount
+
+
+def regression_closed_form(regime: str, fits: int, noise: float, tau: float) -> np.ndarray | None:
+    """E‖ŵₙ − w*‖² for n = 1..``fits``; τ = E tr((XᵀX)⁻¹). None for regimes without one."""
+    n = np.arange(1, fits + 1, dtype=np.float64)
+    if regime == "replace":
+        return n * noise * tau
+    if regime == "accumulate":
+        return noise * tau * np.cumsum(1.0 / n**2)
+    return None
+
+
+def inverse_wishart_trace(dim: int, rows: int) -> float:
+    """E tr((XᵀX)⁻¹) for X with ``rows`` i.i.d. N(0, I_dim) rows: d/(T − d − 1)."""
+    return dim / (rows - dim - 1)
+
+
+class RegressionModel(TheoryModel):
+    """K chains of least squares on a fixed design. Pools: (K, N, 2) = (row, label)."""
+
+    name = "regression"
+    quantities = ("error",)
+
+    def __init__(self, trials: int, seed: int, dim: int = 10, samples: int = 50, noise: float = 1.0,
+                 design: str = "per_trial"):
+        super().__init__(trials, seed)
+        self.dim = int(dim)
+        self.rows = int(samples)  # T
+        self.noise = float(noise)  # σ², a variance
+        self.design = design
+        k_x = self.trials if design == "per_trial" else 1
+        self.X = self.rng(0, "design").standard_normal((k_x, self.rows, self.dim))  # (K or 1, T, d)
+        w = self.rng(0, "truth").standard_normal(self.dim)
+        self.w_star = w / np.linalg.norm(w)  # (d,), unit norm
+        gram = np.swapaxes(self.X, 1, 2) @ self.X  # (K or 1, d, d)
+        self.gram_inv = np.linalg.inv(gram)
+        self.tau_design = float(np.trace(self.gram_inv, axis1=1, axis2=2).mean())
+        self.w = np.broadcast_to(self.w_star, (self.trials, self.dim)).copy()  # (K, d)
+
+    def params(self) -> Mapping[str, Any]:
+        return {"dim": self.dim, "samples": self.rows, "noise": self.noise, "design": self.design}
+
+    @property
+    def tau(self) -> float:
+        """τ of the closed forms: E tr((XᵀX)⁻¹) over X (per_trial) or tr of the one X (shared)."""
+        return inverse_wishart_trace(self.dim, self.rows) if self.design == "per_trial" else self.tau_design
+
+    def _labelled(self, w: np.ndarray, n: int, start: int, rng: np.random.Generator) -> np.ndarray:
+        """n examples (rows start, start+1, … mod T) labelled X w + ε → (K, n, 2)."""
+        rows = (start + np.arange(n)) % self.rows  # (n,)
+        xr = self.X[:, rows, :]  # (K or 1, n, d)
+        y = np.einsum("knd,kd->kn", xr, np.broadcast_to(w, (self.trials, self.dim))) if xr.shape[0] > 1 \
+            else np.broadcast_to(w, (self.trials, self.dim)) @ xr[0].T  # (K, n)
+        y = y + np.sqrt(self.noise) * rng.standard_normal((self.trials, n))
+        pool = np.empty((self.trials, n, 2))
+        pool[..., 0] = rows
+        pool[..., 1] = y
+        return pool
+
+    def human_pools(self, sizes: MixSizes, fresh_total: int) -> dict[str, np.ndarray]:
+        pools = {"human": self._labelled(self.w_star, sizes.human, 0, self.rng(0, "human"))}
+        if fresh_total:
+            pools["human_fresh"] = self._labelled(self.w_star, fresh_total, 0, self.rng(0, "hfresh"))
+        return pools
+
+    def fit(self, train: np.ndarray, generation: int) -> dict[str, float]:
+        # train: (K, N, 2); XᵀWX and XᵀWy from per-row counts W and label sums.
+        idx = train[..., 0].astype(np.int64)  # (K, N)
+        counts = per_trial_bincount(idx, self.rows)  # (K, T)
+        ysum = per_trial_bincount(idx, self.rows, train[..., 1])  # (K, T)
+        if self.X.shape[0] == 1:
+            b = ysum @ self.X[0]  # (K, d)
+        else:
+            b = np.einsum("ktd,kt->kd", self.X, ysum)
+        c0 = counts[0, 0]
+        if np.all(counts == c0) and c0 > 0:
+            # Every row seen c0 times in every trial (replace, accumulate): XᵀWX = c0·XᵀX.
+            self.w = (self.gram_inv @ b[..., None])[..., 0] / c0 if self.X.shape[0] > 1 \
+                else b @ self.gram_inv[0].T / c0
+        else:
+            if self.X.shape[0] == 1 and np.all(counts == counts[0]):
+                gram = (self.X[0].T * counts[0]) @ self.X[0]  # (d, d), one for all trials
+                gram = np.broadcast_to(gram, (self.trials, self.dim, self.dim))
+            else:
+                xw = self.X * counts[..., None]  # (K, T, d)
+                gram = np.swapaxes(xw, 1, 2) @ np.broadcast_to(self.X, xw.shape)  # (K, d, d)
+            try:
+                self.w = np.linalg.solve(gram, b[..., None])[..., 0]
+            except np.linalg.LinAlgError:
+                # Too few distinct rows in some trial: minimum-norm least squares.
+                self.w = (np.linalg.pinv(gram) @ b[..., None])[..., 0]
+        return {"train_size": float(train.shape[1])}
+
+    def sample(self, n: int, generation: int) -> np.ndarray:
+        return self._labelled(self.w, n, 0, self.rng(generation, "sample"))
+
+    def measure(self) -> dict[str, np.ndarray]:
+        return {"error": ((self.w - self.w_star) ** 2).sum(axis=1)}
+
+    def _claims(self, regime: str, sizes: MixSizes) -> bool:
+        # The closed forms assume each pool holds every row of X once.
+        return regime in ("replace", "accumulate") and sizes.human == self.rows and sizes.synthetic == self.rows
+
+    def closed_form(self, regime: str, fit_sizes: Sequence[int], sizes: MixSizes) -> dict[str, np.ndarray]:
+        if not self._claims(regime, sizes):
+            return {}
+        out = regression_closed_form(regime, len(fit_sizes), self.noise, self.tau)
+        return {} if out is None else {"error": out}
+
+    def closed_form_text(self, regime: str, sizes: MixSizes) -> dict[str, str]:
+        if not self._claims(regime, sizes):
+            return {}
+        tau = "d/(T - d - 1)" if self.design == "per_trial" else "tr((X^T X)^-1)"
+        if regime == "replace":
+            return {"error": f"n·σ²·{tau}"}
+        return {"error": f"σ²·{tau}·Σ_(i=1..n) 1/i² ≤ (π²/6)·σ²·{tau}"}
