@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -126,6 +127,7 @@ class RunConfig:
     dir: str | None = _f(None, "run directory; null = <root>/<experiment>/<regime>_s<seed> (with several regimes: <dir>/<regime>)")
     share_gen0: bool = _f(True, "compute generation 0 once per (data, tokenizer, model, train, sample, metrics, seed) and share it across regimes")
     progress: bool = _f(True, "progress bars")
+    threads: int = _f(0, "CPU threads for torch (0 = torch's default); 1 avoids oversubscription when runs share cores", *_nonneg)
 
 
 @dataclass
@@ -170,10 +172,13 @@ class Config:
 
 # ---------------------------------------------------------------- loading
 
+_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
+        return ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
@@ -216,6 +221,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -334,6 +334,10 @@ def run_experiment(cfg: Config) -> list[RunResult]:
     import datasets
     import transformers
 
+    if cfg.run.threads:
+        import torch
+
+        torch.set_num_threads(cfg.run.threads)
     datasets.disable_progress_bars()  # our own bars cover the long work
     transformers.utils.logging.disable_progress_bar()
     exp = Experiment(cfg)

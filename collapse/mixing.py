@@ -146,7 +146,10 @@ def plan_mix(regime: str, generation: int, pool_sizes: Mapping[str, int], sizes:
     that exists."""
     if regime not in REGIMES:
         raise CollapseError(f"unknown regime {regime!r} (known: {', '.join(REGIMES)})")
-    plan = REGIMES[regime](generation, pool_sizes, sizes, rng)
+    try:
+        plan = REGIMES[regime](generation, pool_sizes, sizes, rng)
+    except KeyError as e:
+        raise CollapseError(f"generation {generation}: {regime} needs pool {e.args[0]!r}, which does not exist") from None
     for t in plan:
         have = pool_sizes.get(t.pool)
         if have is None:

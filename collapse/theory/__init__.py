@@ -1,0 +1,16 @@
+"""Analytic models of model collapse, run through the same loop as the code LMs.
+
+Four generators implement the ``collapse.generator.Generator`` protocol with
+K independent trials at once: ``gaussian`` (Shumailov et al. 2024; Bertrand
+et al. 2024), ``regression`` (Dohmatob et al. 2024; Gerstgrasser et al. 2024),
+``categorical`` (the token-level loss of tails) and ``gmm`` (Shumailov et
+al.'s mixture experiment). ``run_theory`` drives them through
+``collapse.orchestrator.run_generations`` with the mixing regimes of
+``collapse.mixing`` (Gerstgrasser et al. 2024; Kazdan et al. 2024) and returns
+each tracked quantity's mean, standard error and closed form per generation.
+"""
+
+from collapse.theory.config import MODELS, TheoryConfig, load_theory_config
+from collapse.theory.run import TheoryResult, build_model, mirror_to_mlflow, run_theory
+
+__all__ = ["MODELS", "TheoryConfig", "TheoryResult", "build_model", "load_theory_config", "mirror_to_mlflow", "run_theory"]

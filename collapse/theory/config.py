@@ -71,8 +71,8 @@ class GMMConfig:
     samples: int = _f(100, "M: samples per generation", *_pos)
     separation: float = _f(4.0, "distance between neighbouring component means at the start", *_nonneg)
     distance: Literal["w2", "l2"] = _f("w2", "distance to the start: w2 (2-Wasserstein) | l2 (L2 norm of the density difference)")
-    em_iters: int = _f(200, "EM iterations per generation at most", *_pos)
-    em_tol: float = _f(1e-6, "EM stops when no trial's mean log-likelihood improves by more than this", *_pos)
+    em_iters: int = _f(100, "EM iterations per generation at most", *_pos)
+    em_tol: float = _f(1e-5, "EM stops in a trial when its mean log-likelihood per sample improves by less than this", *_pos)
 
 
 @dataclass
@@ -161,25 +161,28 @@ def theory_config_from_dict(data: dict[str, Any]) -> TheoryConfig:
     return cfg
 
 
+def read_theory_yaml(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a theory recipe (ConfigError on a missing or malformed file)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{p}: malformed YAML{where}: {getattr(e, 'problem', None) or 'parse error'}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+    return loaded
+
+
 def load_theory_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TheoryConfig:
     """Load a theory recipe, apply dotted ``key=value`` overrides, validate.
     Raises ConfigError (one line) on any problem."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            raise ConfigError(f"{p}: malformed YAML{where}: {getattr(e, 'problem', None) or 'parse error'}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
-        data = loaded
+    data = read_theory_yaml(path) if path is not None else {}
     apply_overrides(data, overrides or [])
     return theory_config_from_dict(data)
 

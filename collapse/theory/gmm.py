@@ -28,56 +28,83 @@ from collapse.theory.common import TheoryModel
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 _VAR_FLOOR = 1e-10
-_BLOCK = 512  # trials per EM block: small enough to stay in cache, each block stops when it has converged
+_BLOCK = 512  # trials per EM block: small enough to stay in cache
 
 
 def em_fit(x: np.ndarray, components: int, iters: int, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """EM for a 1-D mixture on every row of ``x`` (K, N) → weights, means,
-    variances (each (K, C)) and the most iterations any block used."""
+    variances (each (K, C)) and the most iterations any trial used.
+
+    Initialised from the data alone (means at the (i + ½)/C quantiles, the
+    overall variance, equal weights); a trial stops when its mean
+    log-likelihood improves by less than ``tol``."""
     k, n = x.shape
-    w = np.empty((k, components))
-    mu = np.empty((k, components))
-    var = np.empty((k, components))
+    w = np.empty((components, k))
+    mu = np.empty((components, k))
+    var = np.empty((components, k))
     most = 0
     for s in range(0, k, _BLOCK):
         blk = slice(s, min(s + _BLOCK, k))
-        w[blk], mu[blk], var[blk], used = _em_block(x[blk], components, iters, tol)
+        w[:, blk], mu[:, blk], var[:, blk], used = _em_block(x[blk], components, iters, tol)
         most = max(most, used)
-    return w, mu, var, most
+    return w.T.copy(), mu.T.copy(), var.T.copy(), most
 
 
 def _em_block(x: np.ndarray, c: int, iters: int, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    # Layout (C, k, N): samples contiguous, so sums over samples and the
+    # max/sum over components are fast elementwise passes.
     k, n = x.shape
     q = np.minimum(((np.arange(c) + 0.5) / c * n).astype(np.int64), n - 1)
-    mu = np.sort(x, axis=1)[:, q]  # (k, C)
-    var = np.repeat(np.maximum(x.var(axis=1, keepdims=True), _VAR_FLOOR), c, axis=1)
-    w = np.full((k, c), 1.0 / c)
+    mu = np.sort(x, axis=1)[:, q].T.copy()  # (C, k)
+    var = np.repeat(np.maximum(x.var(axis=1), _VAR_FLOOR)[None, :], c, axis=0)  # (C, k)
+    w = np.full((c, k), 1.0 / c)
     if c == 1:
-        return w, x.mean(axis=1, keepdims=True), var, 1
-    xe = x[:, :, None]  # (k, N, 1)
+        return w, x.mean(axis=1)[None, :], var, 1
+    out = [w.copy(), mu.copy(), var.copy()]
+    active = np.arange(k)  # trials still iterating
+    xa = x
     prev = np.full(k, -np.inf)
     it = 0
     for it in range(1, iters + 1):
-        # E-step: log w_c + log N(x; μ_c, v_c) → responsibilities (k, N, C).
-        logp = (np.log(w) - 0.5 * (_LOG_2PI + np.log(var)))[:, None, :] - (xe - mu[:, None, :]) ** 2 / (2.0 * var[:, None, :])
-        top = logp.max(axis=2, keepdims=True)
-        r = np.exp(logp - top)
-        tot = r.sum(axis=2, keepdims=True)
-        r /= tot
-        ll = (top[..., 0] + np.log(tot[..., 0])).mean(axis=1)  # (k,) mean log-likelihood of the old parameters
-        # M-step; a component that lost every point keeps its parameters.
-        nk = r.sum(axis=1)  # (k, C)
-        alive = nk > 1e-8
-        safe = np.where(alive, nk, 1.0)
-        mu_new = np.einsum("knc,kn->kc", r, x) / safe
-        var_new = np.einsum("knc,knc->kc", r, (xe - mu_new[:, None, :]) ** 2) / safe
-        mu = np.where(alive, mu_new, mu)
-        var = np.where(alive, np.maximum(var_new, _VAR_FLOOR), var)
-        w = np.maximum(nk / n, 1e-300)
-        if np.all(ll - prev < tol):
+        ll, w, mu, var = _em_step(xa, w, mu, var)
+        # ll is the log-likelihood of the parameters before this step; a trial
+        # whose last step gained less than tol keeps the newest parameters.
+        done = ll - prev < tol
+        if it == iters:
+            done[:] = True
+        if done.any():
+            for o, new in zip(out, (w, mu, var)):
+                o[:, active[done]] = new[:, done]
+            keep = ~done
+            active, xa, prev = active[keep], xa[keep], ll[keep]
+            w, mu, var = w[:, keep], mu[:, keep], var[:, keep]
+        else:
+            prev = ll
+        if active.size == 0:
             break
-        prev = ll
-    return w, mu, var, it
+    return out[0], out[1], out[2], it
+
+
+def _em_step(x: np.ndarray, w: np.ndarray, mu: np.ndarray, var: np.ndarray):
+    """One EM step for k mixtures, parameters (C, k), data (k, N) → mean
+    log-likelihood (k,) of the old parameters and the new parameters."""
+    n = x.shape[1]
+    a = (np.log(w) - 0.5 * (_LOG_2PI + np.log(var)))[:, :, None]  # (C, k, 1)
+    d = x[None] - mu[:, :, None]  # (C, k, N)
+    logp = a - d * d * (0.5 / var)[:, :, None]
+    top = logp.max(axis=0)  # (k, N)
+    r = np.exp(logp - top)
+    tot = r.sum(axis=0)
+    r /= tot  # responsibilities (C, k, N)
+    ll = (top + np.log(tot)).mean(axis=1)
+    nk = r.sum(axis=2)  # (C, k)
+    alive = nk > 1e-8  # a component that lost every point keeps its parameters
+    safe = np.where(alive, nk, 1.0)
+    mu_new = np.where(alive, (r * x[None]).sum(axis=2) / safe, mu)
+    d = x[None] - mu_new[:, :, None]
+    var_new = np.where(alive, np.maximum((r * d * d).sum(axis=2) / safe, _VAR_FLOOR), var)
+    w_new = np.maximum(nk / n, 1e-300)
+    return ll, w_new, mu_new, var_new
 
 
 def mixture_cdf(x: np.ndarray, w: np.ndarray, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -114,7 +141,7 @@ class ReferenceQuantile:
         return np.interp(u, self.u, self.x)
 
 
-_GH_T, _GH_W = np.polynomial.hermite_e.hermegauss(64)  # ∫ g(t) e^{−t²/2} dt ≈ Σ w g(t)
+_GH_T, _GH_W = np.polynomial.hermite_e.hermegauss(32)  # ∫ g(t) e^{−t²/2} dt ≈ Σ w g(t)
 _GH_W = _GH_W / _GH_W.sum()  # → E_{t∼N(0,1)}[g(t)]
 
 
@@ -122,10 +149,10 @@ def w2_distance(w: np.ndarray, mu: np.ndarray, var: np.ndarray, ref_quantile: Re
     """W₂ between K mixtures (K, C) and the reference whose quantile function is given.
 
     W₂² = Σ_c w_c E_{X∼N(μ_c, v_c)}[(X − F₀⁻¹(F(X)))²], each expectation by
-    64-point Gauss–Hermite quadrature."""
+    32-point Gauss–Hermite quadrature."""
     k, c = w.shape
-    nodes = (mu[:, :, None] + np.sqrt(var)[:, :, None] * _GH_T[None, None, :]).reshape(k, -1)  # (K, C·64)
-    moved = ref_quantile(mixture_cdf(nodes, w, mu, var))  # (K, C·64)
+    nodes = (mu[:, :, None] + np.sqrt(var)[:, :, None] * _GH_T[None, None, :]).reshape(k, -1)  # (K, C·32)
+    moved = ref_quantile(mixture_cdf(nodes, w, mu, var))  # (K, C·32)
     per_comp = ((nodes - moved) ** 2).reshape(k, c, -1) @ _GH_W  # (K, C)
     return np.sqrt(np.maximum((per_comp * w).sum(axis=1), 0.0))
 
@@ -136,7 +163,7 @@ class GMMModel(TheoryModel):
     name = "gmm"
 
     def __init__(self, trials: int, seed: int, components: int = 2, samples: int = 100, separation: float = 4.0,
-                 distance: str = "w2", em_iters: int = 200, em_tol: float = 1e-6):
+                 distance: str = "w2", em_iters: int = 100, em_tol: float = 1e-5):
         super().__init__(trials, seed)
         self.components = int(components)
         self.samples = int(samples)

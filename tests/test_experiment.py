@@ -1,0 +1,177 @@
+"""End to end on the tiny recipe: run directory, MLflow mirror, resume after kill -9, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from collapse.cli import main
+from tests.conftest import TINY, tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+
+def read_metrics(run_dir: Path, g: int) -> dict:
+    return json.loads((run_dir / f"gen_{g:03d}" / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def tiny_run(shared_root):
+    run_dir = shared_root / "tiny_reference"
+    assert main(["run", str(TINY), *tiny_overrides(shared_root, run_dir)]) == 0
+    return run_dir
+
+
+def test_run_directory_layout(tiny_run):
+    from datasets import load_from_disk
+
+    for g in range(3):
+        d = tiny_run / f"gen_{g:03d}"
+        assert (d / "DONE").exists()
+        for part in ("data", "model", "samples", "samples.jsonl", "metrics.json", "manifest.json"):
+            assert (d / part).exists(), part
+        assert (d / "model" / "model.safetensors").exists()
+        m = read_metrics(tiny_run, g)
+        assert all(isinstance(v, (int, float)) for v in m.values())
+        for key in ("test_ce", "test_bpb", "val_loss", "syntax_valid", "distinct_1", "distinct_4", "kl_unigram",
+                    "js_unigram", "vocab_coverage", "mean_tokens", "human.syntax_valid", "human.distinct_4"):
+            assert key in m, key
+    manifest = json.loads((tiny_run / "gen_001" / "manifest.json").read_text())
+    assert manifest["counts"] == {"synthetic": {"0": manifest["total"]}}  # replace: only generation 0's samples
+    samples = load_from_disk(str(tiny_run / "gen_001" / "samples"))
+    assert set(samples["origin"]) == {"synthetic"} and set(samples["generation"]) == {1}
+    assert samples[0]["source"].endswith("gen_001/model")
+    assert json.loads(samples[0]["sampling"])["temperature"] == 1.0
+    human = load_from_disk(str(tiny_run / "gen_000" / "data"))
+    assert set(human["origin"]) == {"human"} and ":" in human[0]["source"] and len(human[0]["sha256"]) == 64
+    state = json.loads((tiny_run / "state.json").read_text())
+    assert state["last_completed_generation"] == 2 and state["status"] == "done"
+    assert state["data"]["stdlib_version"]
+    assert (tiny_run / "config.yaml").exists()
+
+
+def test_every_metric_of_every_generation_is_in_mlflow(tiny_run, shared_root):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{shared_root}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["tiny"])
+    state = json.loads((tiny_run / "state.json").read_text())
+    row = runs[runs["run_id"] == state["mlflow_run_id"]]
+    assert len(row) == 1
+    assert row["tags.regime"].iloc[0] == "replace" and row["params.mix.regime"].iloc[0] == "replace"
+    assert row["tags.git_commit"].iloc[0] or True  # present when the package runs from a git checkout
+    client = MlflowClient(uri)
+    for g in range(3):
+        for key, value in read_metrics(tiny_run, g).items():
+            hist = client.get_metric_history(state["mlflow_run_id"], key)
+            assert [h.value for h in hist if h.step == g] == [pytest.approx(value)], (key, g)
+    assert len(client.get_metric_history(state["mlflow_run_id"], "test_ce")) == 3
+    arts = {a.path for a in client.list_artifacts(state["mlflow_run_id"])}
+    assert {"config.yaml", "gen_000", "figures"} <= arts
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(tiny_run, shared_root, tmp_path):
+    """kill -9 twice at different moments, re-run the same command, compare
+    every generation's metrics with the uninterrupted run."""
+    run_dir = tmp_path / "resumed"
+    # Without the shared generation 0, the resumed run recomputes everything itself.
+    cmd = [sys.executable, "-m", "collapse.cli", "run", str(TINY),
+           *tiny_overrides(shared_root, run_dir, **{"run.share_gen0": "false"})]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def run_until(path: Path, extra_delay: float) -> None:
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 180
+        while not path.exists() and p.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(extra_delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
+    run_until(run_dir / "gen_000" / "model", 0.0)  # in the middle of writing generation 0
+    assert not (run_dir / "gen_000" / "DONE").exists()
+    run_until(run_dir / "gen_001" / "data", 0.0)  # generation 0 done, generation 1 being written
+    assert (run_dir / "gen_000" / "DONE").exists() and not (run_dir / "gen_002" / "DONE").exists()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for g in range(3):
+        assert read_metrics(run_dir, g) == read_metrics(tiny_run, g), g
+    from mlflow.tracking import MlflowClient
+
+    state = json.loads((run_dir / "state.json").read_text())
+    steps = [m.step for m in MlflowClient(f"sqlite:///{shared_root}/mlflow.db").get_metric_history(state["mlflow_run_id"], "test_ce")]
+    assert sorted(steps) == [0, 1, 2]  # one MLflow run, each generation logged once
+
+
+def test_generation_zero_is_shared_between_regimes(tiny_run, shared_root, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="collapse")
+    out = tmp_path / "two"
+    assert main(["run", str(TINY), *tiny_overrides(shared_root, out, **{"mix.regime": "[accumulate,fixed_fraction]",
+                                                                         "run.generations": 1})]) == 0
+    assert "generation 0 shared" in caplog.text
+    for regime in ("accumulate", "fixed_fraction"):
+        assert read_metrics(out / regime, 0) == read_metrics(tiny_run, 0)
+    acc = json.loads((out / "accumulate" / "gen_001" / "manifest.json").read_text())
+    n = acc["counts"]["human"]["-1"]
+    assert acc["counts"] == {"human": {"-1": n}, "synthetic": {"0": n}}
+    ff = json.loads((out / "fixed_fraction" / "gen_001" / "manifest.json").read_text())
+    assert ff["counts"]["human"]["-1"] == round(0.1 * n) and ff["total"] == n
+
+
+def test_report_draws_figures(tiny_run, shared_root, tmp_path):
+    assert main(["report", "tiny", "--root", str(shared_root), "--tracking-uri", f"sqlite:///{shared_root}/mlflow.db",
+                 "--out", str(tmp_path)]) == 0
+    for name in ("metrics.png", "metrics.pdf", "metrics.csv"):
+        assert (tmp_path / "tiny" / name).stat().st_size > 1000
+
+
+def test_resuming_with_a_different_config_is_refused(tiny_run, shared_root, capsys):
+    rc = main(["run", str(TINY), *tiny_overrides(shared_root, tiny_run, **{"train.lr": 0.01})])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "different config (train.lr: 0.003 there, 0.01 now)" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"data.source": "/no/such/corpus"}, "no such file or directory"),
+    ({"mix.regime": "sideways"}, "mix.regime: expected one of"),
+    ({"model.preset": "huge"}, "model.preset: expected one of"),
+    ({"mix.regime": "fresh", "data.train_size": 400, "run.generations": 2}, "fresh: 2 generations need"),
+    ({"data.train_size": 100000}, "data.train_size: 100000 requested"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(overrides, message, shared_root, tmp_path, capsys):
+    run_dir = tmp_path / "never"
+    rc = main(["run", str(TINY), *tiny_overrides(shared_root, run_dir, **overrides)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not run_dir.exists()
+
+
+def test_empty_corpus_and_malformed_yaml(shared_root, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.py").write_text("def f():\n    return 1\n")  # shorter than data.min_chars
+    rc = main(["run", str(TINY), *tiny_overrides(shared_root, tmp_path / "x", **{"data.source": corpus})])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "empty after filtering" in err and len(err.splitlines()) == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: {generations: 2\n")
+    assert main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "malformed YAML" in err and len(err.splitlines()) == 1
+
+
+def test_cli_entry_point_exit_code():
+    r = subprocess.run([sys.executable, "-m", "collapse.cli", "run", "/no/such.yaml"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == "collapse: error: config file not found: /no/such.yaml"
