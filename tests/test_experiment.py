@@ -175,3 +175,44 @@ def test_empty_corpus_and_malformed_yaml(shared_root, tmp_path, capsys):
 def test_cli_entry_point_exit_code():
     r = subprocess.run([sys.executable, "-m", "collapse.cli", "run", "/no/such.yaml"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "collapse: error: config file not found: /no/such.yaml"
+
+
+def _weights(path: Path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+@pytest.mark.parametrize("mode, same_start", [("continue", True), ("base", True), ("fresh", False)])
+def test_init_modes(mode, same_start, shared_root, tmp_path):
+    """One optimizer step at a vanishing learning rate: generation 1 ends where
+    it started, so its weights reveal the starting point."""
+    out = tmp_path / mode
+    ov = {"model.init_mode": mode, "run.generations": 1, "train.max_steps": 1, "train.lr": 1e-12,
+          "sample.max_new_tokens": 8, "metrics.names": "[syntax_valid]"}
+    assert main(["run", str(TINY), *tiny_overrides(shared_root, out, **ov)]) == 0
+    w0, w1 = _weights(out / "gen_000" / "model"), _weights(out / "gen_001" / "model")
+    close = all(torch_allclose(w0[k], w1[k]) for k in w0)
+    assert close == same_start
+
+
+def torch_allclose(a, b) -> bool:
+    import torch
+
+    return bool(torch.allclose(a.float(), b.float(), atol=1e-6))
+
+
+def test_prompted_sampling_starts_from_held_out_signatures(shared_root, tmp_path):
+    from datasets import load_from_disk
+
+    out = tmp_path / "prompted"
+    ov = {"sample.prompt": "signature", "run.generations": 0, "sample.max_new_tokens": 16}
+    assert main(["run", str(TINY), *tiny_overrides(shared_root, out, **ov)]) == 0
+    samples = load_from_disk(str(out / "gen_000" / "samples"))
+    human = load_from_disk(str(out / "gen_000" / "data"))
+    train_first_lines = {t.split("\n")[0] for t in human["text"]}
+    for row in samples:
+        assert row["text"].startswith(row["prompt"]) and row["prompt"].endswith("\n")
+        assert row["prompt"].lstrip().startswith(("def ", "async def ", "@"))
+    # Prompts come from the validation split, not from the training set.
+    assert len({r["prompt"].rstrip("\n") for r in samples} & train_first_lines) < len(samples) / 4
