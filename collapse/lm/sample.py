@@ -58,12 +58,59 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
     return logits
 
 
+def _kv_cache(capacity: int):
+    """A DynamicCache whose layers append in place into preallocated storage.
+
+    The stock layer appends with ``torch.cat``, copying the whole cache at
+    every step (quadratic in the sample length); here each layer keeps
+    (B, H, capacity, D) buffers and exposes views of the filled part."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class InPlaceLayer(DynamicLayer):
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                B, H, _, D = key_states.shape
+                self._k = key_states.new_empty((B, H, capacity, D))
+                self._v = value_states.new_empty((B, H, capacity, D))
+                self._n = 0
+            T = key_states.shape[-2]
+            if self._n + T > self._k.shape[-2]:  # past the planned capacity: grow
+                grow = max(T, self._k.shape[-2])
+                self._k = torch.cat([self._k, self._k.new_empty(self._k.shape[:2] + (grow,) + self._k.shape[3:])], dim=-2)
+                self._v = torch.cat([self._v, self._v.new_empty(self._v.shape[:2] + (grow,) + self._v.shape[3:])], dim=-2)
+            self._k[:, :, self._n:self._n + T] = key_states
+            self._v[:, :, self._n:self._n + T] = value_states
+            self._n += T
+            self.keys, self.values = self._k[:, :, :self._n], self._v[:, :, :self._n]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            if self.is_initialized:
+                self._k, self._v = self._k[indices], self._v[indices]
+                self.keys, self.values = self._k[:, :, :self._n], self._v[:, :, :self._n]
+
+    cache = DynamicCache()
+    if getattr(cache, "layer_class_to_replicate", None) is None:  # older transformers: stock layers
+        return cache
+    cache.layer_class_to_replicate = InPlaceLayer
+    return cache
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token per row of (B, V) probabilities by inverse-CDF sampling: one
+    uniform number per row instead of ``torch.multinomial``'s V exponentials."""
+    cdf = probs.float().cumsum(-1)  # (B, V)
+    u = torch.rand((probs.shape[0], 1), generator=generator, device=generator.device).to(probs.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+
+
 @torch.no_grad()
 def sample_batch(model, prompts: list[list[int]], cfg: SampleConfig, eos_id: int, generator: torch.Generator,
-                 device: torch.device, precision: str = "fp32", on_tokens=None) -> SampleOutput:
-    """Decode one batch of prompts (token-id lists, each non-empty)."""
-    from transformers import DynamicCache
-
+                 device: torch.device, precision: str = "fp32", compact_at: float = 0.2) -> SampleOutput:
+    """Decode one batch of prompts (token-id lists, each non-empty). Finished
+    rows leave the batch once they make up ``compact_at`` of it."""
     B = len(prompts)
     P = max(len(p) for p in prompts)
     ids = torch.full((B, P), eos_id, dtype=torch.long)
@@ -73,8 +120,9 @@ def sample_batch(model, prompts: list[list[int]], cfg: SampleConfig, eos_id: int
         mask[i, P - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
-    alive = torch.arange(B, device=device)  # original row of each live sequence
+    cache = _kv_cache(P + cfg.max_new_tokens)
+    alive = torch.arange(B, device=device)  # original row of each sequence still in the batch
+    dead = torch.zeros(B, dtype=torch.bool, device=device)  # finished, waiting for the next compaction
     out: list[list[int]] = [[] for _ in range(B)]
     finished = [False] * B
     cur, cur_pos = ids, pos
@@ -87,27 +135,26 @@ def sample_batch(model, prompts: list[list[int]], cfg: SampleConfig, eos_id: int
             nxt = logits.argmax(-1)
         else:
             probs = torch.softmax(filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p), dim=-1)
-            nxt = torch.multinomial(probs.cpu() if generator.device.type == "cpu" else probs, 1, generator=generator).squeeze(-1).to(device)
-        done = nxt == eos_id
-        nxt_l, alive_l, done_l = nxt.tolist(), alive.tolist(), done.tolist()
-        for r, t, d in zip(alive_l, nxt_l, done_l):
-            if d:
+            nxt = draw(probs, generator).to(device)
+        hit_eos = (nxt == eos_id) & ~dead
+        for r, t, d, e in zip(alive.tolist(), nxt.tolist(), dead.tolist(), hit_eos.tolist()):
+            if e:
                 finished[r] = True
-            else:
+            elif not d:
                 out[r].append(t)
-        if on_tokens is not None:
-            on_tokens(len(alive_l))
-        keep = ~done
-        if not bool(keep.any()):
+        dead = dead | hit_eos
+        n_dead = int(dead.sum())
+        if n_dead == len(dead):
             break
         cur_pos = cur_pos[:, -1:] + 1
-        mask = torch.cat([mask, torch.ones((len(alive_l), 1), dtype=mask.dtype, device=device)], dim=1)
+        mask = torch.cat([mask, torch.ones((len(dead), 1), dtype=mask.dtype, device=device)], dim=1)
         cur = nxt.unsqueeze(-1)
-        if bool(done.any()):
-            # Compact: finished rows leave the batch and the KV cache.
-            k = keep.nonzero().squeeze(-1)
+        if n_dead >= max(1, int(compact_at * len(dead))):
+            # Compact: finished rows leave the batch and the KV cache. Done
+            # lazily, since every compaction copies the whole cache.
+            k = (~dead).nonzero().squeeze(-1)
             cache.batch_select_indices(k)
-            alive, mask, cur, cur_pos = alive[k], mask[k], cur[k], cur_pos[k]
+            alive, mask, cur, cur_pos, dead = alive[k], mask[k], cur[k], cur_pos[k], dead[k]
     return SampleOutput(prompt_ids=prompts, completion_ids=out, finished=finished)
 
 

@@ -1,0 +1,390 @@
+"""Known-answer tests of the theory sandbox (collapse.theory).
+
+Every closed form is checked against the simulation within a few standard
+errors of a mean over K trials (small M and n, so the effects are large and
+the check is sharp), some also against an independently derived quantity,
+and the checks are shown to reject a wrong formula. The simulations run
+through the real loop (collapse.orchestrator.run_generations) and the real
+mixing plans (collapse.mixing).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from collapse.cli import main
+from collapse.errors import CollapseError, ConfigError
+from collapse.theory import load_theory_config, run_theory
+from collapse.theory.categorical import categorical_closed_form, tail_categories, zipf_probabilities
+from collapse.theory.gaussian import c4, gaussian_closed_form
+from collapse.theory.gmm import ReferenceQuantile, l2_distance, mixture_cdf, w2_distance
+from collapse.theory.regression import inverse_wishart_trace
+
+REPO = Path(__file__).resolve().parents[1]
+K = 20000  # trials for the closed-form checks: s.e. of a mean ≈ sd/141
+Z = 4.0  # |z| bound per generation; several generations and quantities are checked at once
+
+
+def simulate(model: str, regime: str = "replace", generations: int = 8, trials: int = K, seed: int = 0,
+             keep_trials: bool = False, mix: dict | None = None, **options):
+    overrides = {"run.model": model, "run.regime": regime, "run.generations": generations,
+                 "run.trials": trials, "run.seed": seed}
+    overrides.update({f"{model}.{k}": v for k, v in options.items()})
+    overrides.update({f"mix.{k}": v for k, v in (mix or {}).items()})
+    return run_theory(load_theory_config(None, overrides), keep_trials=keep_trials)
+
+
+def max_abs_z(result, quantity: str, closed: np.ndarray | None = None) -> float:
+    closed = result.closed[quantity] if closed is None else closed
+    return float(np.max(np.abs((result.mean[quantity] - closed) / result.se[quantity])))
+
+
+# ------------------------------------------------------------------ gaussian
+
+@pytest.mark.parametrize("estimator", ["mle", "unbiased"])
+@pytest.mark.parametrize("samples,generations,dim", [(5, 6, 1), (20, 12, 1), (8, 8, 3)])
+def test_gaussian_closed_forms_match_simulation(estimator, samples, generations, dim):
+    r = simulate("gaussian", generations=generations, samples=samples, estimator=estimator, dim=dim)
+    assert set(r.closed) == {"sigma2", "mu2", "sigma", "w2"}
+    for q in r.closed:
+        assert max_abs_z(r, q) < Z, (q, r.mean[q], r.closed[q])
+
+
+def test_gaussian_closed_forms_are_the_issue_formulas():
+    m, n = 7, np.arange(1, 11)
+    mle = gaussian_closed_form("mle", [m] * 10)
+    np.testing.assert_allclose(mle["sigma2"], (1 - 1 / m) ** n)
+    np.testing.assert_allclose(mle["mu2"], 1 - (1 - 1 / m) ** n)
+    unb = gaussian_closed_form("unbiased", [m] * 10)
+    np.testing.assert_allclose(unb["sigma2"], 1.0)
+    np.testing.assert_allclose(unb["mu2"], n / m)
+    np.testing.assert_allclose(unb["sigma"], c4(m) ** n)
+    np.testing.assert_allclose(unb["w2"], n / m + 2 * (1 - c4(m) ** n))
+
+
+@pytest.mark.parametrize("m", [2, 3, 5, 10, 50, 400])
+def test_c4_is_the_mean_of_the_sample_standard_deviation(m):
+    # Independent derivation: s·√(m−1)/σ follows a chi distribution with m − 1 degrees of freedom.
+    assert c4(m) == pytest.approx(stats.chi(m - 1).mean() / math.sqrt(m - 1), rel=1e-12)
+
+
+def test_a_wrong_gaussian_formula_is_rejected():
+    m = 5
+    r = simulate("gaussian", generations=8, samples=m, estimator="mle")
+    n = np.arange(1, 10)
+    assert max_abs_z(r, "sigma2") < Z
+    assert max_abs_z(r, "sigma2", (1 - 1 / (m + 1)) ** n) > 3 * Z  # M + 1 instead of M
+    assert max_abs_z(r, "sigma2", (1 - 1 / m) ** (n - 1)) > 3 * Z  # n counted from generation, not fits
+    assert max_abs_z(r, "mu2", n / m) > 3 * Z  # the unbiased estimator's law
+    assert max_abs_z(r, "sigma", c4(m) ** n) > 3 * Z  # forgets the √(1 − 1/M) of the MLE
+
+
+# ------------------------------------------------------------------ regression
+
+@pytest.mark.parametrize("regime", ["replace", "accumulate"])
+@pytest.mark.parametrize("samples,dim,noise", [(12, 3, 1.0), (20, 5, 0.5)])
+def test_regression_closed_forms_match_simulation(regime, samples, dim, noise):
+    r = simulate("regression", regime, generations=8, samples=samples, dim=dim, noise=noise)
+    tau = dim / (samples - dim - 1)
+    n = np.arange(1, 10)
+    expect = n * noise * tau if regime == "replace" else noise * tau * np.cumsum(1 / n**2)
+    np.testing.assert_allclose(r.closed["error"], expect)
+    assert max_abs_z(r, "error") < Z, (r.mean["error"], r.closed["error"])
+
+
+def test_regression_shared_design_matches_its_exact_trace():
+    r = simulate("regression", "replace", generations=6, samples=12, dim=3, design="shared")
+    assert max_abs_z(r, "error") < Z
+
+
+def test_a_wrong_regression_formula_is_rejected():
+    r = simulate("regression", "replace", generations=8, samples=12, dim=3)
+    n = np.arange(1, 10)
+    assert max_abs_z(r, "error") < Z
+    assert max_abs_z(r, "error", n * 3 / (12 - 3)) > 2 * Z  # d/(T − d) instead of d/(T − d − 1)
+    acc = simulate("regression", "accumulate", generations=8, samples=12, dim=3)
+    assert max_abs_z(acc, "error", 3 / 8 * np.cumsum(1 / n)) > 2 * Z  # Σ 1/i instead of Σ 1/i²
+
+
+def test_inverse_wishart_trace_by_monte_carlo():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40000, 12, 3))
+    tr = np.trace(np.linalg.inv(np.swapaxes(x, 1, 2) @ x), axis1=1, axis2=2)
+    assert abs(tr.mean() - inverse_wishart_trace(3, 12)) < 4 * tr.std() / math.sqrt(tr.size)
+
+
+def test_regression_accumulate_stays_below_pi2_over_6_times_the_first_error():
+    r = simulate("regression", "accumulate", generations=30, samples=12, dim=3)
+    first = r.closed["error"][0]
+    bound = math.pi**2 / 6 * first
+    assert np.all(r.closed["error"] <= bound)
+    assert r.closed["error"][-1] > 0.95 * bound  # the bound is tight: Σ 1/i² → π²/6
+    assert np.all(r.mean["error"] <= bound + 3 * r.se["error"])
+    assert np.all(r.mean["error"] <= math.pi**2 / 6 * (r.mean["error"][0] + 3 * r.se["error"][0]))
+    # replace grows past the bound within two generations and never looks back
+    rep = simulate("regression", "replace", generations=30, samples=12, dim=3)
+    assert rep.mean["error"][-1] > 10 * bound
+
+
+# ------------------------------------------------------------------ ordering
+
+def _final(model, regime, quantity, **options):
+    r = simulate(model, regime, generations=10, trials=4000, **options)
+    return r.mean[quantity][-1], r.se[quantity][-1]
+
+
+def _assert_strictly_ordered(values: dict[str, tuple[float, float]], order: list[str]):
+    """order lists the regimes from largest to smallest; each gap exceeds 3 combined s.e."""
+    for hi, lo in zip(order, order[1:]):
+        (a, sa), (b, sb) = values[hi], values[lo]
+        assert a - b > 3 * math.hypot(sa, sb), (hi, lo, values)
+
+
+def test_regression_error_orders_replace_worst_accumulate_best():
+    regimes = ["replace", "accumulate_subsample", "accumulate"]
+    err = {g: _final("regression", g, "error", samples=12, dim=3) for g in regimes}
+    _assert_strictly_ordered(err, regimes)
+
+
+def test_gaussian_variance_orders_replace_worst_accumulate_best():
+    regimes = ["replace", "accumulate_subsample", "accumulate"]
+    # MLE variance collapses: replace loses the most (smallest σ²), accumulate the least.
+    var = {g: _final("gaussian", g, "sigma2", samples=10, estimator="mle") for g in regimes}
+    _assert_strictly_ordered(var, regimes[::-1])
+    # and the distance to the start orders the other way round
+    w2 = {g: _final("gaussian", g, "w2", samples=10, estimator="unbiased") for g in regimes}
+    _assert_strictly_ordered(w2, regimes)
+
+
+# ------------------------------------------------------------------ categorical
+
+@pytest.mark.parametrize("categories,samples,zipf,generations", [(10, 20, 0.0, 10), (50, 30, 1.2, 8)])
+def test_categorical_closed_forms_match_simulation(categories, samples, zipf, generations):
+    r = simulate("categorical", generations=generations, categories=categories, samples=samples, zipf=zipf)
+    assert set(r.closed) == {"diversity", "tail_mass"}
+    for q in r.closed:
+        assert max_abs_z(r, q) < Z, (q, r.mean[q], r.closed[q])
+    n = np.arange(1, generations + 2)
+    p0 = zipf_probabilities(categories, zipf)
+    assert max_abs_z(r, "diversity", (1 - 1 / (samples + 1)) ** n * (1 - np.sum(p0**2))) > Z
+
+
+@pytest.mark.parametrize("m,a,fits", [(2, 0.5, 6), (5, 0.8, 9), (12, 0.9, 15)])
+def test_categorical_closed_form_equals_the_exact_wright_fisher_chain(m, a, fits):
+    # Two categories: the count of category 0 is a Wright–Fisher Markov chain on
+    # 0..M; its exact law after n fits gives E[1 − Σp²] with no simulation.
+    k = np.arange(m + 1)
+    trans = stats.binom.pmf(k[None, :], m, (k / m)[:, None])  # (M+1, M+1)
+    law = stats.binom.pmf(k, m, a)  # after the first fit
+    exact_div, exact_tail = [], []
+    for _ in range(fits):
+        p = k / m
+        exact_div.append(law @ (1 - p**2 - (1 - p) ** 2))
+        exact_tail.append(law @ (1 - p))
+        law = law @ trans
+    p0 = np.array([a, 1 - a])
+    cf = categorical_closed_form("replace", p0, tail_categories(p0, 0.1), [m] * fits)
+    np.testing.assert_allclose(cf["diversity"], exact_div, rtol=1e-10)
+    np.testing.assert_allclose(cf["tail_mass"], exact_tail, rtol=1e-10)
+
+
+def test_categorical_surviving_categories_never_increase_under_replace():
+    r = simulate("categorical", generations=25, trials=2000, categories=40, samples=30, zipf=1.0, keep_trials=True)
+    surv = r.trial_values["surviving"]  # (generations + 1, trials)
+    assert np.all(np.diff(surv, axis=0) <= 0)
+    assert surv[-1].mean() < 0.6 * surv[0].mean()
+    # the expected tail mass is conserved while most trials lose the tail
+    tail = r.trial_values["tail_mass"]
+    assert abs(tail[-1].mean() - r.closed["tail_mass"][-1]) < Z * r.se["tail_mass"][-1]
+    assert np.median(tail[-1]) < 0.25 * np.median(tail[0])
+    # accumulate keeps the human pool, so a category seen at generation 0 never dies
+    acc = simulate("categorical", "accumulate", generations=10, trials=500, categories=40, samples=30, keep_trials=True)
+    assert np.all(acc.trial_values["surviving"] >= acc.trial_values["surviving"][0])
+
+
+# ------------------------------------------------------------------ gmm
+
+def test_w2_and_l2_distances_have_the_known_answers():
+    ref = ReferenceQuantile(np.ones(1), np.zeros(1), np.ones(1))
+    a, s = np.array([[0.3], [1.0], [-2.0], [0.0]]), np.array([[1.0], [0.5], [2.0], [0.05]])
+    np.testing.assert_allclose(w2_distance(np.ones((4, 1)), a, s**2, ref), np.hypot(a[:, 0], s[:, 0] - 1), atol=1e-6)
+    # a two-component mixture shifted by δ is W₂ = δ from itself
+    w0, mu0, v0 = np.full(2, 0.5), np.array([-2.0, 2.0]), np.ones(2)
+    ref2 = ReferenceQuantile(w0, mu0, v0)
+    shifted = w2_distance(np.full((2, 2), 0.5), mu0 + np.array([[0.0], [0.3]]), np.ones((2, 2)), ref2)
+    np.testing.assert_allclose(shifted, [0.0, 0.3], atol=1e-6)
+    # L2 against a direct numerical integral
+    xs = np.linspace(-15, 15, 300001)
+    w, mu, v = np.array([[0.3, 0.7]]), np.array([[-1.0, 2.5]]), np.array([[0.5, 2.0]])
+    pdf = lambda ww, mm, vv: (ww * stats.norm.pdf(xs[:, None], mm, np.sqrt(vv))).sum(1)  # noqa: E731
+    num = math.sqrt(np.trapezoid((pdf(w[0], mu[0], v[0]) - pdf(w0, mu0, v0)) ** 2, xs))
+    assert l2_distance(w, mu, v, w0, mu0, v0)[0] == pytest.approx(num, rel=1e-6)
+    assert mixture_cdf(np.array([[0.0]]), w0[None], mu0[None], v0[None])[0, 0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("distance", ["w2", "l2"])
+def test_gmm_distance_to_the_start_grows_under_replace(distance):
+    r = simulate("gmm", generations=20, trials=300, samples=40, distance=distance)
+    d, se = r.mean[distance], r.se[distance]
+    assert r.closed == {} and r.closed_forms == {}  # no closed form is claimed
+    assert d[-1] - d[0] > 3 * math.hypot(se[-1], se[0])
+    assert d[-1] > d[10] > d[0]
+    # accumulate stays closer to the start than replace
+    acc = simulate("gmm", "accumulate", generations=20, trials=300, samples=40, distance=distance)
+    assert acc.mean[distance][-1] < d[-1]
+
+
+# ------------------------------------------------------------------ loop, regimes, reproducibility
+
+def test_theory_runs_through_the_shared_loop_and_plans(monkeypatch):
+    import collapse.orchestrator as orch
+
+    calls = []
+    real = orch.apply_plan
+
+    def spy(plan, pools, rng, axis=0):
+        calls.append(axis)
+        return real(plan, pools, rng, axis=axis)
+
+    monkeypatch.setattr(orch, "apply_plan", spy)
+    r = simulate("gaussian", "accumulate", generations=3, trials=10, samples=4)
+    assert calls == [1, 1, 1, 1]
+    assert r.train == [{"human": 4, "synthetic": 0}, {"human": 4, "synthetic": 4},
+                       {"human": 4, "synthetic": 8}, {"human": 4, "synthetic": 12}]
+    rep = simulate("categorical", "replace", generations=2, trials=10, samples=6)
+    assert rep.train[1:] == [{"human": 0, "synthetic": 6}] * 2
+    fresh = simulate("regression", "fresh", generations=2, trials=10, samples=8, dim=2)
+    assert fresh.train[1:] == [{"human": 8, "synthetic": 8}] * 2
+    ff = simulate("gmm", "fixed_fraction", generations=2, trials=10, samples=20, mix={"human_fraction": 0.25})
+    assert ff.train[1:] == [{"human": 5, "synthetic": 15}] * 2
+
+
+@pytest.mark.parametrize("model", ["gaussian", "regression", "categorical", "gmm"])
+@pytest.mark.parametrize("regime", ["accumulate_subsample", "fixed_fraction", "fresh"])
+def test_regimes_without_closed_forms_claim_none(model, regime):
+    samples = 12 if model == "regression" else 20
+    options = {"dim": 3} if model == "regression" else {}
+    r = simulate(model, regime, generations=3, trials=20, samples=samples, **options)
+    assert r.closed == {} and r.closed_forms == {}
+    assert all(np.all(np.isfinite(r.mean[q])) for q in r.quantities)
+
+
+def test_same_seed_same_output_and_trial_counts_agree():
+    a = simulate("categorical", generations=5, trials=3000, seed=3, samples=20, categories=30)
+    b = simulate("categorical", generations=5, trials=3000, seed=3, samples=20, categories=30)
+    assert a.to_json() == b.to_json()
+    c = simulate("categorical", generations=5, trials=3000, seed=4, samples=20, categories=30)
+    assert a.to_json() != c.to_json()
+    small = simulate("gaussian", generations=6, trials=2000, seed=5, samples=8)
+    big = simulate("gaussian", generations=6, trials=16000, seed=5, samples=8)
+    for q in small.quantities:
+        gap = np.abs(small.mean[q] - big.mean[q]) / np.hypot(small.se[q], big.se[q])
+        assert np.all(gap < Z), q
+
+
+# ------------------------------------------------------------------ config and CLI
+
+@pytest.mark.parametrize("model", ["gaussian", "regression", "categorical", "gmm"])
+def test_recipes_load_and_run(model):
+    path = REPO / "experiments" / f"theory_{model}.yaml"
+    cfg = load_theory_config(path)
+    assert cfg.run.model == model
+    tiny = load_theory_config(path, ["run.trials=20", "run.generations=2"])
+    r = run_theory(tiny)
+    assert len(r.train) == 3
+
+
+def test_unknown_keys_are_rejected_in_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run:\n  model: gaussian\ngaussian:\n  sampels: 10\n")
+    with pytest.raises(ConfigError, match=r"^gaussian\.sampels: unknown key") as e:
+        load_theory_config(bad)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="colour"):
+        load_theory_config(None, ["colour=3"])
+
+
+def test_cli_json_prints_one_object_with_the_documented_fields(capsys):
+    rc = main(["theory", "gaussian", "--json", "--generations", "3", "--trials", "500", "--samples", "10",
+               "--estimator", "mle", "--seed", "2"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)  # exactly one JSON document
+    assert out["model"] == "gaussian" and out["regime"] == "replace" and out["trials"] == 500 and out["seed"] == 2
+    assert out["quantities"] == ["sigma2", "mu2", "sigma", "w2"]
+    rows = out["per_generation"]
+    assert [row["generation"] for row in rows] == [0, 1, 2, 3]
+    for row in rows:
+        n = row["fits"]
+        assert n == row["generation"] + 1
+        for q in out["quantities"]:
+            assert set(row[q]) == {"mean", "se", "closed"}
+            assert row[q]["se"] > 0
+        assert row["sigma2"]["closed"] == pytest.approx(0.9**n)
+    noclosed = main(["theory", "gaussian", "--json", "--generations", "1", "--trials", "50", "--regime", "accumulate"])
+    assert noclosed == 0
+    row = json.loads(capsys.readouterr().out)["per_generation"][1]
+    assert row["sigma2"]["closed"] is None and row["train"] == {"human": 100, "synthetic": 100}
+
+
+def test_cli_table_figure_and_mlflow(tmp_path, capsys, monkeypatch):
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = tmp_path / "figs"
+    rc = main(["theory", "regression", "--generations", "4", "--trials", "300", "--samples", "12", "--dim", "3",
+               "--regime", "accumulate", "--out", str(out), "--tracking-uri", uri])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "error (mean ± se)" in text and "error closed" in text
+    for suffix in (".png", ".pdf", ".json"):
+        assert (out / f"regression_accumulate{suffix}").stat().st_size > 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("theory_regression")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.params["regression.samples"] == "12" and run.data.params["run.regime"] == "accumulate"
+    hist = client.get_metric_history(run.info.run_id, "error_closed")
+    assert sorted(m.step for m in hist) == [0, 1, 2, 3, 4]
+    assert {"error", "error_se"} <= set(run.data.metrics)
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "regression_accumulate.png" in arts
+    # --json with --mlflow still prints exactly one JSON object
+    rc = main(["theory", "categorical", "--json", "--generations", "2", "--trials", "50", "--mlflow",
+               "--tracking-uri", uri, "--experiment", "cat"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "categorical"
+    assert client.get_experiment_by_name("cat") is not None
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["theory", "poisson"], "unknown theory model 'poisson'"),
+    (["theory", "gaussian", "--regime", "recycle"], "unknown regime 'recycle'"),
+    (["theory", "gaussian", "--samples", "0"], "gaussian.samples: expected > 0"),
+    (["theory", "gaussian", "--trials", "-3"], "run.trials: expected > 0"),
+    (["theory", "gaussian", "--trials", "many"], "run.trials: expected int"),
+    (["theory", "gaussian", "--samples", "1"], "unbiased estimator needs at least 2"),
+    (["theory", "gaussian", "--regime", "accumulate_subsample", "--subsample-size", "1"], "mix.subsample_size"),
+    (["theory", "regression", "--samples", "11", "--dim", "10"], "T - d - 1 > 0"),
+    (["theory", "regression", "--estimator", "mle"], "--estimator applies to gaussian"),
+    (["theory", "gmm", "--distance", "kl"], "gmm.distance"),
+    (["theory", "gaussian", "gaussian.colour=1"], "gaussian.colour: unknown key"),
+    (["theory"], "expected a model"),
+    (["theory", "--config", "does/not/exist.yaml"], "config file not found"),
+])
+def test_bad_input_exits_2_with_one_line(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("collapse: error: "), err
+    assert needle in err
+
+
+def test_library_raises_collapse_error():
+    with pytest.raises(CollapseError):
+        load_theory_config(None, {"run.model": "gaussian", "gaussian.estimator": "unbiased", "gaussian.samples": 1})
