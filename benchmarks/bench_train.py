@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--compare-precision", action="store_true", help="our loop in fp32 vs bf16 autocast instead")
     a = ap.parse_args()
     cfg, tok, docs, _ = quickstart_inputs()
     mcfg = ModelConfig(preset=a.preset)
@@ -61,6 +62,17 @@ def main() -> None:
     blocks = pack(docs, tok.eos_token_id, seq_len)
     if len(blocks) < a.steps * tcfg.batch_size:
         raise SystemExit(f"need {a.steps * tcfg.batch_size} blocks, have {len(blocks)}: lower --steps")
+    if a.compare_precision:
+        res = {"fp32": [], "bf16": []}
+        for _ in range(a.repeats):
+            for p in res:
+                res[p].append(ours(build_model(mcfg, len(tok), tok.eos_token_id, 0), docs, tok.eos_token_id, seq_len, tcfg, p))
+            print({k: round(v[-1]) for k, v in res.items()}, flush=True)
+        f, b = median(res["fp32"]), median(res["bf16"])
+        print(f"# {machine()}; CPU capability {torch.backends.cpu.get_cpu_capability()}")
+        print(f"| train tokens/s, {a.preset}, batch {tcfg.batch_size}×{seq_len}, {a.steps} steps, median of {a.repeats} "
+              f"| bf16 autocast {b:,.0f} | fp32 {f:,.0f} | {b / f:.2f}× |")
+        return
     res = {"ours": [], "trainer": []}
     for _ in range(a.repeats):
         res["ours"].append(ours(build_model(mcfg, len(tok), tok.eos_token_id, 0), docs, tok.eos_token_id, seq_len, tcfg, a.precision))
