@@ -38,7 +38,7 @@ log = logging.getLogger("collapse")
 
 # Config parts that may differ when resuming a run directory (they do not change results).
 _RESUMABLE_KEYS = {("run", "generations"), ("run", "progress"), ("run", "dir"), ("run", "root"), ("tracking", "uri"),
-                   ("tracking", "enabled"), ("train", "device"), ("sample", "batch_size"), ("run", "share_gen0")}
+                   ("tracking", "enabled"), ("train", "device"), ("run", "share_gen0"), ("run", "threads")}
 
 
 def _fingerprint(cfg: Config) -> dict[str, Any]:

@@ -8,6 +8,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models gain nothing from a second thread, and torch's thread pool slows
+# down badly when another process holds a core; subprocesses inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pathlib import Path
 
