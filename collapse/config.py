@@ -323,37 +323,42 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any])
     return data
 
 
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; ConfigError (one line) otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: malformed YAML{where}: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """Load a YAML recipe, apply overrides, validate. Raises ConfigError on any problem."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ConfigError(f"{p}: malformed YAML{where}: {problem}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
-        data = loaded
+        data = read_yaml_mapping(path)
         data.setdefault("run", {})
         if isinstance(data["run"], dict):
-            data["run"].setdefault("experiment", p.stem)
+            data["run"].setdefault("experiment", Path(path).stem)
     apply_overrides(data, overrides or [])
     return from_dict(data)
 
 
-def describe() -> str:
-    """Every key with its type, default and doc, for ``--help-config``."""
+def describe(root: type = Config) -> str:
+    """Every key of a config tree with its type, default and doc, for ``--help-config``."""
     lines = []
-    hints = typing.get_type_hints(Config)
-    for sec in dataclasses.fields(Config):
+    hints = typing.get_type_hints(root)
+    for sec in dataclasses.fields(root):
         cls = hints[sec.name]
         sub = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
