@@ -213,7 +213,10 @@ def apply_plan(plan: Plan, pools: Mapping[str, Any], rng: np.random.Generator, a
     parts = plan_indices(plan, sizes, rng)
     first = pools[parts[0][0]]
     if isinstance(first, np.ndarray):
-        return np.concatenate([np.take(pools[p], idx, axis=axis) for p, idx in parts], axis=axis)
+        # A take of a whole pool uses the pool as it is (no gather): for
+        # accumulate, building the training set is most of a theory run's time.
+        arrays = [pools[p] if len(idx) == sizes[p] else np.take(pools[p], idx, axis=axis) for p, idx in parts]
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=axis)
     from datasets import concatenate_datasets
 
     chunks = []

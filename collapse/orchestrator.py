@@ -113,9 +113,10 @@ def run_generations(
         store.commit(rec, generator)
         rec.train = None  # the store has what it needs; do not hold every training set
         pools[synthetic_pool(g)] = samples
-        if not keep_samples and g >= 1:
+        if not keep_samples:
+            rec.samples = None
             # Regimes other than accumulate* only ever read the newest pool.
-            if regime not in ("accumulate", "accumulate_subsample"):
+            if g >= 1 and regime not in ("accumulate", "accumulate_subsample"):
                 pools.pop(synthetic_pool(g - 1), None)
         result.records.append(rec)
         if on_generation:

@@ -5,7 +5,8 @@
 Prints a Markdown table for ``BENCHMARKS.md``. Each run goes through the real
 generation loop (``collapse.orchestrator.run_generations``) with the default
 model options, so the numbers include planning, plan application and
-measurement.
+measurement. The models follow Shumailov et al. 2024, Gerstgrasser et al.
+2024, Dohmatob et al. 2024 and Bertrand et al. 2024 (see ``collapse.theory``).
 """
 
 from __future__ import annotations

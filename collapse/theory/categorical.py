@@ -1,7 +1,7 @@
 """The categorical chain: a token distribution refitted by counting its own samples.
 
-The token-level picture of losing the tails (Shumailov et al. 2024, Section 3;
-Dohmatob et al. 2024 for the Zipf setting): start from a categorical
+The token-level picture of losing the tails (Shumailov et al. 2024; Dohmatob
+et al. 2024 for the Zipf setting): start from a categorical
 distribution p₀ over V categories, uniform or Zipf (pᵢ ∝ i^−β), draw M tokens,
 refit p̂ = counts/M, draw M tokens from p̂, and so on. A category that draws no
 token is gone for good under ``replace``.
@@ -102,15 +102,17 @@ class CategoricalModel(TheoryModel):
         # p̂ is the empirical distribution of the training tokens, so a draw from
         # p̂ is a uniformly chosen training token: exact, and O(K·n) at any V.
         assert self._train is not None, "sample() before fit()"
-        pick = self.rng(generation, "sample").integers(0, self._train.shape[1], size=(self.trials, n))
+        pick = self.rng(generation, "sample").integers(0, self._train.shape[1], size=(self.trials, n), dtype=np.int32)
         return np.take_along_axis(self._train, pick, axis=1)
 
     def measure(self) -> dict[str, np.ndarray]:
-        p = self.p
+        # From the counts c (K, V) and N = Σc: Σ p² = Σ c²/N², no (K, V) float temporaries.
+        c = self.counts
+        n = c.sum(axis=1).astype(np.float64)
         return {
-            "diversity": 1.0 - (p**2).sum(axis=1),
-            "surviving": (self.counts > 0).sum(axis=1).astype(np.float64),
-            "tail_mass": p[:, self.tail].sum(axis=1),
+            "diversity": 1.0 - np.einsum("kv,kv->k", c, c) / n**2,
+            "surviving": np.count_nonzero(c, axis=1).astype(np.float64),
+            "tail_mass": c[:, self.tail].sum(axis=1) / n,
         }
 
     def closed_form(self, regime: str, fit_sizes: Sequence[int], sizes: MixSizes) -> dict[str, np.ndarray]:

@@ -8,6 +8,11 @@ code LMs. ``evaluate`` summarises per-trial values (mean and standard error over
 the K trials); the per-trial values themselves stay on ``trial_values`` for
 callers that need them (tests, the runner). Generation g's model is the
 (g + 1)-th fit of the chain, so closed forms are indexed by n = g + 1.
+
+The models and their closed forms follow Shumailov et al. 2024 (Gaussian,
+mixture, tails), Bertrand et al. 2024 (Gaussian), Dohmatob et al. 2024 and
+Gerstgrasser et al. 2024 (regression, replace vs accumulate) and Kazdan et
+al. 2024 (accumulate_subsample).
 """
 
 from __future__ import annotations
@@ -29,12 +34,20 @@ def mean_and_se(values: np.ndarray) -> tuple[float, float]:
 
 
 def per_trial_bincount(idx: np.ndarray, length: int, weights: np.ndarray | None = None) -> np.ndarray:
-    """``np.bincount`` of every row of ``idx`` (K, N) at once → (K, length)."""
-    k = idx.shape[0]
-    flat = (idx.astype(np.int64, copy=False) + (np.arange(k, dtype=np.int64) * length)[:, None]).ravel()
-    w = None if weights is None else weights.ravel()
-    out = np.bincount(flat, weights=w, minlength=k * length)
-    return out.reshape(k, length)
+    """``np.bincount`` of every row of ``idx`` (K, N; integer-valued, any dtype) at once → (K, length).
+
+    Row r's values go to bins [r·length, (r+1)·length) of one flat bincount,
+    block by block over rows so the offset indices stay a small buffer."""
+    k, n = idx.shape
+    out = np.empty((k, length), dtype=np.int64 if weights is None else np.float64)
+    step = max(1, (1 << 18) // max(1, n))
+    for s in range(0, k, step):
+        blk = idx[s:s + step]
+        rows = blk.shape[0]
+        flat = (blk.astype(np.int64) + (np.arange(rows, dtype=np.int64) * length)[:, None]).ravel()
+        w = None if weights is None else weights[s:s + step].ravel()
+        out[s:s + step] = np.bincount(flat, weights=w, minlength=rows * length).reshape(rows, length)
+    return out
 
 
 class TheoryModel:

@@ -7,20 +7,20 @@ regimes need) and ``tracking`` (MLflow). Built with the same machinery as the
 LM config (``collapse.config.build_dataclass``, ``apply_overrides``): unknown
 keys, wrong types and out-of-range values raise a one-line ``ConfigError``
 naming the key, and so do sizes a model cannot work with (M < 2 for the
-unbiased estimator, T − d − 1 ≤ 0 for regression).
+unbiased estimator, T − d − 1 ≤ 0 for regression). The ``mix`` keys are the
+LM config's, so a regime (Shumailov et al. 2024; Gerstgrasser et al. 2024;
+Kazdan et al. 2024) means the same thing for both.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
-from collapse.config import REGIMES, _f, _type_name, apply_overrides, build_dataclass
+from collapse.config import REGIMES, _f, apply_overrides, build_dataclass, describe, read_yaml_mapping
 from collapse.errors import ConfigError
 
 MODELS = ("gaussian", "regression", "categorical", "gmm")
@@ -161,22 +161,7 @@ def theory_config_from_dict(data: dict[str, Any]) -> TheoryConfig:
     return cfg
 
 
-def read_theory_yaml(path: str | Path) -> dict[str, Any]:
-    """The raw mapping of a theory recipe (ConfigError on a missing or malformed file)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        loaded = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{p}: malformed YAML{where}: {getattr(e, 'problem', None) or 'parse error'}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{p}: expected a mapping of sections at the top level")
-    return loaded
+read_theory_yaml = read_yaml_mapping  # the raw mapping of a theory recipe
 
 
 def load_theory_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TheoryConfig:
@@ -189,12 +174,4 @@ def load_theory_config(path: str | Path | None = None, overrides: list[str] | di
 
 def describe_theory() -> str:
     """Every key with its type, default and doc."""
-    lines = []
-    hints = typing.get_type_hints(TheoryConfig)
-    for sec in dataclasses.fields(TheoryConfig):
-        cls = hints[sec.name]
-        sub = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            d = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"{sec.name}.{f.name} ({_type_name(sub[f.name])}, default {d!r}): {f.metadata.get('doc', '')}")
-    return "\n".join(lines)
+    return describe(TheoryConfig)

@@ -28,7 +28,6 @@ from collapse.theory.common import TheoryModel
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 _VAR_FLOOR = 1e-10
-_BLOCK = 512  # trials per EM block: small enough to stay in cache
 
 
 def em_fit(x: np.ndarray, components: int, iters: int, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -43,8 +42,10 @@ def em_fit(x: np.ndarray, components: int, iters: int, tol: float) -> tuple[np.n
     mu = np.empty((components, k))
     var = np.empty((components, k))
     most = 0
-    for s in range(0, k, _BLOCK):
-        blk = slice(s, min(s + _BLOCK, k))
+    # Blocks of trials sized so the (C, block, N) work buffers stay a few MB.
+    block = int(np.clip((1 << 19) // (components * n), 16, 4096))
+    for s in range(0, k, block):
+        blk = slice(s, min(s + block, k))
         w[:, blk], mu[:, blk], var[:, blk], used = _em_block(x[blk], components, iters, tol)
         most = max(most, used)
     return w.T.copy(), mu.T.copy(), var.T.copy(), most
@@ -61,12 +62,17 @@ def _em_block(x: np.ndarray, c: int, iters: int, tol: float) -> tuple[np.ndarray
     if c == 1:
         return w, x.mean(axis=1)[None, :], var, 1
     out = [w.copy(), mu.copy(), var.copy()]
+    # Work buffers reused by every step (fresh GB-scale temporaries cost more
+    # in page faults than the arithmetic); active trials use the first rows.
+    work = np.empty((c, k, n))
+    resp = np.empty((c, k, n), dtype=np.float32)
     active = np.arange(k)  # trials still iterating
     xa = x
     prev = np.full(k, -np.inf)
     it = 0
     for it in range(1, iters + 1):
-        ll, w, mu, var = _em_step(xa, w, mu, var)
+        ka = active.size
+        ll, w, mu, var = _em_step(xa, w, mu, var, work[:, :ka], resp[:, :ka])
         # ll is the log-likelihood of the parameters before this step; a trial
         # whose last step gained less than tol keeps the newest parameters.
         done = ll - prev < tol
@@ -85,24 +91,32 @@ def _em_block(x: np.ndarray, c: int, iters: int, tol: float) -> tuple[np.ndarray
     return out[0], out[1], out[2], it
 
 
-def _em_step(x: np.ndarray, w: np.ndarray, mu: np.ndarray, var: np.ndarray):
-    """One EM step for k mixtures, parameters (C, k), data (k, N) → mean
-    log-likelihood (k,) of the old parameters and the new parameters."""
+def _em_step(x: np.ndarray, w: np.ndarray, mu: np.ndarray, var: np.ndarray, work: np.ndarray, resp: np.ndarray):
+    """One EM step for k mixtures, parameters (C, k), data (k, N), buffers
+    (C, k, N) → mean log-likelihood (k,) of the old parameters and the new parameters."""
     n = x.shape[1]
-    a = (np.log(w) - 0.5 * (_LOG_2PI + np.log(var)))[:, :, None]  # (C, k, 1)
-    d = x[None] - mu[:, :, None]  # (C, k, N)
-    logp = a - d * d * (0.5 / var)[:, :, None]
-    top = logp.max(axis=0)  # (k, N)
-    r = np.exp(logp - top)
-    tot = r.sum(axis=0)
-    r /= tot  # responsibilities (C, k, N)
-    ll = (top + np.log(tot)).mean(axis=1)
-    nk = r.sum(axis=2)  # (C, k)
-    alive = nk > 1e-8  # a component that lost every point keeps its parameters
+    # E-step: log w_c + log N(x; μ_c, v_c) in ``work``, responsibilities in ``resp``.
+    np.subtract(x[None], mu[:, :, None], out=work)
+    np.multiply(work, work, out=work)
+    work *= (-0.5 / var)[:, :, None]
+    work += (np.log(w) - 0.5 * (_LOG_2PI + np.log(var)))[:, :, None]
+    top = work.max(axis=0)  # (k, N)
+    work -= top
+    # exp and log in float32: numpy vectorises them (float64 exp is scalar
+    # libm without AVX-512, ~10x slower) and responsibilities need no more.
+    resp[...] = work
+    np.exp(resp, out=resp)
+    tot = resp.sum(axis=0)
+    resp /= tot
+    ll = (top + np.log(tot)).mean(axis=1, dtype=np.float64)
+    # M-step; a component that lost every point keeps its parameters.
+    nk = resp.sum(axis=2, dtype=np.float64)  # (C, k)
+    alive = nk > 1e-8
     safe = np.where(alive, nk, 1.0)
-    mu_new = np.where(alive, (r * x[None]).sum(axis=2) / safe, mu)
-    d = x[None] - mu_new[:, :, None]
-    var_new = np.where(alive, np.maximum((r * d * d).sum(axis=2) / safe, _VAR_FLOOR), var)
+    mu_new = np.where(alive, np.einsum("ckn,kn->ck", resp, x) / safe, mu)
+    np.subtract(x[None], mu_new[:, :, None], out=work)
+    np.multiply(work, work, out=work)
+    var_new = np.where(alive, np.maximum(np.einsum("ckn,ckn->ck", resp, work) / safe, _VAR_FLOOR), var)
     w_new = np.maximum(nk / n, 1e-300)
     return ll, w_new, mu_new, var_new
 

@@ -19,7 +19,7 @@ i.e. synthetic size = T):
 
 - replace: E‖ŵₙ − w*‖² = n·σ²·τ (Dohmatob et al. 2024; Gerstgrasser et al. 2024),
 - accumulate: σ²·τ·Σᵢ₌₁ⁿ 1/i² ≤ (π²/6)·σ²·τ, π²/6 times the first fit's error
-  (Gerstgrasser et al. 2024, Theorem 2),
+  (Gerstgrasser et al. 2024),
 
 where τ = E tr((XᵀX)⁻¹) = d/(T − d − 1) for ``per_trial`` (the inverse-Wishart
 mean) and τ = tr((XᵀX)⁻¹) of the one X for ``shared``. Proof sketch for
@@ -83,29 +83,32 @@ class RegressionModel(TheoryModel):
         """τ of the closed forms: E tr((XᵀX)⁻¹) over X (per_trial) or tr of the one X (shared)."""
         return inverse_wishart_trace(self.dim, self.rows) if self.design == "per_trial" else self.tau_design
 
-    def _labelled(self, w: np.ndarray, n: int, start: int, rng: np.random.Generator) -> np.ndarray:
-        """n examples (rows start, start+1, … mod T) labelled X w + ε → (K, n, 2)."""
-        rows = (start + np.arange(n)) % self.rows  # (n,)
-        xr = self.X[:, rows, :]  # (K or 1, n, d)
-        y = np.einsum("knd,kd->kn", xr, np.broadcast_to(w, (self.trials, self.dim))) if xr.shape[0] > 1 \
-            else np.broadcast_to(w, (self.trials, self.dim)) @ xr[0].T  # (K, n)
-        y = y + np.sqrt(self.noise) * rng.standard_normal((self.trials, n))
+    def _labelled(self, w: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n examples, rows 0, 1, … (mod T), labelled X w + ε → (K, n, 2)."""
+        noise = rng.standard_normal((self.trials, n))  # (K, n), drawn first: chunking never changes it
         pool = np.empty((self.trials, n, 2))
-        pool[..., 0] = rows
-        pool[..., 1] = y
+        pool[..., 0] = np.arange(n) % self.rows
+        w = np.broadcast_to(w, (self.trials, self.dim))
+        # T rows at a time, each chunk a view of X (rows 0..T-1): no (K, n, d) copy.
+        for s in range(0, n, self.rows):
+            e = min(s + self.rows, n)
+            xr = self.X[:, : e - s, :]  # (K or 1, e - s, d)
+            mean = np.einsum("knd,kd->kn", xr, w) if xr.shape[0] > 1 else w @ xr[0].T  # (K, e - s)
+            pool[:, s:e, 1] = mean + np.sqrt(self.noise) * noise[:, s:e]
         return pool
 
     def human_pools(self, sizes: MixSizes, fresh_total: int) -> dict[str, np.ndarray]:
-        pools = {"human": self._labelled(self.w_star, sizes.human, 0, self.rng(0, "human"))}
+        pools = {"human": self._labelled(self.w_star, sizes.human, self.rng(0, "human"))}
         if fresh_total:
-            pools["human_fresh"] = self._labelled(self.w_star, fresh_total, 0, self.rng(0, "hfresh"))
+            pools["human_fresh"] = self._labelled(self.w_star, fresh_total, self.rng(0, "hfresh"))
         return pools
 
     def fit(self, train: np.ndarray, generation: int) -> dict[str, float]:
         # train: (K, N, 2); XᵀWX and XᵀWy from per-row counts W and label sums.
-        idx = train[..., 0].astype(np.int64)  # (K, N)
-        counts = per_trial_bincount(idx, self.rows)  # (K, T)
-        ysum = per_trial_bincount(idx, self.rows, train[..., 1])  # (K, T)
+        # Views, not copies: the accumulated training set can be GBs; the
+        # bincount converts the row indices block by block.
+        counts = per_trial_bincount(train[..., 0], self.rows)  # (K, T)
+        ysum = per_trial_bincount(train[..., 0], self.rows, train[..., 1])  # (K, T)
         if self.X.shape[0] == 1:
             b = ysum @ self.X[0]  # (K, d)
         else:
@@ -130,7 +133,7 @@ class RegressionModel(TheoryModel):
         return {"train_size": float(train.shape[1])}
 
     def sample(self, n: int, generation: int) -> np.ndarray:
-        return self._labelled(self.w, n, 0, self.rng(generation, "sample"))
+        return self._labelled(self.w, n, self.rng(generation, "sample"))
 
     def measure(self) -> dict[str, np.ndarray]:
         return {"error": ((self.w - self.w_star) ** 2).sum(axis=1)}

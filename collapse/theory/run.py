@@ -8,6 +8,12 @@ tracked quantity, its standard error, and the closed form where the literature
 has one (Shumailov et al. 2024; Gerstgrasser et al. 2024; Dohmatob et al. 2024;
 Bertrand et al. 2024; Kazdan et al. 2024 for the regimes). ``mirror_to_mlflow``
 logs it like any run.
+
+The loop draws one plan per generation, so all K trials share it: the same
+pool composition under ``accumulate_subsample`` (one hypergeometric draw) and
+the same subset positions under ``fixed_fraction``. Positions are harmless
+(every trial's pool holds its own i.i.d. samples), but the shared composition
+is a common random effect that the standard errors over trials do not see.
 """
 
 from __future__ import annotations
