@@ -125,6 +125,7 @@ class RunDirStore:
         train.save_to_disk(str(d / "data"))
         write_json_atomic(d / "manifest.json", manifest(train, rec, self.regime))
         generator.model.save_pretrained(str(d / "model"), safe_serialization=True)
+        generator.tok.save_pretrained(str(d / "model"))  # a checkpoint that loads on its own
         rec.samples.save_to_disk(str(d / "samples"))
         with open(d / "samples.jsonl", "w") as f:
             for row in rec.samples:
@@ -175,7 +176,7 @@ class Experiment:
 
     def __init__(self, cfg: Config):
         from collapse.data import prepare_human_data
-        from collapse.lm.tokenizer import prepare_tokenizer
+        from collapse.lm.tokenizer import load_checkpoint_tokenizer, prepare_tokenizer
 
         self.cfg = cfg
         self.root = Path(cfg.run.root)
@@ -190,9 +191,13 @@ class Experiment:
         for split in ("validation", "test"):
             if len(self.human[split]) == 0:
                 raise CollapseError(f"data: the {split} split is empty; use a larger corpus or a larger data.{'val' if split == 'validation' else 'test'}_fraction")
-        tok_key = cfg.section_hash("tokenizer", extra=self.data_info.get("key"))
-        self.tokenizer, self.tokenizer_path = prepare_tokenizer(
-            list(self.human["train"]["text"]), cfg.tokenizer, self.cache, tok_key)
+        if cfg.model.init_from:
+            # A checkpoint brings its own vocabulary: use the tokenizer saved with it.
+            self.tokenizer, self.tokenizer_path = load_checkpoint_tokenizer(cfg.model.init_from), cfg.model.init_from
+        else:
+            tok_key = cfg.section_hash("tokenizer", extra=self.data_info.get("key"))
+            self.tokenizer, self.tokenizer_path = prepare_tokenizer(
+                list(self.human["train"]["text"]), cfg.tokenizer, self.cache, tok_key)
 
     def pools(self) -> dict[str, Any]:
         train = self.human["train"]

@@ -216,3 +216,22 @@ def test_prompted_sampling_starts_from_held_out_signatures(shared_root, tmp_path
         assert row["prompt"].lstrip().startswith(("def ", "async def ", "@"))
     # Prompts come from the validation split, not from the training set.
     assert len({r["prompt"].rstrip("\n") for r in samples} & train_first_lines) < len(samples) / 4
+
+
+def test_init_from_a_saved_checkpoint_uses_its_tokenizer(tiny_run, shared_root, tmp_path):
+    """Every generation's model/ is a standalone checkpoint (weights + tokenizer),
+    so a run can fine-tune it: model.init_from with init_mode base."""
+    from safetensors.torch import load_file
+
+    ckpt = tiny_run / "gen_002" / "model"
+    out = tmp_path / "finetune"
+    ov = {"model.init_from": ckpt, "model.init_mode": "base", "run.generations": 1, "train.max_steps": 1,
+          "train.lr": 1e-12, "sample.max_new_tokens": 8, "metrics.names": "[test_ce]"}
+    assert main(["run", str(TINY), *tiny_overrides(shared_root, out, **ov)]) == 0
+    start = load_file(str(ckpt / "model.safetensors"))
+    for g in range(2):
+        w = load_file(str(out / f"gen_{g:03d}" / "model" / "model.safetensors"))
+        assert all(torch_allclose(start[k], w[k]) for k in start)  # both generations began at the checkpoint
+    assert (out / "gen_000" / "model" / "tokenizer.json").read_text() == (ckpt / "tokenizer.json").read_text()
+    rc = main(["run", str(TINY), *tiny_overrides(shared_root, tmp_path / "no", **{"model.init_from": tmp_path})])
+    assert rc == 2

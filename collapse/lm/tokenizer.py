@@ -44,6 +44,24 @@ def load_tokenizer(path: str | Path):
     return PreTrainedTokenizerFast.from_pretrained(str(path))
 
 
+def load_checkpoint_tokenizer(name_or_path: str):
+    """The tokenizer saved with a checkpoint (``model.init_from``), with an EOS
+    token that also serves as padding."""
+    from transformers import AutoTokenizer
+
+    from collapse.errors import CollapseError
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise CollapseError(f"model.init_from: no tokenizer found with the checkpoint {name_or_path!r} ({str(e).splitlines()[0]})") from None
+    if tok.eos_token_id is None:
+        raise CollapseError(f"model.init_from: the tokenizer of {name_or_path!r} has no EOS token")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def prepare_tokenizer(texts: list[str], cfg: TokenizerConfig, cache_dir: Path, key: str):
     """Train (or load from the cache) the experiment's tokenizer. Written
     atomically: a temp folder renamed into place."""

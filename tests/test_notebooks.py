@@ -1,0 +1,30 @@
+"""Notebooks run as tests: each is executed with tiny parameters; any cell error fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+TINY_PARAMETERS = {"theory.ipynb": "TRIALS = 300\nGENERATIONS = 6\nSEED = 0"}
+
+
+@pytest.mark.parametrize("name", sorted(TINY_PARAMETERS))
+def test_notebook_executes(name, tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    params = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, "one cell tagged 'parameters'"
+    params[0].source = TINY_PARAMETERS[name]
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+
+
+def test_every_notebook_is_tested():
+    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == set(TINY_PARAMETERS)
