@@ -17,6 +17,7 @@ al. 2024 (accumulate_subsample).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -50,7 +51,7 @@ def per_trial_bincount(idx: np.ndarray, length: int, weights: np.ndarray | None 
     return out
 
 
-class TheoryModel:
+class TheoryModel(ABC):
     """Base of the analytic generators: K trials, a seed, per-trial measurements.
 
     Subclasses define ``fit``, ``sample``, ``measure`` (per-trial values of
@@ -66,15 +67,17 @@ class TheoryModel:
         self.trial_values: dict[str, np.ndarray] = {}
 
     # -------------------------------------------------------------- protocol
-    def fit(self, train: np.ndarray, generation: int) -> dict[str, float]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def fit(self, train: np.ndarray, generation: int) -> dict[str, float]:
+        """Refit every trial's model on its training set (K, N, ...)."""
 
-    def sample(self, n: int, generation: int) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def sample(self, n: int, generation: int) -> np.ndarray:
+        """Draw n samples per trial from the fitted models: (K, n, ...)."""
 
-    def measure(self) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+    @abstractmethod
+    def measure(self) -> dict[str, np.ndarray]:
         """Per-trial values (K,) of each tracked quantity for the fitted model."""
-        raise NotImplementedError
 
     def evaluate(self, samples: Any, generation: int) -> dict[str, float]:
         """Mean and standard error over trials of every tracked quantity
@@ -89,10 +92,10 @@ class TheoryModel:
     def rng(self, generation: int, purpose: str) -> np.random.Generator:
         return generation_rng(self.seed, generation, purpose)
 
-    def human_pools(self, sizes: MixSizes, fresh_total: int) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+    @abstractmethod
+    def human_pools(self, sizes: MixSizes, fresh_total: int) -> dict[str, np.ndarray]:
         """``human`` (K, sizes.human, ...) drawn from the starting distribution,
         plus ``human_fresh`` (K, fresh_total, ...) when ``fresh_total`` > 0."""
-        raise NotImplementedError
 
     def closed_form(self, regime: str, fit_sizes: Sequence[int], sizes: MixSizes) -> dict[str, np.ndarray]:
         """Exact expectations of tracked quantities, one value per generation
