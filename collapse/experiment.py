@@ -92,7 +92,7 @@ def _copy_tree(src: Path, dst: Path) -> None:
 
 
 class RunDirStore:
-    """Persists generations under ``run_dir/gen_XXX`` with ``DONE`` written last."""
+    """Persists generations under ``run_dir/gen_NNN`` with ``DONE`` written last."""
 
     def __init__(self, run_dir: Path, regime: str, gen0_cache: Path | None):
         self.run_dir = run_dir

@@ -6,7 +6,7 @@ Every random choice of generation g comes from an rng seeded by
 (seed, g, purpose), so re-running after an interruption draws exactly what an
 uninterrupted run draws. A :class:`GenerationStore` decides what survives: the
 in-memory store keeps nothing (theory sweeps), the run-directory store writes
-``gen_XXX/`` with a ``DONE`` marker last and restores finished generations.
+``gen_NNN/`` with a ``DONE`` marker last and restores finished generations.
 """
 
 from __future__ import annotations
