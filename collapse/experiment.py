@@ -5,7 +5,9 @@ The run directory is the source of truth and MLflow mirrors it::
     <root>/<experiment>/<regime>_s<seed>/config.yaml   resolved config
                                         state.json    last completed generation, MLflow run id
                                         gen_000/      data/ manifest.json model/ samples/
-                                                      samples.jsonl metrics.json timings.json DONE
+                                                      samples.jsonl metrics.json timings.json
+                                                      metrics/ (per-sample values, attributions) DONE
+                                        human_reference/  the same metric artifacts for held-out human code
 
 Resuming is re-running the same command: a generation without ``DONE`` is
 redone from its start; finished ones are read back. Generation 0 is the same
@@ -127,6 +129,11 @@ class RunDirStore:
         generator.model.save_pretrained(str(d / "model"), safe_serialization=True)
         generator.tok.save_pretrained(str(d / "model"))  # a checkpoint that loads on its own
         rec.samples.save_to_disk(str(d / "samples"))
+        from collapse.lm.generator import metric_staging
+
+        staged = metric_staging(self.run_dir, rec.generation)
+        if staged.exists():
+            os.replace(staged, d / "metrics")
         with open(d / "samples.jsonl", "w") as f:
             for row in rec.samples:
                 f.write(json.dumps(row) + "\n")
@@ -247,6 +254,8 @@ class Experiment:
                 mirror.log_metrics({f"time.{k}": v for k, v in timings.items()}, step=rec.generation)
                 mirror.log_artifact(d / "samples.jsonl", f"gen_{rec.generation:03d}")
                 mirror.log_artifact(d / "manifest.json", f"gen_{rec.generation:03d}")
+                if (d / "metrics").is_dir():
+                    mirror.log_artifacts(d / "metrics", f"gen_{rec.generation:03d}/metrics")
                 (d / "MIRRORED").write_text("")
             m = rec.metrics
             log.info(

@@ -178,6 +178,9 @@ class RunMirror:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), "log artifact")
 
+    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        _retry(lambda: self.client.log_artifacts(self.run_id, str(folder), artifact_path), "log artifacts")
+
     def finish(self, status: str = "FINISHED") -> None:
         _retry(lambda: self.client.set_terminated(self.run_id, status=status), "end run")
 

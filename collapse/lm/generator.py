@@ -48,6 +48,12 @@ def prompt_of(text: str, lines: int) -> str:
     return "\n".join(text.split("\n")[:lines]) + "\n"
 
 
+def metric_staging(run_dir: Path, generation: int) -> Path:
+    """Where a generation's metric artifacts wait until the generation is committed
+    (the store then moves them to ``gen_NNN/metrics``)."""
+    return Path(run_dir) / f".metrics_gen_{generation:03d}"
+
+
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -79,6 +85,9 @@ class LMGenerator:
         self.human_counts = unigram_counts(tokenize_texts(tokenizer, list(human["train"]["text"])), len(tokenizer))
         self.token_bytes = torch.tensor(token_byte_lengths(tokenizer))
         self.human_reference = list(human["test"]["text"])
+        self.human_train_texts = list(human["train"]["text"])
+        self.human_train_sources = list(human["train"]["source"])
+        self.metric_memo: dict = {}  # metric state kept across generations (e.g. the copy index)
         if cfg.sample.prompt == "signature":
             self.prompt_texts = [prompt_of(t, cfg.sample.prompt_lines) for t in human["validation"]["text"]]
         else:
@@ -143,9 +152,42 @@ class LMGenerator:
         })
 
     def context(self, generation: int) -> MetricContext:
-        return MetricContext(tokenizer=self.tok, model=self.model, device=self.device, precision=self.precision,
-                             generation=generation, human_train_counts=self.human_counts,
-                             test_blocks=self.test_blocks, val_blocks=self.val_blocks, token_bytes=self.token_bytes)
+        """Everything a metric may use at ``generation`` (-1: the human reference)."""
+        artifact_dir = metric_staging(self.run_dir, generation) if generation >= 0 else self.run_dir / "human_reference"
+        return MetricContext(
+            tokenizer=self.tok, model=self.model, device=self.device, precision=self.precision,
+            generation=generation, seed=self.cfg.run.seed, settings={**self.cfg.metrics.settings(), "prompt_lines": self.cfg.sample.prompt_lines},
+            artifact_dir=artifact_dir, human_train_counts=self.human_counts,
+            human_train_texts=self.human_train_texts, human_train_sources=self.human_train_sources,
+            human_test_texts=self.human_reference, test_blocks=self.test_blocks, val_blocks=self.val_blocks,
+            token_bytes=self.token_bytes, shared=self.metric_memo,
+            loaders={"reference_model": self._reference_model,
+                     "synthetic_history": lambda: self._synthetic_history(generation)},
+        )
+
+    def _reference_model(self):
+        """The generation-0 model, frozen (a copy: ``continue`` keeps training the live one)."""
+        import copy
+
+        path = self.run_dir / "gen_000" / "model"
+        if (path / "config.json").exists():
+            m = load_model(path).to(self.device)
+        elif self.model is not None:
+            m = copy.deepcopy(self.model)
+        else:
+            return None
+        return m.eval()
+
+    def _synthetic_history(self, generation: int) -> dict[int, list[str]]:
+        """Samples of the generations before ``generation``, read back from the run directory."""
+        from datasets import load_from_disk
+
+        out: dict[int, list[str]] = {}
+        for g in range(max(generation, 0)):
+            d = self.run_dir / f"gen_{g:03d}" / "samples"
+            if d.exists():
+                out[g] = list(load_from_disk(str(d))["text"])
+        return out
 
     def human_metrics(self) -> dict[str, float]:
         """The sample metrics of held-out human code (the test split): the reference lines."""
@@ -157,10 +199,12 @@ class LMGenerator:
     def evaluate(self, samples, generation: int) -> dict[str, float]:
         t0 = time.perf_counter()
         texts = list(samples["text"])
-        out = compute(self.cfg.metrics.names, texts, self.context(generation))
+        ctx = self.context(generation)
+        out = compute(self.cfg.metrics.names, texts, ctx)
         out["sample_eos_rate"] = float(np.mean(samples["finished"])) if len(samples) else 0.0
-        out.update(self.human_metrics())
         self.timings["metrics_s"] = time.perf_counter() - t0
+        self.timings.update({f"metric.{k}_s": v for k, v in ctx.timings.items()})
+        out.update(self.human_metrics())
         return out
 
     def release(self) -> Any:

@@ -70,6 +70,47 @@ def block_losses(model, blocks: torch.Tensor, device: torch.device, precision: s
     return {"nll": nll, "tokens": ntok, "bytes": nbytes}
 
 
+@torch.no_grad()
+def sequence_nll(model, seqs: list[list[int]], eos_id: int, device: torch.device, precision: str = "fp32",
+                 batch_size: int = 32, max_len: int | None = None,
+                 score_from: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sequence summed next-token NLL (nats) and number of scored tokens.
+
+    Each sequence is scored as ``[eos] + seq`` (the document boundary is the
+    context of its first token), cut to ``max_len`` tokens. With
+    ``score_from[i] = j``, only tokens ``seq[j:]`` count (a completion given
+    its prompt). Sequences are batched by length with right padding, so a
+    sequence's score does not depend on its batch mates."""
+    was_training = model.training
+    model.eval()
+    n = len(seqs)
+    nll, cnt = np.zeros(n), np.zeros(n, dtype=np.int64)
+    full = [([eos_id] + list(s))[:max_len] if max_len else [eos_id] + list(s) for s in seqs]
+    order = sorted(range(n), key=lambda i: len(full[i]))
+    for b in range(0, n, batch_size):
+        idx = [i for i in order[b:b + batch_size] if len(full[i]) > 1]
+        if not idx:
+            continue
+        T = max(len(full[i]) for i in idx)
+        x = torch.full((len(idx), T), eos_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), T - 1), dtype=torch.bool)
+        for r, i in enumerate(idx):
+            L = len(full[i])
+            x[r, :L] = torch.tensor(full[i])
+            start = score_from[i] if score_from is not None else 0  # index into seq = target index into x[1:]
+            mask[r, start:L - 1] = True
+        x = x.to(device)
+        with autocast(device, precision):
+            logits = model(input_ids=x).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        tok = -logp.gather(-1, x[:, 1:].unsqueeze(-1)).squeeze(-1).cpu()
+        tok = tok.masked_fill(~mask, 0.0)
+        nll[idx] = tok.sum(1).double().numpy()
+        cnt[idx] = mask.sum(1).numpy()
+    model.train(was_training)
+    return nll, cnt
+
+
 @dataclass
 class TrainResult:
     steps: int
