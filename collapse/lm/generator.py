@@ -87,6 +87,7 @@ class LMGenerator:
         self.human_reference = list(human["test"]["text"])
         self.human_train_texts = list(human["train"]["text"])
         self.human_train_sources = list(human["train"]["source"])
+        self.metric_names = cfg.metrics.resolved_names(pretrained=bool(cfg.model.init_from))
         self.metric_memo: dict = {}  # metric state kept across generations (e.g. the copy index)
         if cfg.sample.prompt == "signature":
             self.prompt_texts = [prompt_of(t, cfg.sample.prompt_lines) for t in human["validation"]["text"]]
@@ -192,7 +193,7 @@ class LMGenerator:
     def human_metrics(self) -> dict[str, float]:
         """The sample metrics of held-out human code (the test split): the reference lines."""
         if self._human_metrics is None:
-            vals = compute(self.cfg.metrics.names, self.human_reference, self.context(-1), sample_metrics_only=True)
+            vals = compute(self.metric_names, self.human_reference, self.context(-1), sample_metrics_only=True)
             self._human_metrics = {f"human.{k}": v for k, v in vals.items()}
         return self._human_metrics
 
@@ -200,7 +201,7 @@ class LMGenerator:
         t0 = time.perf_counter()
         texts = list(samples["text"])
         ctx = self.context(generation)
-        out = compute(self.cfg.metrics.names, texts, ctx)
+        out = compute(self.metric_names, texts, ctx)
         out["sample_eos_rate"] = float(np.mean(samples["finished"])) if len(samples) else 0.0
         self.timings["metrics_s"] = time.perf_counter() - t0
         self.timings.update({f"metric.{k}_s": v for k, v in ctx.timings.items()})
