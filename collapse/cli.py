@@ -35,6 +35,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from collapse.metrics.docs import metric_reference
+
+    print(metric_reference(markdown=args.markdown))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="collapse", description="Model-collapse research on code language models.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -53,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite in --root)")
     rep.add_argument("--root", default="runs", help="runs folder holding the default sqlite database")
     rep.set_defaults(func=_cmd_report)
+
+    met = sub.add_parser("metrics", help="list the registered metrics with what they measure")
+    met.add_argument("--markdown", action="store_true", help="print the metric reference as Markdown (docs/metrics.md)")
+    met.set_defaults(func=_cmd_metrics)
 
     try:
         from collapse.theory.cli import add_parser as add_theory
