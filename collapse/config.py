@@ -44,7 +44,7 @@ _pos_or_none = (lambda v: v is None or v > 0, "> 0 or null")
 
 @dataclass
 class DataConfig:
-    source: str = _f("stdlib", "human corpus: 'stdlib', a directory of .py files, a .jsonl/.parquet file, or 'hf:NAME' (a datasets name)")
+    source: str | list[str] = _f("stdlib", "human corpus: 'stdlib', 'installed' (the Python files of installed distributions with an allowed license; 'installed:DIR' for another site-packages), a directory of .py files (e.g. a checkout), a .jsonl/.parquet file, 'hf:NAME' (a datasets name), or a list of these")
     text_column: str = _f("text", "column holding the code in .jsonl/.parquet/datasets sources")
     min_chars: int = _f(80, "drop functions shorter than this (characters, after dedent)", *_nonneg)
     max_chars: int = _f(1500, "drop functions longer than this (characters, after dedent)", *_pos)
@@ -52,6 +52,26 @@ class DataConfig:
     val_fraction: float = _f(0.05, "share of the corpus in the validation split (by content hash)", *_open_unit)
     test_fraction: float = _f(0.05, "share of the corpus in the test split (by content hash)", *_open_unit)
     train_size: int | None = _f(None, "human examples in the training pool of generation 0; null = the whole train split", *_pos_or_none)
+    pipeline: list[str] = _f(["redact", "exact_dedup", "length", "autogen", "quality", "near_dedup"], "row steps of the human corpus, in order (after opt-out and the license check): redact (secrets and personal data → placeholders) | exact_dedup | length | autogen | quality | near_dedup")
+    near_dedup_threshold: float = _f(0.85, "near_dedup (and the dedup gate): Jaccard similarity of token-shingle sets at which two functions are near duplicates (first in corpus order kept)", lambda v: 0.0 < v <= 1.0, "in (0, 1]")
+    near_dedup_num_perm: int = _f(128, "near_dedup: MinHash permutations", lambda v: v >= 16, ">= 16")
+    near_dedup_ngram: int = _f(5, "near_dedup: shingle length in tokens", *_pos)
+    max_line_length: int | None = _f(1000, "quality: drop functions with a line longer than this (characters); null = off", *_pos_or_none)
+    max_mean_line_length: float | None = _f(100.0, "quality: drop functions whose mean line length exceeds this; null = off", *_pos_or_none)
+    min_alnum_fraction: float | None = _f(0.25, "quality: drop functions whose share of alphanumeric characters is below this; null = off", lambda v: v is None or 0.0 <= v <= 1.0, "in [0, 1] or null")
+    licenses_allowed: list[str] | None = _f(["PSF-2.0", "Python-2.0", "MIT", "MIT-0", "Apache-2.0", "BSD-*", "0BSD", "ISC", "Zlib", "Unlicense", "CC0-1.0"], "SPDX ids (globs allowed) a source file's license must satisfy (SPDX header, else nearest LICENSE/COPYING file, stdlib: PSF-2.0); null = no license check")
+    allow_unknown_license: bool = _f(False, "keep files of file-tree sources whose license cannot be determined")
+    opt_out: list[str] = _f([], "files excluded before anything reads them: globs, paths, or repository / distribution names")
+    write_dropped: bool = _f(False, "write every dropped file and function with its reason to <cache>/human-<key>/dropped.jsonl")
+
+    PIPELINE_STEPS: typing.ClassVar[tuple[str, ...]] = ("redact", "exact_dedup", "length", "autogen", "quality", "near_dedup")
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.pipeline if s not in self.PIPELINE_STEPS]
+        if bad or len(set(self.pipeline)) != len(self.pipeline):
+            raise ConfigError(f"data.pipeline: expected distinct steps among {', '.join(self.PIPELINE_STEPS)}, got {self.pipeline!r}")
+        if isinstance(self.source, list) and not self.source:
+            raise ConfigError("data.source: expected a source or a non-empty list of sources, got []")
 
 
 @dataclass
@@ -95,6 +115,22 @@ class SampleConfig:
     batch_size: int = _f(256, "sequences decoded together", *_pos)
     prompt: Literal["none", "signature"] = _f("none", "none: unconditional from the document boundary; signature: prompted by the first line(s) of held-out human functions")
     prompt_lines: int = _f(1, "lines of the held-out function used as the prompt (signature, then docstring)", *_pos)
+    gates: list[str] = _f([], "filters every sample must pass before it enters a pool, in order: syntax | dedup | perplexity | execution (see collapse.gates)")
+    max_attempts: int = _f(5, "with gates: sampling rounds at most (the first included) to reach the synthetic size; then the generation goes on with fewer samples", *_pos)
+    gate_perplexity_band: list[float] = _f([0.05, 0.95], "perplexity gate: keep samples whose perplexity under the generation-0 model lies between these quantiles of the human validation texts' perplexities")
+    gate_perplexity_reference: int = _f(1000, "perplexity gate: human validation texts scored for the band (the first N of the split)", *_pos)
+    gate_timeout_s: float = _f(5.0, "execution gate: wall-time limit per sample in the sandbox", *_pos)
+    gate_memory_mb: int = _f(512, "execution gate: memory limit per sample in the sandbox", *_pos)
+
+    GATES: typing.ClassVar[tuple[str, ...]] = ("syntax", "dedup", "perplexity", "execution")
+
+    def __post_init__(self) -> None:
+        bad = [g for g in self.gates if g not in self.GATES]
+        if bad or len(set(self.gates)) != len(self.gates):
+            raise ConfigError(f"sample.gates: expected distinct gates among {', '.join(self.GATES)}, got {self.gates!r}")
+        band = self.gate_perplexity_band
+        if len(band) != 2 or not 0.0 <= band[0] < band[1] <= 1.0:
+            raise ConfigError(f"sample.gate_perplexity_band: expected two quantiles 0 <= lo < hi <= 1, got {band!r}")
 
 
 @dataclass
@@ -108,13 +144,19 @@ class MixConfig:
 
 @dataclass
 class MetricsConfig:
-    names: list[str] = _f(["test_ce", "val_loss", "syntax_valid", "distinct_n", "mean_length", "unigram_divergence", "vocab_coverage"], "metrics computed every generation (see collapse.metrics.REGISTRY; `collapse metrics` lists them)")
+    names: list[str] = _f(["test_ce", "val_loss", "prompt_ce", "syntax_valid", "static_checks",
+                           "distinct_n", "ngram_entropy", "exact_duplicates", "self_bleu", "gzip_ratio", "ast_diversity",
+                           "identifier_vocab", "mean_length",
+                           "perplexity_gen0", "tail_coverage", "vocab_coverage", "zipf", "unigram_divergence", "length_shift",
+                           "verbatim_copy", "synthetic_copy"],
+                          "metrics computed every generation (`collapse metrics` lists them; docs/metrics.md); semantic_diversity and humaneval are opt-in")
     eval_tokens: int | None = _f(None, "cap on tokens of the human test split used for cross-entropy; null = all", *_pos_or_none)
     subsample: int = _f(1000, "samples used by metrics whose cost grows faster than n log n (self-BLEU, embeddings): a seeded subsample of this size", *_pos)
     copy_k: int = _f(32, "verbatim copy: a sample is flagged when it shares a span of at least this many tokens with the reference data", lambda v: v >= 4, ">= 4")
     copy_k_also: list[int] = _f([16, 64], "further span lengths the copy rate is also reported at")
-    copy_top: int = _f(50, "attributions of the longest copies written per generation (artifact copies.jsonl)", *_nonneg)
-    humaneval: Literal["auto", "on", "off"] = _f("auto", "HumanEval pass@k each generation: auto = on when model.init_from names a pretrained checkpoint (models trained from scratch on the corpus score 0)")
+    copy_top: int = _f(50, "longest verbatim copies the report shows (every flagged sample's attribution is in the artifact copies.jsonl)", *_nonneg)
+    humaneval: bool | str = _f("auto", "HumanEval pass@k each generation: true | false | auto (on when model.init_from names a pretrained checkpoint: models trained from scratch on the corpus score 0)",
+                               lambda v: v in (True, False, "auto"), "true, false or auto")
     humaneval_n: int = _f(10, "humaneval: completions sampled per problem", *_pos)
     humaneval_k: list[int] = _f([1, 10], "humaneval: the k of pass@k (k <= humaneval_n)")
     humaneval_temperature: float = _f(0.8, "humaneval: sampling temperature", *_nonneg)
@@ -125,7 +167,7 @@ class MetricsConfig:
 
     def resolved_names(self, pretrained: bool) -> list[str]:
         """``names``, plus ``humaneval`` when it is on (or ``auto`` and the model is pretrained)."""
-        on = self.humaneval == "on" or (self.humaneval == "auto" and pretrained)
+        on = self.humaneval is True or (self.humaneval == "auto" and pretrained)
         return list(self.names) + (["humaneval"] if on and "humaneval" not in self.names else [])
 
     def settings(self) -> dict[str, Any]:
@@ -137,6 +179,8 @@ class MetricsConfig:
 class TrackingConfig:
     uri: str | None = _f(None, "MLflow tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite:///<run.root>/mlflow.db")
     enabled: bool = _f(True, "mirror runs to MLflow")
+    parent_run_id: str | None = _f(None, "MLflow run id of a parent run (set by collapse sweep: one parent per sweep); null = none")
+    tags: list[str] = _f([], "extra MLflow tags of the run as key=value (collapse sweep sets axis.<key>=<value> for each axis)")
 
 
 @dataclass

@@ -124,40 +124,175 @@ class LMGenerator:
         return {**res.as_metrics(), "train_examples": len(train_ds)}
 
     def sample(self, n: int, generation: int):
+        """``n`` samples of the current model as rows with provenance.
+
+        Without ``sample.gates`` this is one draw. With gates, every draw
+        goes through them (:mod:`collapse.gates`); while fewer than ``n``
+        passed, another round is drawn (seeded by (seed, generation,
+        round); prompts continue where the last round stopped), up to
+        ``sample.max_attempts`` rounds. The first ``n`` accepted samples in
+        draw order are returned; when the rounds run out a warning names the
+        shortfall and the generation goes on with fewer. The gates' counts
+        are left in ``self.gate_metrics`` (empty without gates).
+        """
+        s = self.cfg.sample
+        self.gate_metrics: dict[str, float] = {}
+        if not s.gates or n <= 0:
+            ds, secs, useful = self._draw(n, generation, torch_seed(self.cfg.run.seed, generation, "sample"), 0)
+            self.timings["sample_s"] = secs
+            self.timings["sample_tokens_per_s"] = useful / max(secs, 1e-9)
+            return ds
+        return self._sample_gated(n, generation)
+
+    def _draw(self, n: int, generation: int, seed: int, offset: int):
+        """One round of ``n`` samples (prompts from position ``offset`` of the prompt cycle):
+        ``(dataset, seconds, useful tokens)``."""
         from datasets import Dataset
 
+        from collapse.data.licenses import NOASSERTION
+
         s = self.cfg.sample
-        texts = [self.prompt_texts[i % len(self.prompt_texts)] for i in range(n)]
+        texts = [self.prompt_texts[(offset + i) % len(self.prompt_texts)] for i in range(n)]
         prompts = [[self.eos] + (self.tok(t, add_special_tokens=False)["input_ids"] if t else []) for t in texts]
         t0 = time.perf_counter()
-        out = sample_lm(self.model, prompts, s, self.eos, torch_seed(self.cfg.run.seed, generation, "sample"),
+        out = sample_lm(self.model, prompts, s, self.eos, seed,
                         self.device, self.precision, progress=self.progress, desc=f"{self.label}gen {generation} sample")
-        self.timings["sample_s"] = time.perf_counter() - t0
-        self.timings["sample_tokens_per_s"] = out.useful_tokens / max(self.timings["sample_s"], 1e-9)
+        secs = time.perf_counter() - t0
         completions = self.tok.batch_decode(out.completion_ids, skip_special_tokens=True)
         rows = [p + c for p, c in zip(texts, completions)]
         model_ref = f"{self.run_dir.name}/gen_{generation:03d}/model"
         settings = json.dumps({"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
                                "max_new_tokens": s.max_new_tokens, "prompt": s.prompt, "prompt_lines": s.prompt_lines},
                               sort_keys=True)
-        return Dataset.from_dict({
+        ds = Dataset.from_dict({
             "text": rows,
             "origin": ["synthetic"] * n,
             "generation": [generation] * n,
             "source": [model_ref] * n,
             "sha256": [sha256(t) for t in rows],
+            "license": [NOASSERTION] * n,
             "prompt": texts,
             "n_tokens": [len(c) for c in out.completion_ids],
             "finished": out.finished,
             "sampling": [settings] * n,
         })
+        return ds, secs, out.useful_tokens
+
+    def _sample_gated(self, n: int, generation: int):
+        import logging
+        import math
+
+        from datasets import concatenate_datasets
+
+        from collapse.gates import GateChain
+        from collapse.mixing import generation_rng
+
+        s = self.cfg.sample
+        chain = GateChain(self._gates(generation))
+        parts, have, drawn, attempts = [], 0, 0, 0
+        sample_s = gate_s = 0.0
+        useful = 0
+        while have < n and attempts < s.max_attempts:
+            need = n - have
+            rate = have / drawn if drawn else 1.0
+            m = need if attempts == 0 else min(n, max(need, math.ceil(1.1 * need / rate) if rate > 0 else n))
+            seed = (torch_seed(self.cfg.run.seed, generation, "sample") if attempts == 0
+                    else int(generation_rng(self.cfg.run.seed, generation, "resample").integers(0, 2**62, size=attempts)[-1]))
+            ds, secs, u = self._draw(m, generation, seed, drawn)
+            sample_s += secs
+            useful += u
+            t0 = time.perf_counter()
+            cols = {"tests": list(ds["tests"][:])} if "tests" in ds.column_names else None
+            verdict = chain(list(ds["text"][:]), cols)
+            gate_s += time.perf_counter() - t0
+            keep = [i for i, v in enumerate(verdict) if v is None]
+            parts.append(ds.select(keep))
+            have += len(keep)
+            drawn += m
+            attempts += 1
+        per_gate = ", ".join(f"{g} {chain.accepted[g]}/{chain.seen[g]}" for g in s.gates)
+        if have == 0:
+            from collapse.errors import CollapseError
+
+            # An empty pool can be neither trained on nor saved: stop with the counts.
+            raise CollapseError(f"sample.gates: none of the {drawn} samples of generation {generation} drawn in "
+                                f"{attempts} rounds passed the gates (accepted/seen: {per_gate}); use fewer or looser "
+                                "gates, or a larger sample.max_attempts")
+        out = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        if len(out) > n:
+            out = out.select(range(n))
+        shortfall = n - len(out)
+        logging.getLogger("collapse").info("%sgen %d gates: %d of %d drawn passed in %d rounds (accepted/seen: %s)",
+                                           self.label, generation, have, drawn, attempts, per_gate)
+        if shortfall:
+            logging.getLogger("collapse").warning(
+                "%sgen %d: the gates (%s) passed %d of %d samples drawn in %d rounds (sample.max_attempts); "
+                "shortfall %d of the %d requested: the generation goes on with %d samples",
+                self.label, generation, ", ".join(s.gates), have, drawn, attempts, shortfall, n, len(out))
+        self.gate_metrics = {**chain.metrics(), "gate.attempts": attempts, "gate.shortfall": shortfall}
+        self.timings["sample_s"] = sample_s
+        self.timings["sample_tokens_per_s"] = useful / max(sample_s, 1e-9)
+        self.timings["gates_s"] = gate_s
+        return out
+
+    def _gates(self, generation: int) -> list:
+        """The configured gates for ``generation``, in order."""
+        from collapse.gates import DedupGate, ExecutionGate, PerplexityGate, SyntaxGate
+
+        s = self.cfg.sample
+        out = []
+        for name in s.gates:
+            if name == "syntax":
+                out.append(SyntaxGate())
+            elif name == "dedup":
+                out.append(DedupGate(self._dedup_reference(generation)))
+            elif name == "perplexity":
+                score, band = self._perplexity_scorer()
+                out.append(PerplexityGate(score, band))
+            elif name == "execution":
+                from collapse.sandbox import Limits
+
+                out.append(ExecutionGate(Limits(timeout_s=s.gate_timeout_s, memory_mb=s.gate_memory_mb),
+                                         progress=self.progress))
+        return out
+
+    def _dedup_reference(self, generation: int):
+        """The pools a sample of ``generation`` must not repeat: the human train split and the saved
+        samples of every earlier generation (kept across generations, grown from disk)."""
+        from collapse.gates import DedupReference
+
+        ref = getattr(self, "_gate_dedup_ref", None)
+        if ref is None:
+            d = self.cfg.data
+            ref = self._gate_dedup_ref = DedupReference(d.near_dedup_threshold, d.near_dedup_num_perm, d.near_dedup_ngram)
+            ref.add_pool("human", self.human_train_texts)
+        for g, texts in sorted(self._synthetic_history(generation).items()):
+            ref.add_pool(g, texts)
+        return ref
+
+    def _perplexity_scorer(self):
+        """``(score, band)`` of the perplexity gate: perplexity under the frozen generation-0 model, and the
+        band of ``sample.gate_perplexity_band`` quantiles over held-out human functions (computed once)."""
+        from collapse.gates import perplexities, perplexity_band
+
+        s = self.cfg.sample
+        ref = self._reference_model()
+
+        def score(texts: list[str]):
+            return perplexities(ref, self.tok, texts, self.eos, self.device, self.precision, max_len=self.seq_len)
+
+        band = getattr(self, "_gate_ppl_band", None)
+        if band is None:
+            reference = self.human_reference[: s.gate_perplexity_reference]
+            band = self._gate_ppl_band = perplexity_band(score(reference), s.gate_perplexity_band)
+        return score, band
 
     def context(self, generation: int) -> MetricContext:
         """Everything a metric may use at ``generation`` (-1: the human reference)."""
         artifact_dir = metric_staging(self.run_dir, generation) if generation >= 0 else self.run_dir / "human_reference"
         return MetricContext(
             tokenizer=self.tok, model=self.model, device=self.device, precision=self.precision,
-            generation=generation, seed=self.cfg.run.seed, settings={**self.cfg.metrics.settings(), "prompt_lines": self.cfg.sample.prompt_lines},
+            generation=generation, seed=self.cfg.run.seed, settings={**self.cfg.metrics.settings(), "prompt_lines": self.cfg.sample.prompt_lines, "progress": self.progress},
             artifact_dir=artifact_dir, human_train_counts=self.human_counts,
             human_train_texts=self.human_train_texts, human_train_sources=self.human_train_sources,
             human_test_texts=self.human_reference, test_blocks=self.test_blocks, val_blocks=self.val_blocks,

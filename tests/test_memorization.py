@@ -1,0 +1,319 @@
+"""Memorization and attribution: the copy index against hand-built answers and a brute-force reference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from collapse.metrics.memorization import (
+    CopyIndex,
+    TokenBatch,
+    gram_hashes,
+    line_span,
+    parse_source,
+    synthetic_copy,
+    verbatim_copy,
+)
+from collapse.metrics.registry import REGISTRY, MetricContext
+
+
+class CharTokenizer:
+    """One token per character (id = code point): token counts and offsets are known by hand."""
+
+    def __call__(self, texts, add_special_tokens=False, return_offsets_mapping=False):
+        out = {"input_ids": [[ord(c) for c in t] for t in texts]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [[(i, i + 1) for i in range(len(t))] for t in texts]
+        return out
+
+
+# ---------------------------------------------------------------- brute force
+
+
+def brute_hits(docs: list[list[int]], seqs: list[list[int]], k: int) -> list[np.ndarray]:
+    grams = {tuple(d[i:i + k]) for d in docs for i in range(len(d) - k + 1)}
+    return [np.array([tuple(s[i:i + k]) in grams for i in range(len(s) - k + 1)], dtype=bool) for s in seqs]
+
+
+def brute_rate_share(docs, seqs, k) -> tuple[float, float]:
+    hits = brute_hits(docs, seqs, k)
+    flagged = [h.any() for h in hits]
+    covered = 0
+    for s, h in zip(seqs, hits):
+        c = np.zeros(len(s), dtype=bool)
+        for i in np.flatnonzero(h):
+            c[i:i + k] = True
+        covered += int(c.sum())
+    total = sum(len(s) for s in seqs)
+    return (float(np.mean(flagged)) if seqs else 0.0), (covered / total if total else 0.0)
+
+
+def brute_longest(docs, s) -> int:
+    """Longest common substring of ``s`` with any single document."""
+    best = 0
+    for d in docs:
+        prev = [0] * (len(d) + 1)
+        for a in s:
+            cur = [0] * (len(d) + 1)
+            for j, b in enumerate(d):
+                if a == b:
+                    cur[j + 1] = prev[j] + 1
+                    best = max(best, cur[j + 1])
+            prev = cur
+    return best
+
+
+# ---------------------------------------------------------------- the index on plain ids
+
+
+def test_gram_hashes_match_direct_polynomial():
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 50, 40)
+    for k in (1, 2, 3, 5, 8, 13, 16):
+        h = gram_hashes(t, k)
+        assert len(h) == len(t) - k + 1
+        for i in range(len(h)):  # equal windows <=> equal hashes here (no collisions at this size)
+            for j in range(len(h)):
+                assert (h[i] == h[j]) == bool(np.array_equal(t[i:i + k], t[j:j + k]))
+    assert len(gram_hashes(t, 41)) == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("hash_bits", [64, 3, 0])
+def test_index_matches_brute_force(seed, hash_bits):
+    """Rate, token share, per-position hits and longest match equal a brute-force
+    reference; with 3 or 0 hash bits almost every lookup collides, so this is also
+    the check that only verified tokens count."""
+    rng = np.random.default_rng(seed)
+    vocab = 3 + seed % 3
+    docs = [list(rng.integers(0, vocab, rng.integers(0, 30))) for _ in range(6)]
+    seqs = []
+    for _ in range(8):
+        s = list(rng.integers(0, vocab, rng.integers(0, 25)))
+        if rng.random() < 0.5 and docs[0]:
+            d = docs[int(rng.integers(0, len(docs)))]
+            a = int(rng.integers(0, len(d) + 1))
+            s[len(s) // 2:len(s) // 2] = d[a:a + int(rng.integers(0, 15))]
+        seqs.append(s)
+    # with few hash bits one key range holds every gram: follow all of them
+    idx = CopyIndex(docs, hash_bits=hash_bits, max_occurrences=32 if hash_bits == 64 else 10**6)
+    capped = CopyIndex(docs, max_occurrences=1)
+    batch = TokenBatch(seqs)
+    for k in (2, 3, 4, 7):
+        scan = idx.scan(batch, k)
+        want = brute_hits(docs, seqs, k)
+        for i, w in enumerate(want):
+            got = scan.hit[batch.offsets[i]:batch.offsets[i + 1]]
+            assert np.array_equal(got[:len(w)], w) and not got[len(w):].any()
+        rate, share = brute_rate_share(docs, seqs, k)
+        assert scan.rate == pytest.approx(rate) and scan.token_share == pytest.approx(share)
+        m = idx.longest(batch, k, scan.hit)
+        for i, s in enumerate(seqs):
+            lcs = brute_longest(docs, s)
+            assert m.length[i] == (lcs if lcs >= k else 0)
+            if m.length[i]:
+                n, qo, d, do = int(m.length[i]), int(m.query_offset[i]), int(m.doc[i]), int(m.doc_offset[i])
+                assert s[qo:qo + n] == docs[d][do:do + n]
+            # following one occurrence per k-gram: a real match, never longer than the longest
+            c = capped.longest(batch, k)
+            n, qo, d, do = int(c.length[i]), int(c.query_offset[i]), int(c.doc[i]), int(c.doc_offset[i])
+            assert (n >= k) == (lcs >= k) and n <= lcs
+            if n:
+                assert s[qo:qo + n] == docs[d][do:do + n]
+
+
+def test_long_copy_of_repeated_boilerplate():
+    """A block repeated in many documents (more often than max_occurrences): the
+    full copy is found, at its first occurrence, and the hits are all there."""
+    rng = np.random.default_rng(5)
+    block = list(rng.integers(0, 500, 90))
+    docs = [list(rng.integers(1000, 2000, 20)) + block + list(rng.integers(1000, 2000, 20)) for _ in range(60)]
+    docs.insert(0, block[:50])  # a partial copy first
+    idx = CopyIndex(docs, max_occurrences=4)
+    q = TokenBatch([[7777] * 5 + block + [8888] * 5, [9999] * 3 + block[10:50] + [9999] * 3])
+    scan = idx.scan(q, 16)
+    assert scan.hit.sum() == (90 - 15) + (40 - 15)
+    m = idx.longest(q, 16, scan.hit)
+    assert m.length.tolist() == [90, 40]
+    assert (m.doc[0], m.doc_offset[0], m.query_offset[0]) == (1, 20, 5)
+    assert (m.doc[1], m.doc_offset[1], m.query_offset[1]) == (0, 10, 3)
+
+
+def test_span_crossing_documents_does_not_count():
+    a, b = list(range(100, 130)), list(range(200, 230))
+    idx = CopyIndex([a, b])
+    q = TokenBatch([a[-10:] + b[:10]])  # occurs in the concatenation a+b only
+    assert not idx.hits(q, 16).any()
+    assert idx.hits(q, 10).sum() == 2  # the two 10-token halves
+    assert not idx.contains(a[-10:] + b[:10]) and idx.contains(a[5:25])
+
+
+def test_hash_collision_is_rejected():
+    """With no hash bits every gram shares one key; the answer must not change."""
+    docs = [[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]]
+    q = TokenBatch([[1, 2, 3, 4, 9, 9], [3, 2, 1, 0], [7, 7, 7, 7]])
+    for bits in (64, 0):
+        idx = CopyIndex(docs, hash_bits=bits)
+        assert (idx.key_bits == 0) == (bits == 0)
+        hit = idx.hits(q, 4)
+        assert np.flatnonzero(hit).tolist() == [0]  # only [1,2,3,4]; [3,2,1,0] and [7,7,7,7] are not there
+        m = idx.longest(q, 4, hit)
+        assert m.length.tolist() == [4, 0, 0] and m.doc[0] == 0 and m.doc_offset[0] == 0
+
+
+def test_planted_copy_on_ids():
+    rng = np.random.default_rng(1)
+    docs = [list(rng.integers(0, 1000, 120) + 1000 * j) for j in range(8)]  # disjoint vocabularies per doc
+    novel = lambda n: list(rng.integers(50_000, 60_000, n))  # noqa: E731
+    planted = novel(30) + docs[3][50:90] + novel(30)  # 40 tokens of document 3
+    short = novel(10) + docs[5][0:31] + novel(10)  # 31 tokens: below 32
+    plain = novel(70)
+    idx = CopyIndex(docs, ks=(16, 32, 64))
+    batch = TokenBatch([plain, planted, short])
+    s32, s16, s64 = idx.scan(batch, 32), idx.scan(batch, 16), idx.scan(batch, 64)
+    assert s32.flagged.tolist() == [False, True, False]
+    assert s16.flagged.tolist() == [False, True, True]
+    assert s64.flagged.tolist() == [False, False, False]
+    total = 70 + 100 + 51
+    assert s32.token_share == pytest.approx(40 / total)
+    assert s16.token_share == pytest.approx((40 + 31) / total)
+    m = idx.longest(batch, 32, s32.hit)
+    assert m.length.tolist() == [0, 40, 0]
+    assert (m.doc[1], m.doc_offset[1], m.query_offset[1]) == (3, 50, 30)
+
+
+def test_empty_inputs():
+    idx = CopyIndex([])
+    b = TokenBatch([[1, 2, 3]])
+    assert not idx.hits(b, 2).any() and idx.longest(b, 2).length.tolist() == [0]
+    empty = TokenBatch([])
+    s = CopyIndex([[1, 2, 3]]).scan(empty, 2)
+    assert s.rate == 0.0 and s.token_share == 0.0
+
+
+def test_source_and_line_helpers():
+    assert parse_source("/usr/lib/python3.11/json/decoder.py:332-352") == ("/usr/lib/python3.11/json/decoder.py", 332)
+    assert parse_source("weird") == ("weird", 1) and parse_source(None) == (None, 1)
+    text = "def f():\n    x = 1\n    return x\n"
+    assert line_span(text, 9, 18) == (1, 1)  # "    x = 1" (the newline after it stays on line 1)
+    assert line_span(text, 8, 31) == (1, 2)  # a leading newline does not pull the span up
+
+
+# ---------------------------------------------------------------- the metrics
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def human_corpus(n_docs=8, lines=6, width=15, seed=0):
+    """Distinct random lowercase texts, ``lines`` lines of ``width`` letters each."""
+    rng = np.random.default_rng(seed)
+    texts = ["\n".join("".join(rng.choice(list(LETTERS), width)) for _ in range(lines)) + "\n" for _ in range(n_docs)]
+    sources = [f"pkg/mod{j}.py:{10 * j}-{10 * j + lines - 1}" for j in range(n_docs)]
+    return texts, sources
+
+
+def context(tmp_path, texts, sources, generation=0, history=None, tokenizer=None, **settings):
+    loaders = {} if history is None else {"synthetic_history": lambda: history}
+    return MetricContext(tokenizer=tokenizer or CharTokenizer(), generation=generation, artifact_dir=tmp_path,
+                         human_train_texts=texts, human_train_sources=sources, loaders=loaders,
+                         settings={"copy_k": 32, "copy_k_also": [16, 64], "copy_top": 50, **settings})
+
+
+def test_verbatim_copy_planted(tmp_path):
+    texts, sources = human_corpus()
+    # document 3: lines of 15 letters + "\n" = 16 characters; characters 32..71 run
+    # from the first letter of line 2 to the 8th letter of line 4 (0-based lines)
+    copy = texts[3][32:72]
+    assert len(copy) == 40 and copy[0] != "\n" and copy[-1] != "\n"
+    novel = "0123456789" * 3  # digits occur in no human text
+    samples = [
+        "XYZ" * 20,  # 60 novel characters
+        novel + copy + novel,  # the planted 40-token copy (100 tokens)
+        "Q" * 10 + texts[5][:31] + "Q" * 10,  # a 31-token copy (51 tokens)
+        "W" * 5 + texts[1][-20:] + texts[2][:20] + "W" * 5,  # crosses the document boundary 1|2 (50 tokens)
+    ]
+    ctx = context(tmp_path, texts, sources)
+    out = verbatim_copy(samples, ctx)
+    total = 60 + 100 + 51 + 50
+    assert out["copy_rate"] == pytest.approx(1 / 4)
+    assert out["copy_token_share"] == pytest.approx(40 / total)
+    assert out["copy_rate_k16"] == pytest.approx(3 / 4)
+    assert out["copy_token_share_k16"] == pytest.approx((40 + 31 + 40) / total)
+    assert out["copy_rate_k64"] == 0.0 and out["copy_token_share_k64"] == 0.0
+    assert out["copy_longest_max"] == 40 and out["copy_longest_median"] == 40
+    rows = [json.loads(line) for line in (tmp_path / "copies.jsonl").read_text().splitlines()]
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r["sample"], r["length"], r["human_index"], r["token_offset"]) == (1, 40, 3, 32)
+    assert r["file"] == "pkg/mod3.py" and r["source"] == "pkg/mod3.py:30-35"
+    assert (r["line_start"], r["line_end"]) == (30 + 2, 30 + 4)  # lines 2..4 of a function starting at line 30
+    assert r["text"] == copy and r["sample_token_offset"] == 30 and r["covered_tokens"] == 40
+    # the human index is built once and kept for the run
+    idx = ctx.shared["memorization.human"][1]
+    verbatim_copy(samples, ctx)
+    assert ctx.shared["memorization.human"][1] is idx
+
+
+def test_verbatim_copy_sorted_rows_and_no_copies(tmp_path):
+    texts, sources = human_corpus(lines=10)
+    samples = ["0" + texts[2][:50] + "1", "2" + texts[6][16:96] + "3", "no copy at all here, none whatsoever"]
+    verbatim_copy(samples, context(tmp_path, texts, sources))
+    rows = [json.loads(line) for line in (tmp_path / "copies.jsonl").read_text().splitlines()]
+    assert [(r["sample"], r["length"], r["rank"]) for r in rows] == [(1, 80, 0), (0, 50, 1)]
+    assert (rows[0]["line_start"], rows[0]["line_end"]) == (60 + 1, 60 + 5)  # characters 16..95: lines 1..5
+    out = verbatim_copy(["nothing copied"], context(tmp_path, texts, sources))
+    assert out["copy_rate"] == 0.0 and out["copy_longest_max"] == 0.0
+    assert (tmp_path / "copies.jsonl").read_text() == ""
+
+
+def test_synthetic_copy(tmp_path):
+    texts, sources = human_corpus()
+    g0 = ["".join(np.random.default_rng(10 + i).choice(list("ABCDEFGH"), 80)) for i in range(10)]
+    g1 = ["".join(np.random.default_rng(50 + i).choice(list("ABCDEFGH"), 80)) for i in range(10)]
+    samples = ["zz" + g0[7][5:45] + "zz", "nothing from before"]
+    out0 = synthetic_copy(samples, context(tmp_path, texts, sources, generation=0, history={}))
+    assert all(v == 0.0 for v in out0.values()) and "synthetic_copy_rate_k16" in out0
+    assert synthetic_copy(samples, context(tmp_path, texts, sources))["synthetic_copy_rate"] == 0.0  # no loader
+    ctx = context(tmp_path, texts, sources, generation=2, history={0: g0, 1: g1})
+    out = synthetic_copy(samples, ctx)
+    assert out["synthetic_copy_rate"] == pytest.approx(0.5)
+    assert out["synthetic_copy_token_share"] == pytest.approx(40 / (44 + 19))
+    rows = [json.loads(line) for line in (tmp_path / "synthetic_copies.jsonl").read_text().splitlines()]
+    assert len(rows) == 1
+    assert (rows[0]["generation"], rows[0]["source_sample"], rows[0]["token_offset"], rows[0]["length"]) == (0, 7, 5, 40)
+    assert rows[0]["text"] == g0[7][5:45] and rows[0]["sample"] == 0
+
+
+def test_registered_as_sample_metrics():
+    for name in ("verbatim_copy", "synthetic_copy"):
+        m = REGISTRY[name]
+        assert not m.needs_model and not m.superlinear and "[0, 1]" in m.doc and "Carlini" in m.doc
+
+
+def test_real_tokenizer_line_span(tmp_path):
+    """Byte-level BPE: the attribution names the file lines the copied code sits on."""
+    from collapse.config import TokenizerConfig
+    from collapse.lm.tokenizer import train_tokenizer
+
+    rng = np.random.default_rng(3)
+    words = ["alpha", "beta", "gamma", "delta", "value", "count", "item", "total", "index", "result"]
+
+    def func(j):
+        body = [f"def fn_{j}({rng.choice(words)}, {rng.choice(words)}):"]
+        body += [f"    {rng.choice(words)}_{rng.integers(100)} = {rng.choice(words)} + {rng.integers(1000)}" for _ in range(12)]
+        return "\n".join(body) + "\n"
+
+    texts = [func(j) for j in range(12)]
+    sources = [f"lib/m{j}.py:{100 + 20 * j}-{100 + 20 * j + 12}" for j in range(12)]
+    tok = train_tokenizer(texts, TokenizerConfig(vocab_size=300))
+    lines = texts[4].splitlines(keepends=True)
+    planted = "class Q:\n    pass\n" + "".join(lines[3:10]) + "# the end, #2 #3 #4 #5 #6 #7 #8 #9\n"
+    ctx = context(tmp_path, texts, sources, tokenizer=tok, copy_k=16, copy_k_also=[])
+    out = verbatim_copy([planted], ctx)
+    assert out["copy_rate"] == 1.0
+    r = json.loads((tmp_path / "copies.jsonl").read_text().splitlines()[0])
+    assert r["file"] == "lib/m4.py" and r["human_index"] == 4
+    assert (r["line_start"], r["line_end"]) == (180 + 3, 180 + 9)
+    assert r["text"].strip() == "".join(lines[3:10]).strip()
