@@ -41,8 +41,19 @@ def test_run_directory_layout(tiny_run):
         m = read_metrics(tiny_run, g)
         assert all(isinstance(v, (int, float)) for v in m.values())
         for key in ("test_ce", "test_bpb", "val_loss", "syntax_valid", "distinct_1", "distinct_4", "kl_unigram",
-                    "js_unigram", "vocab_coverage", "mean_tokens", "human.syntax_valid", "human.distinct_4"):
+                    "js_unigram", "vocab_coverage", "mean_tokens", "human.syntax_valid", "human.distinct_4",
+                    "prompt_ce", "compile_ok", "undefined_free", "self_bleu", "gzip_ratio", "ast_shape_distinct",
+                    "identifiers_per_1k", "ppl_gen0_q50", "tail_mass", "zipf_exponent", "length_w1", "copy_rate",
+                    "copy_rate_k16", "synthetic_copy_rate", "human.copy_rate", "human.ppl_gen0_q50"):
             assert key in m, key
+        # Large outputs are artifacts of the generation, moved in when it is committed.
+        for art in ("perplexity_gen0.jsonl", "copies.jsonl", "synthetic_copies.jsonl", "ast_nodes.json"):
+            assert (d / "metrics" / art).exists(), art
+        rows = (d / "metrics" / "perplexity_gen0.jsonl").read_text().splitlines()
+        assert len(rows) == len(load_from_disk(str(d / "samples")))
+    assert not list(tiny_run.glob(".metrics_gen_*"))
+    assert (tiny_run / "human_reference" / "perplexity_gen0.jsonl").exists()
+    assert read_metrics(tiny_run, 0)["synthetic_copy_rate"] == 0.0  # nothing synthetic before generation 0
     manifest = json.loads((tiny_run / "gen_001" / "manifest.json").read_text())
     assert manifest["counts"] == {"synthetic": {"0": manifest["total"]}}  # replace: only generation 0's samples
     samples = load_from_disk(str(tiny_run / "gen_001" / "samples"))
@@ -68,7 +79,6 @@ def test_every_metric_of_every_generation_is_in_mlflow(tiny_run, shared_root):
     row = runs[runs["run_id"] == state["mlflow_run_id"]]
     assert len(row) == 1
     assert row["tags.regime"].iloc[0] == "replace" and row["params.mix.regime"].iloc[0] == "replace"
-    assert row["tags.git_commit"].iloc[0] or True  # present when the package runs from a git checkout
     client = MlflowClient(uri)
     for g in range(3):
         for key, value in read_metrics(tiny_run, g).items():
@@ -77,6 +87,8 @@ def test_every_metric_of_every_generation_is_in_mlflow(tiny_run, shared_root):
     assert len(client.get_metric_history(state["mlflow_run_id"], "test_ce")) == 3
     arts = {a.path for a in client.list_artifacts(state["mlflow_run_id"])}
     assert {"config.yaml", "gen_000", "figures"} <= arts
+    gen1 = {a.path for a in client.list_artifacts(state["mlflow_run_id"], "gen_001/metrics")}
+    assert {"gen_001/metrics/perplexity_gen0.jsonl", "gen_001/metrics/copies.jsonl"} <= gen1
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(tiny_run, shared_root, tmp_path):
@@ -132,7 +144,7 @@ def test_generation_zero_is_shared_between_regimes(tiny_run, shared_root, tmp_pa
 def test_report_draws_figures(tiny_run, shared_root, tmp_path):
     assert main(["report", "tiny", "--root", str(shared_root), "--tracking-uri", f"sqlite:///{shared_root}/mlflow.db",
                  "--out", str(tmp_path)]) == 0
-    for name in ("metrics.png", "metrics.pdf", "metrics.csv"):
+    for name in ("metrics.png", "metrics.pdf", "metrics.csv", "perplexity_gen0.png", "perplexity_gen0.pdf"):
         assert (tmp_path / "tiny" / name).stat().st_size > 1000
 
 

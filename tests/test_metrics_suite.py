@@ -249,3 +249,24 @@ def test_compute_records_time_per_metric():
     c = ctx()
     compute(["exact_duplicates", "gzip_ratio"], ["a", "b"], c)
     assert set(c.timings) == {"exact_duplicates", "gzip_ratio"} and all(v >= 0 for v in c.timings.values())
+
+
+def test_docs_metrics_md_is_current():
+    """docs/metrics.md is generated from the registry: regenerate with `collapse metrics --markdown`."""
+    from pathlib import Path
+
+    from collapse.metrics.docs import metric_reference
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    assert doc.strip() == metric_reference(markdown=True).strip()
+    for name in REGISTRY:
+        assert f"### `{name}`" in doc
+
+
+def test_humaneval_is_opt_in_unless_the_model_is_pretrained():
+    from collapse.config import MetricsConfig
+
+    assert "humaneval" not in MetricsConfig().resolved_names(pretrained=False)
+    assert "humaneval" in MetricsConfig().resolved_names(pretrained=True)
+    assert "humaneval" in MetricsConfig(humaneval=True).resolved_names(pretrained=False)
+    assert "humaneval" not in MetricsConfig(humaneval=False).resolved_names(pretrained=True)
