@@ -65,6 +65,7 @@ class RunResult:
         import pandas as pd
 
         df = pd.DataFrame(self.metrics)
+        df = df[sorted(df.columns)]  # the same order whether read back from disk or just computed
         df.insert(0, "generation", range(len(df)))
         df.insert(0, "regime", self.regime)
         df.insert(1, "seed", self.seed)
@@ -125,6 +126,9 @@ class RunDirStore:
         d.mkdir(parents=True)
         train = rec.train
         train.save_to_disk(str(d / "data"))
+        from collapse.data.card import write_training_card
+
+        write_training_card(d / "data", train, rec.generation, self.regime, self.run_dir, getattr(generator, "tok", None))
         write_json_atomic(d / "manifest.json", manifest(train, rec, self.regime))
         generator.model.save_pretrained(str(d / "model"), safe_serialization=True)
         generator.tok.save_pretrained(str(d / "model"))  # a checkpoint that loads on its own
@@ -189,6 +193,9 @@ class Experiment:
         self.root = Path(cfg.run.root)
         self.cache = self.root / "_cache"
         self.human, self.data_info = prepare_human_data(cfg.data, self.cache, progress=cfg.run.progress)
+        log.info("human data %s (%s): %d functions kept; card %s", self.data_info.get("key"),
+                 "cached" if self.data_info.get("cached") else "built", self.data_info.get("kept", 0),
+                 self.data_info.get("card"))
         n_split = len(self.human["train"])
         self.sizes = _mix_sizes(cfg, n_split)
         if cfg.data.train_size and cfg.data.train_size > n_split:
@@ -316,6 +323,11 @@ class Experiment:
         tags = {"regime": regime, "seed": str(cfg.run.seed), "run_dir": str(run_dir.resolve()),
                 "data.stdlib_version": str(self.data_info.get("stdlib_version", "")),
                 "data.kind": str(self.data_info.get("kind", ""))}
+        for tag in cfg.tracking.tags:  # axis values of a sweep run: axis.<key>=<value>
+            key, _, value = tag.partition("=")
+            tags[key] = value
+        if cfg.tracking.parent_run_id:  # a sweep's child run, nested under the sweep's run
+            tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
         mirror = RunMirror(uri, cfg.run.experiment, run_dir.name, run_id=state.get("mlflow_run_id"),
                            artifact_root=self.root / "mlartifacts", tags=tags)
         if state.get("mlflow_run_id") != mirror.run_id:
