@@ -104,6 +104,7 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = _f("auto", "bf16 autocast or fp32; auto = bf16 on CUDA and on CPUs with native bf16, else fp32")
     eval_every: int = _f(0, "validation loss every N steps (0 = only at the end)", *_nonneg)
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+    nproc: int = _f(1, "data-parallel training processes: > 1 trains each generation under torchrun with DistributedDataParallel (nccl on GPUs, gloo on CPU); batch_size is the global batch and must divide evenly", *_pos)
 
 
 @dataclass
@@ -339,6 +340,8 @@ def _validate(cfg: Config) -> None:
     hs, nh = cfg.model.hidden_size, cfg.model.num_heads
     if hs is not None and nh is not None and hs % nh:
         raise ConfigError(f"model.hidden_size: expected a multiple of model.num_heads ({nh}), got {hs}")
+    if cfg.train.batch_size % cfg.train.nproc:
+        raise ConfigError(f"train.batch_size: expected a multiple of train.nproc ({cfg.train.nproc}), got {cfg.train.batch_size}")
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
         raise ConfigError(f"train.device: expected auto | cpu | cuda | cuda:N, got {cfg.train.device!r}")
     from collapse.metrics import REGISTRY

@@ -114,9 +114,15 @@ class LMGenerator:
         model = self._initial_model(generation)
         docs = tokenize_texts(self.tok, list(train_ds["text"]))
         t0 = time.perf_counter()
-        res = train(model, docs, self.eos, self.seq_len, self.cfg.train, self.device,
-                    seed=torch_seed(self.cfg.run.seed, generation, "train"), val_blocks=self.val_blocks,
-                    progress=self.progress, desc=f"{self.label}gen {generation} train", precision=self.precision)
+        kw = dict(seed=torch_seed(self.cfg.run.seed, generation, "train"), val_blocks=self.val_blocks,
+                  progress=self.progress, desc=f"{self.label}gen {generation} train", precision=self.precision)
+        if self.cfg.train.nproc > 1:
+            from collapse.lm.ddp import fit_distributed
+
+            model, res = fit_distributed(model, docs, self.eos, self.seq_len, self.cfg.train, self.device,
+                                         nproc=self.cfg.train.nproc, workdir=self.run_dir, **kw)
+        else:
+            res = train(model, docs, self.eos, self.seq_len, self.cfg.train, self.device, **kw)
         self.timings["train_s"] = time.perf_counter() - t0
         self.timings["train_tokens_per_s"] = res.tokens_per_s
         self.model = model

@@ -134,8 +134,14 @@ def plan_steps(n_blocks: int, cfg: TrainConfig) -> int:
 
 def train(model, docs: list[list[int]], eos_id: int, seq_len: int, cfg: TrainConfig, device: torch.device,
           seed: int, val_blocks: torch.Tensor | None = None, progress: bool = True, desc: str = "train",
-          precision: str = "fp32") -> TrainResult:
-    """Train ``model`` in place on token-id documents ``docs``."""
+          precision: str = "fp32", rank: int = 0, world: int = 1) -> TrainResult:
+    """Train ``model`` in place on token-id documents ``docs``.
+
+    With ``world > 1`` (inside an initialized process group, see
+    :mod:`collapse.lm.ddp`) the model is wrapped in DistributedDataParallel and
+    rank ``r`` trains on rows ``r::world`` of every global batch: the same
+    batches, the same averaged gradient, so the same model as one process up to
+    float summation order."""
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
@@ -159,22 +165,33 @@ def train(model, docs: list[list[int]], eos_id: int, seq_len: int, cfg: TrainCon
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_frac * steps), steps)
     model.to(device)
     model.train()
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     t0 = time.perf_counter()
     losses: list[float] = []
     val_history: list[tuple[int, float]] = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(range(steps), desc=desc, disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
     for step in bar:
         lo = (step * cfg.batch_size) % len(blocks)
         idx = perm[lo:lo + cfg.batch_size]
+        if world > 1:
+            idx = idx[rank::world]
         x = blocks[idx].to(device)  # (B, T)
         with autocast(device, precision):
-            loss = model(input_ids=x, labels=x).loss
+            loss = net(input_ids=x, labels=x).loss
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        if world > 1:  # the global batch's loss, as one process would report it
+            loss = loss.detach().clone()
+            torch.distributed.all_reduce(loss)
+            loss /= world
         losses.append(float(loss.detach()))
         if cfg.eval_every and val_blocks is not None and (step + 1) % cfg.eval_every == 0 and step + 1 < steps:
             r = block_losses(model, val_blocks, device, precision)
