@@ -118,8 +118,8 @@ class SampleConfig:
     prompt_lines: int = _f(1, "lines of the held-out function used as the prompt (signature, then docstring)", *_pos)
     gates: list[str] = _f([], "filters every sample must pass before it enters a pool, in order: syntax | dedup | perplexity | execution (see collapse.gates)")
     max_attempts: int = _f(5, "with gates: sampling rounds at most (the first included) to reach the synthetic size; then the generation goes on with fewer samples", *_pos)
-    gate_perplexity_band: list[float] = _f([0.05, 0.95], "perplexity gate: keep samples whose perplexity under the generation-0 model lies between these quantiles of the human validation texts' perplexities")
-    gate_perplexity_reference: int = _f(1000, "perplexity gate: human validation texts scored for the band (the first N of the split)", *_pos)
+    gate_perplexity_band: list[float] = _f([0.05, 0.95], "perplexity gate: keep samples whose perplexity under the generation-0 model lies between these quantiles of the perplexities of human validation functions under it")
+    gate_perplexity_reference: int = _f(1000, "perplexity gate: human validation functions scored for the band (the first N of the split)", *_pos)
     gate_timeout_s: float = _f(5.0, "execution gate: wall-time limit per sample in the sandbox", *_pos)
     gate_memory_mb: int = _f(512, "execution gate: memory limit per sample in the sandbox", *_pos)
 

@@ -117,6 +117,13 @@ def plan_fixed_fraction(g: int, pool_sizes: Mapping[str, int], sizes: MixSizes, 
     n_h = int(round(sizes.human_fraction * sizes.human))
     n_s = sizes.human - n_h
     newest = synthetic_pool(g - 1)
+    have = pool_sizes.get(newest, n_s)
+    if have < n_s:
+        # Synthetic-data gates left fewer samples than planned: keep the human
+        # fraction, shrink the training set.
+        n_s = have
+        p = sizes.human_fraction
+        n_h = min(n_h, int(round(p / (1.0 - p) * n_s))) if p < 1.0 else n_h
     plan: Plan = []
     if n_h:
         plan.append(Take(HUMAN, n_h))

@@ -2,11 +2,13 @@
 content-hash splits and the prepared-data cache.
 
 Inputs are hand-built with known answers; only one test reads the real
-standard library.
+standard library. The pipeline's own steps (licenses, opt-out, redaction,
+near duplicates, quality filters, cards) are tested in test_pipeline.py.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import platform
@@ -24,7 +26,13 @@ from collapse.data import corpus as corpus_mod
 from collapse.data import extract_functions, load_human_corpus, prepare_human_data, split_corpus
 from collapse.errors import CollapseError
 
-COLUMNS = ["text", "origin", "generation", "source", "sha256"]
+COLUMNS = ["text", "origin", "generation", "source", "sha256", "license"]
+MIT = "Permission is hereby granted, free of charge, to any person obtaining a copy of this software ... " \
+      "The above copyright notice and this permission notice shall be included in all copies ... " \
+      "to permit persons to whom the Software is furnished to do so"
+#: Every row-level drop reason of the default pipeline, at zero.
+NO_DROPS = {"duplicate": 0, "too_short": 0, "too_long": 0, "autogen": 0, "long_line": 0, "mean_line_length": 0,
+            "low_alnum": 0, "near_duplicate": 0, "max_examples": 0}
 
 # Line numbers matter: the tests below check exact 1-based spans.
 MODULE = '''\
@@ -136,6 +144,7 @@ def test_directory_source_with_unparsable_file(tmp_path):
     (root / "broken.py").write_text("def nope(:\n")
     (root / "notes.txt").write_text(_func("ignored"))
     (root / "latin.py").write_bytes(b"# -*- coding: latin-1 -*-\ndef caf\xe9():\n    return 1\n")
+    (root / "LICENSE").write_text(MIT)
 
     ds, info = load_human_corpus(_cfg(root), progress=False)
     assert ds.column_names == COLUMNS
@@ -144,10 +153,12 @@ def test_directory_source_with_unparsable_file(tmp_path):
     assert "def café():" in ds["text"][3]
     assert set(ds["origin"]) == {"human"} and set(ds["generation"]) == {-1}
     assert ds["sha256"] == [hashlib.sha256(t.encode()).hexdigest() for t in ds["text"]]
+    assert set(ds["license"]) == {"MIT"}  # from the LICENSE file at the root
     assert info["kind"] == "directory" and info["root"] == str(root.resolve())
     assert info["files"] == 5 and info["unparsable_files"] == 1
     assert info["extracted"] == 5 and info["kept"] == 5
-    assert info["dropped"] == {"duplicate": 0, "too_short": 0, "too_long": 0, "max_examples": 0}
+    assert info["dropped"] == NO_DROPS
+    assert info["files_dropped"] == {"opt_out": 0, "license_not_allowed": 0, "license_unknown": 0}
 
 
 def test_pool_gives_the_same_corpus_as_serial(tmp_path, monkeypatch):
@@ -156,6 +167,7 @@ def test_pool_gives_the_same_corpus_as_serial(tmp_path, monkeypatch):
     for i in range(12):
         (root / f"m{i:02d}.py").write_text(_func(f"f{i}", pad=i) + "\n" + _func(f"g{i}", pad=2 * i))
     (root / "zz_bad.py").write_text("def (:\n")
+    (root / "LICENSE").write_text(MIT)
     monkeypatch.setattr(corpus_mod, "POOL_MIN_FILES", 10**9)
     serial = load_human_corpus(_cfg(root), progress=False)
     monkeypatch.setattr(corpus_mod, "POOL_MIN_FILES", 1)
@@ -173,6 +185,7 @@ def test_jsonl_and_parquet_sources(tmp_path):
     assert ds.column_names == COLUMNS
     assert ds["text"] == [rows[0]["code"], rows[1]["code"]]
     assert ds["source"] == ["c.jsonl#row0", "c.jsonl#row1"]
+    assert set(ds["license"]) == {"NOASSERTION"}  # tabular rows carry no license of their own
     assert info["kind"] == "jsonl" and info["files"] == 1 and info["extracted"] == 3
     assert info["dropped"]["too_short"] == 1  # the null row
 
@@ -195,7 +208,8 @@ def test_dedup_whitespace_variants_first_wins(tmp_path):
         "    def f():\n    return 1",  # leading indentation is content
     ]
     src = _write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in texts])
-    ds, info = load_human_corpus(_cfg(src), progress=False)
+    # Exact deduplication alone: near_dedup would also take the indented copy (same tokens).
+    ds, info = load_human_corpus(_cfg(src, pipeline=["exact_dedup", "length"]), progress=False)
     assert ds["text"] == [texts[0], texts[4], texts[5]]
     assert ds["source"] == ["d.jsonl#row0", "d.jsonl#row4", "d.jsonl#row5"]
     assert info["dropped"]["duplicate"] == 3 and info["kept"] == 3
@@ -206,7 +220,7 @@ def test_length_filter_counts(tmp_path):
     src = _write_jsonl(tmp_path / "l.jsonl", [{"text": t} for t in texts])
     ds, info = load_human_corpus(_cfg(src, min_chars=10, max_chars=20), progress=False)
     assert [len(t) for t in ds["text"]] == [10, 15, 20]
-    assert info["dropped"] == {"duplicate": 0, "too_short": 2, "too_long": 2, "max_examples": 0}
+    assert info["dropped"] == {**NO_DROPS, "too_short": 2, "too_long": 2}
     assert info["extracted"] == 7 and info["kept"] == 3
 
 
@@ -237,13 +251,17 @@ def test_bad_sources_raise_one_line_errors(tmp_path):
     _one_line_error(_cfg(tmp_path / "nope.jsonl"), "data.source: no such file or directory:")
     csv = tmp_path / "x.csv"
     csv.write_text("text\nfoo\n")
-    _one_line_error(_cfg(csv), "data.source: expected a directory of .py files", "'hf:NAME'", "x.csv")
+    _one_line_error(_cfg(csv), "data.source: expected 'stdlib', 'installed', a directory of .py files", "'hf:NAME'", "x.csv")
     _one_line_error(_cfg("hf:"), "data.source:")
     num = _write_jsonl(tmp_path / "num.jsonl", [{"text": 1}, {"text": 2}])
     _one_line_error(_cfg(num), "data.text_column:", "expected strings")
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
     _one_line_error(_cfg(empty_dir), "data.source: no .py files under")
+    unlicensed = tmp_path / "unlicensed"
+    unlicensed.mkdir()
+    (unlicensed / "a.py").write_text(_func("a", pad=3))
+    _one_line_error(_cfg(unlicensed), "empty after filtering", "files dropped: license_unknown=1")
     short = _write_jsonl(tmp_path / "short.jsonl", [{"text": "a"}, {"text": "b"}, {"text": "a"}])
     _one_line_error(
         _cfg(short, min_chars=5),
@@ -322,6 +340,8 @@ def test_prepare_human_data_caches(tmp_path, monkeypatch):
     assert sum(info["split_sizes"].values()) == info["kept"] == 400
     assert [p.name for p in cache.iterdir()] == [f"human-{info['key']}"]  # no temp dir left over
     assert (cache / f"human-{info['key']}" / "info.json").is_file()
+    assert info["card"] == str(cache / f"human-{info['key']}" / "README.md") and Path(info["card"]).is_file()
+    assert not (cache / f"human-{info['key']}" / "dropped.jsonl").exists()  # only with data.write_dropped
 
     def fail(*a, **k):
         raise AssertionError("load_human_corpus called on a cache hit")
@@ -359,5 +379,9 @@ def test_stdlib_source():
     parts = {p for s in sources for p in s.split(":")[0].split("/")}
     assert not parts & {"test", "tests", "idle_test", "site-packages", "__pycache__"}
     assert not any(p.startswith("test_") for p in parts)
+    # The stdlib is PSF-2.0; the few files with an SPDX header of their own (tomllib: MIT) keep theirs.
+    licenses = collections.Counter(ds["license"])
+    assert set(licenses) <= {"PSF-2.0", "MIT"} and licenses["PSF-2.0"] > 0.95 * len(ds)
+    assert all(s.startswith("tomllib/") for s, lic in zip(sources, ds["license"]) if lic == "MIT")
     lengths = [len(t) for t in random.Random(0).sample(ds["text"], 200)]
     assert 80 <= min(lengths) and max(lengths) <= 1500

@@ -152,3 +152,14 @@ def test_unknown_pool_or_oversized_take_fails_clearly():
         plan_mix("nope", 1, {HUMAN: 3}, MixSizes(3, 3), np.random.default_rng(0))
     with pytest.raises(CollapseError, match="does not exist"):
         plan_mix("replace", 2, {HUMAN: 3}, MixSizes(3, 3), np.random.default_rng(0))
+
+
+def test_fixed_fraction_keeps_its_fraction_when_gates_leave_fewer_samples():
+    from collapse.mixing import HUMAN, MixSizes, plan_fixed_fraction, synthetic_pool
+
+    sizes = MixSizes(human=100, synthetic=100, human_fraction=0.2)
+    rng = np.random.default_rng(0)
+    full = {t.pool: t.count for t in plan_fixed_fraction(1, {HUMAN: 100, synthetic_pool(0): 100}, sizes, rng)}
+    assert full == {HUMAN: 20, synthetic_pool(0): 80}
+    short = {t.pool: t.count for t in plan_fixed_fraction(1, {HUMAN: 100, synthetic_pool(0): 40}, sizes, rng)}
+    assert short == {HUMAN: 10, synthetic_pool(0): 40}  # 10 / 50 = 0.2 still

@@ -1,19 +1,38 @@
-"""Loading the human corpus: Python functions with provenance.
+"""Loading the human corpus: Python functions with provenance and a license.
 
 The human side of the recursive training loop is a set of Python functions.
 By default they come from the running interpreter's standard library (no
-network); a directory of ``.py`` files, a ``.jsonl``/``.parquet`` file with a
-text column, or a Hugging Face dataset (``hf:NAME``) work too.
+network); directories (checkouts), the installed distributions, a
+``.jsonl``/``.parquet`` file with a text column, or a Hugging Face dataset
+(``hf:NAME``) work too, alone or several at once (see
+:mod:`collapse.data.sources`).
 
 Every example is a row with ``text``, ``origin`` ("human"), ``generation``
 (-1: not written by any model generation), ``source`` (file and 1-based line
-span, or ``<file>#row<i>`` for tabular sources) and ``sha256`` (of the UTF-8
-text), so each training set can say exactly where its data came from.
+span, or ``<file>#row<i>`` for tabular sources), ``sha256`` (of the UTF-8
+text) and ``license`` (the SPDX expression of its file; ``NOASSERTION`` for
+tabular and hub rows, whose license the user vouches for), so each training
+set can say exactly where its data came from and under which terms.
 
-The corpus is deduplicated exactly (on a whitespace-normalized hash, first
-occurrence kept), length-filtered, and optionally capped to a content-defined
-subset; :func:`load_human_corpus` returns it with an ``info`` dict recording
-every count, so a run's manifest can say what was read and what was dropped.
+How the corpus is built, in order:
+
+1. **opt-out** (``data.opt_out``): listed files are removed before anything
+   reads them;
+2. **extraction**: every function of every remaining file (in parallel);
+3. **license** (``data.licenses_allowed``, ``data.allow_unknown_license``):
+   files whose license (:mod:`collapse.data.licenses`) is not allowed are
+   dropped with all their functions; installed distributions that are not
+   allowed are skipped without reading them;
+4. **row steps** (``data.pipeline``, :mod:`collapse.data.pipeline`):
+   redaction of secrets and personal data, exact and near deduplication,
+   length, generated-code and quality filters;
+5. the ``data.max_examples`` cap (a content-defined subset).
+
+:func:`load_human_corpus` returns the corpus with an ``info`` dict recording
+every count (files per source, opt-outs per entry, files and functions per
+license, drops per step and reason, redactions per kind), which the run's
+manifest and the dataset card (:mod:`collapse.data.card`) report; dropped
+files and functions can be kept for inspection.
 """
 
 from __future__ import annotations
@@ -22,12 +41,14 @@ import ast
 import contextlib
 import hashlib
 import importlib.util
+import logging
 import os
 import platform
 import re
-import sysconfig
 import tempfile
 import textwrap
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -35,9 +56,17 @@ import datasets
 from tqdm.auto import tqdm
 
 from collapse.config import DataConfig
+from collapse.data.filters import header_is_autogen, normalize_text
+from collapse.data.licenses import NOASSERTION, UNKNOWN, LicenseFinder, allowed, spdx_header
+from collapse.data.pipeline import STEP_REASONS, run_pipeline
+from collapse.data.sources import (STDLIB_SKIP_DIRS, FileEntry, OptOut, SourceSpec, list_files, parse_sources,
+                                   resolve_source, stdlib_root)
 from collapse.errors import CollapseError
 
-__all__ = ["extract_functions", "load_human_corpus", "normalize_text", "FEATURES"]
+__all__ = ["extract_functions", "load_human_corpus", "normalize_text", "FEATURES", "resolve_source", "stdlib_root",
+           "STDLIB_SKIP_DIRS"]
+
+log = logging.getLogger("collapse")
 
 #: The schema of every human corpus (and of every pool derived from it).
 FEATURES = datasets.Features(
@@ -47,37 +76,15 @@ FEATURES = datasets.Features(
         "generation": datasets.Value("int64"),
         "source": datasets.Value("string"),
         "sha256": datasets.Value("string"),
+        "license": datasets.Value("string"),
     }
 )
 
-#: Directory names under the stdlib that are not part of the library proper:
-#: third-party packages, bytecode caches, and the test suites (which hold
-#: deliberately odd or broken code and would dominate the corpus).
-STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"})
-
 _PARSE_ERRORS = (SyntaxError, ValueError, UnicodeDecodeError, RecursionError)
 _NEWLINES = re.compile(r"\r\n?")
-_DROP_REASONS = ("duplicate", "too_short", "too_long", "max_examples")
-_EXPECTED_SOURCE = "expected a directory of .py files, a .jsonl/.parquet file, 'stdlib' or 'hf:NAME'"
 
 
 # ------------------------------------------------------------- extraction
-
-def normalize_text(text: str) -> str:
-    """The form used for content hashes: LF line endings, no trailing
-    whitespace on any line, no leading or trailing blank lines.
-
-    Two texts that differ only in these respects are the same example for
-    deduplication and splitting.
-    """
-    lines = [ln.rstrip() for ln in _NEWLINES.sub("\n", text).split("\n")]
-    start, end = 0, len(lines)
-    while start < end and not lines[start]:
-        start += 1
-    while end > start and not lines[end - 1]:
-        end -= 1
-    return "\n".join(lines[start:end])
-
 
 def _function_nodes(body: list[ast.AST]) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
     """Every (async) function in a statement list, at any depth.
@@ -132,8 +139,9 @@ def extract_functions(source: str, path: str) -> list[dict[str, str]]:
     return _extract(source, path) or []
 
 
-def _read_py_file(args: tuple[str, str]) -> list[dict[str, str]] | None:
-    """Functions of one file (``(absolute path, relative path)``); None if unreadable."""
+def _read_py_file(args: tuple[str, str]) -> tuple[str | None, bool, list[dict[str, str]]] | None:
+    """``(SPDX expression of the header, generated-file header?, functions)`` of one file
+    (``(absolute path, provenance path)``); None if unreadable or unparsable."""
     abspath, relpath = args
     try:
         with open(abspath, "rb") as f:
@@ -142,27 +150,10 @@ def _read_py_file(args: tuple[str, str]) -> list[dict[str, str]] | None:
         text = importlib.util.decode_source(raw)
     except (OSError, *_PARSE_ERRORS):
         return None
-    return _extract(text, relpath)
-
-
-def _py_files(root: Path, skip: frozenset[str] = frozenset(), skip_test_prefix: bool = False) -> list[tuple[str, str]]:
-    """``(absolute, relative posix)`` paths of the ``.py`` files under ``root``, sorted by relative path."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        # Pruning in place keeps os.walk out of skipped trees entirely.
-        dirnames[:] = [d for d in dirnames if d not in skip and not (skip_test_prefix and d.startswith("test_"))]
-        for fn in filenames:
-            if not fn.endswith(".py") or (skip_test_prefix and fn.startswith("test_")):
-                continue
-            full = os.path.join(dirpath, fn)
-            found.append((full, Path(os.path.relpath(full, root)).as_posix()))
-    found.sort(key=lambda t: t[1])
-    return found
-
-
-def stdlib_root() -> Path:
-    """The running interpreter's standard library directory."""
-    return Path(sysconfig.get_paths()["stdlib"])
+    rows = _extract(text, relpath)
+    if rows is None:
+        return None
+    return spdx_header(text), header_is_autogen(text), rows
 
 
 #: Below this many files a process pool costs more than it saves.
@@ -197,8 +188,8 @@ def _pool_workers(n_files: int) -> int:
     return min(cpus, 8)
 
 
-def _extract_files(files: list[tuple[str, str]], progress: bool, desc: str) -> tuple[list[dict[str, str]], int]:
-    """Functions of every file, in file order, and the number of unparsable files.
+def _extract_files(files: list[tuple[str, str]], progress: bool, desc: str) -> list[Any]:
+    """:func:`_read_py_file` of every file, in file order.
 
     With a pool, ``imap`` hands results back in input order, so the corpus
     is the same with or without it.
@@ -206,8 +197,7 @@ def _extract_files(files: list[tuple[str, str]], progress: bool, desc: str) -> t
     import multiprocessing
 
     workers = _pool_workers(len(files))
-    rows: list[dict[str, str]] = []
-    bad = 0
+    out: list[Any] = []
     with contextlib.ExitStack() as stack:
         if workers:
             pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
@@ -216,12 +206,8 @@ def _extract_files(files: list[tuple[str, str]], progress: bool, desc: str) -> t
             results = map(_read_py_file, files)
         # The bar is created after the fork so its monitor thread is not
         # running while workers start.
-        for got in tqdm(results, total=len(files), desc=desc, unit="file", disable=not progress, leave=False):
-            if got is None:
-                bad += 1
-            else:
-                rows.extend(got)
-    return rows, bad
+        out.extend(tqdm(results, total=len(files), desc=desc, unit="file", disable=not progress, leave=False))
+    return out
 
 
 # ---------------------------------------------------------------- sources
@@ -279,120 +265,226 @@ def _read_hf(name: str, column: str, progress: bool) -> list[str]:
     return _column_texts(ds, column, f"hf:{name}")
 
 
-def resolve_source(source: str) -> tuple[str, Path | None]:
-    """``(kind, local path)`` of a configured source; raises CollapseError if unusable."""
-    if source == "stdlib":
-        return "stdlib", stdlib_root()
-    if source.startswith("hf:"):
-        if not source[3:].strip():
-            raise CollapseError(f"data.source: {_EXPECTED_SOURCE}, got {source!r} (no dataset name after 'hf:')")
-        return "hf", None
-    p = Path(source).expanduser()
-    if p.suffix in (".jsonl", ".parquet") or p.is_dir():
-        if not p.exists():
-            raise CollapseError(f"data.source: no such file or directory: {p}")
-        if p.is_dir():
-            return "directory", p.resolve()
-        return p.suffix[1:], p.resolve()
-    if not p.exists():
-        raise CollapseError(f"data.source: no such file or directory: {p}")
-    raise CollapseError(f"data.source: {_EXPECTED_SOURCE}, got {source!r}")
-
-
-# -------------------------------------------------------------- filtering
-
-def _content_hash(text: str) -> str:
-    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
-
-
-def _filter(rows: list[dict[str, str]], cfg: DataConfig) -> tuple[list[dict[str, str]], dict[str, int]]:
-    """Dedup (first occurrence wins), length filter, then the max_examples cap."""
-    dropped = dict.fromkeys(_DROP_REASONS, 0)
-    seen: set[str] = set()
-    kept = []
-    for r in rows:
-        h = _content_hash(r["text"])
-        if h in seen:
-            dropped["duplicate"] += 1
-            continue
-        seen.add(h)
-        n = len(r["text"])
-        if n < cfg.min_chars:
-            dropped["too_short"] += 1
-        elif n > cfg.max_chars:
-            dropped["too_long"] += 1
-        else:
-            kept.append(r)
-    for r in kept:
-        r["sha256"] = hashlib.sha256(r["text"].encode("utf-8")).hexdigest()
-    if cfg.max_examples is not None and len(kept) > cfg.max_examples:
-        # A content-defined subset: the same corpus and cap always give the
-        # same examples, whatever the run's seed; corpus order is kept.
-        chosen = set(sorted(range(len(kept)), key=lambda i: kept[i]["sha256"])[: cfg.max_examples])
-        dropped["max_examples"] = len(kept) - len(chosen)
-        kept = [r for i, r in enumerate(kept) if i in chosen]
-    return kept, dropped
-
-
 # ------------------------------------------------------------------ public
 
-def load_human_corpus(cfg: DataConfig, progress: bool = True) -> tuple[datasets.Dataset, dict[str, Any]]:
-    """The filtered, deduplicated human corpus and a record of how it was built.
+def _license_of(f: FileEntry, spdx: str | None, finder: LicenseFinder | None) -> str:
+    if spdx:
+        return spdx
+    if f.license:
+        return f.license
+    if finder is not None:
+        return finder(Path(f.path)) or UNKNOWN
+    return UNKNOWN
+
+
+def _file_rows(spec: SourceSpec, prefix: bool, cfg: DataConfig, opt_out: OptOut, progress: bool,
+               stats: dict[str, Any], dropped: list[dict[str, Any]] | None, timings: Counter[str]) -> list[dict[str, Any]]:
+    """Functions of a file-tree source that pass the opt-out and license checks."""
+    allow = cfg.licenses_allowed
+    t0 = time.perf_counter()
+
+    def license_ok(expr: str) -> bool:
+        if allow is None:
+            return True
+        if expr == UNKNOWN:
+            return cfg.allow_unknown_license
+        return allowed(expr, allow)
+
+    def drop_file(f: FileEntry, expr: str) -> None:
+        why = "license_unknown" if expr == UNKNOWN else "license_not_allowed"
+        stats["files_dropped"][why] += 1
+        stats["license_files_dropped"][expr] += 1
+        if dropped is not None:
+            dropped.append({"step": "license", "reason": why, "source": f.display, "license": expr})
+
+    files = list_files(spec, prefix)
+    stats["files_found"] = len(files)
+    files, removed = opt_out.apply(files, spec.label)
+    stats["files_dropped"]["opt_out"] += len(removed)
+    stats["files"] = len(files)
+    stats["unparsable_files"] = 0
+    if dropped is not None:
+        dropped.extend({"step": "opt_out", "reason": "opt_out", "source": f.display, "pattern": p} for f, p in removed)
+    if not files:
+        return []
+    if spec.kind == "installed":
+        # A distribution the allow-list rejects is skipped whole, unread.
+        readable = []
+        for f in files:
+            if f.license is not None and not license_ok(f.license):
+                drop_file(f, f.license)
+            else:
+                readable.append(f)
+        files = readable
+    finder = LicenseFinder(spec.root) if spec.kind == "directory" else None
+    t1 = time.perf_counter()
+    timings["files"] += t1 - t0
+    results = _extract_files([(f.path, f.display) for f in files], progress, desc=f"reading {spec.label}")
+    t2 = time.perf_counter()
+    timings["extract"] += t2 - t1
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    for f, got in zip(files, results):
+        if got is None:
+            bad += 1
+            continue
+        spdx, autogen, funcs = got
+        expr = _license_of(f, spdx, finder)
+        if not license_ok(expr):
+            drop_file(f, expr)
+            continue
+        stats["license_files"][expr] += 1
+        for r in funcs:
+            r["license"] = expr
+            if autogen:
+                r["file_autogen"] = True
+        rows.extend(funcs)
+    stats["files"] = stats["files_found"] - stats["files_dropped"]["opt_out"]
+    stats["unparsable_files"] = bad
+    timings["license"] += time.perf_counter() - t2
+    return rows
+
+
+def _table_rows(spec: SourceSpec, cfg: DataConfig, progress: bool) -> list[dict[str, Any]]:
+    if spec.kind == "hf":
+        name = spec.spec[3:].strip()
+        texts, prefix = _read_hf(name, cfg.text_column, progress), f"hf:{name}"
+    else:
+        assert spec.root is not None
+        texts, prefix = _read_table(spec.root, cfg.text_column, progress), spec.root.name
+    return [{"text": t, "source": f"{prefix}#row{i}", "license": NOASSERTION} for i, t in enumerate(texts)]
+
+
+def _cap(rows: list[dict[str, Any]], cap: int | None) -> tuple[list[dict[str, Any]], int]:
+    """The ``max_examples`` subset: the rows with the smallest sha256, in corpus order."""
+    if cap is None or len(rows) <= cap:
+        return rows, 0
+    # A content-defined subset: the same corpus and cap always give the
+    # same examples, whatever the run's seed; corpus order is kept.
+    chosen = set(sorted(range(len(rows)), key=lambda i: rows[i]["sha256"])[:cap])
+    return [r for i, r in enumerate(rows) if i in chosen], len(rows) - len(chosen)
+
+
+def load_human_corpus(cfg: DataConfig, progress: bool = True, dropped: list[dict[str, Any]] | None = None,
+                      timings: dict[str, float] | None = None) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """The filtered, deduplicated, redacted human corpus and a record of how it was built.
 
     Columns: ``text``, ``origin`` ("human"), ``generation`` (-1), ``source``,
-    ``sha256``. ``info`` holds ``source``, ``kind``
-    (stdlib | directory | jsonl | parquet | hf), ``stdlib_version`` (stdlib
-    only), ``root`` (absolute path of a local source), ``files``,
-    ``unparsable_files``, ``extracted``, ``dropped`` (reason → count) and
-    ``kept``.
+    ``sha256``, ``license``. ``info`` holds:
+
+    - ``source`` (as configured), ``kind`` (stdlib | installed | directory |
+      jsonl | parquet | hf, or ``multiple``), ``root`` (of a single local
+      source), ``stdlib_version`` (when the stdlib is read), and
+      ``sources``: per source its ``spec``, ``kind``, ``label``, ``root``,
+      ``files`` (after opt-out), ``unparsable_files``, ``extracted``;
+    - ``files``, ``unparsable_files``, ``extracted`` (functions entering the
+      row steps), totals over sources;
+    - ``opt_out``: ``{"patterns": {entry: files removed}, "files": total}``;
+    - ``files_dropped``: files removed by ``opt_out``, ``license_not_allowed``
+      and ``license_unknown``;
+    - ``licenses``: per license expression, ``files`` read and ``kept``
+      functions; ``licenses_dropped``: files dropped per expression;
+    - ``steps``: per row step, rows in and out, drops per reason, seconds;
+      ``redactions``: replacements per kind;
+    - ``dropped``: functions dropped per reason over all row steps and the
+      cap (every reason of every configured step present), ``kept``.
+
+    When ``dropped`` is a list, every dropped file and function is appended
+    to it as a dict with ``step``, ``reason`` and ``source`` (and ``text``
+    for functions, after redaction when ``redact`` is a step). When
+    ``timings`` is a dict, seconds per phase are added to it: ``files``
+    (listing and opt-out), ``extract`` (reading and parsing), ``license``,
+    ``step.<name>`` per row step, ``dataset`` (the cap and the Dataset).
 
     The stdlib source reads every ``.py`` file under the interpreter's
     stdlib directory except ``site-packages``/``dist-packages``,
     ``__pycache__`` and the test suites: directories named ``test``,
     ``tests`` or ``idle_test``, and any directory or file whose name starts
-    with ``test_``. A directory source reads every ``.py`` file under it.
+    with ``test_``. A directory source reads every ``.py`` file under it
+    (but not in ``.git``/``.hg``/``.svn``/``__pycache__``).
 
     Raises :class:`CollapseError` (one line) for a missing or unsupported
     source, a missing text column, or a corpus left empty by the filters.
     """
-    kind, root = resolve_source(cfg.source)
-    info: dict[str, Any] = {"source": cfg.source, "kind": kind}
-    if kind == "stdlib":
+    clock: Counter[str] = Counter()
+    specs = parse_sources(cfg.source)
+    single = len(specs) == 1
+    info: dict[str, Any] = {"source": cfg.source, "kind": specs[0].kind if single else "multiple"}
+    if any(s.kind == "stdlib" for s in specs):
         info["stdlib_version"] = platform.python_version()
-    info["root"] = str(root) if root is not None else None
+    info["root"] = str(specs[0].root) if single and specs[0].root is not None else None
 
-    if kind in ("stdlib", "directory"):
-        assert root is not None
-        if kind == "stdlib":
-            files = _py_files(root, STDLIB_SKIP_DIRS, skip_test_prefix=True)
+    opt_out = OptOut(cfg.opt_out)
+    files_dropped: Counter[str] = Counter({"opt_out": 0, "license_not_allowed": 0, "license_unknown": 0})
+    license_files: Counter[str] = Counter()
+    license_dropped: Counter[str] = Counter()
+    per_source = []
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        if spec.kind in ("stdlib", "directory", "installed"):
+            st: dict[str, Any] = {"files_dropped": Counter({"opt_out": 0, "license_not_allowed": 0, "license_unknown": 0}),
+                                  "license_files": Counter(), "license_files_dropped": Counter()}
+            got = _file_rows(spec, not single, cfg, opt_out, progress, st, dropped, clock)
+            if st["files_found"] == 0:
+                where = spec.root if spec.root is not None else "the installed distributions"
+                raise CollapseError(f"data.source: no .py files under {where}")
+            files_dropped.update(st["files_dropped"])
+            license_files.update(st["license_files"])
+            license_dropped.update(st["license_files_dropped"])
+            entry = {"files": st["files"], "unparsable_files": st["unparsable_files"],
+                     "files_dropped": dict(st["files_dropped"])}
         else:
-            files = _py_files(root)
-        if not files:
-            raise CollapseError(f"data.source: no .py files under {root}")
-        rows, bad = _extract_files(files, progress, desc=f"reading {kind}")
-        info["files"], info["unparsable_files"] = len(files), bad
-        unit = "functions"
-    else:
-        if kind == "hf":
-            name = cfg.source[3:].strip()
-            texts, prefix = _read_hf(name, cfg.text_column, progress), f"hf:{name}"
-        else:
-            assert root is not None
-            texts, prefix = _read_table(root, cfg.text_column, progress), root.name
-        rows = [{"text": t, "source": f"{prefix}#row{i}"} for i, t in enumerate(texts)]
-        info["files"], info["unparsable_files"] = 1, 0
-        unit = "rows"
+            t0 = time.perf_counter()
+            got = _table_rows(spec, cfg, progress)
+            clock["extract"] += time.perf_counter() - t0
+            entry = {"files": 1, "unparsable_files": 0}
+        per_source.append({"spec": spec.spec, "kind": spec.kind, "label": spec.label,
+                           "root": str(spec.root) if spec.root is not None else None, **entry, "extracted": len(got)})
+        rows.extend(got)
+    info["sources"] = per_source
+    info["files"] = sum(s["files"] for s in per_source)
+    info["unparsable_files"] = sum(s["unparsable_files"] for s in per_source)
     info["extracted"] = len(rows)
+    info["opt_out"] = {"patterns": dict(opt_out.counts), "files": opt_out.total}
+    info["files_dropped"] = dict(files_dropped)
+    for k, v in files_dropped.items():
+        if v:
+            log.info("data: %d file%s dropped (%s)", v, "s" if v != 1 else "", k)
 
-    kept, dropped = _filter(rows, cfg)
-    info["dropped"] = dropped
+    kept, reports, redactions = run_pipeline(rows, cfg, dropped)
+    clock.update({f"step.{rep.name}": rep.seconds for rep in reports})
+    t0 = time.perf_counter()
+    for r in kept:
+        r["sha256"] = hashlib.sha256(r["text"].encode("utf-8")).hexdigest()
+    kept, capped = _cap(kept, cfg.max_examples)
+    if dropped is not None and capped:
+        keep_ids = {id(r) for r in kept}
+        dropped.extend({"step": "max_examples", "reason": "max_examples", "source": r["source"], "text": r["text"]}
+                       for r in rows if id(r) not in keep_ids and "sha256" in r)
+
+    reasons = [why for step in cfg.pipeline for why in STEP_REASONS[step]]
+    drop_counts = dict.fromkeys(reasons, 0)
+    for rep in reports:
+        for why, n in rep.dropped.items():
+            drop_counts[why] += n
+    drop_counts["max_examples"] = capped
+    info["steps"] = [rep.as_dict() for rep in reports]
+    info["redactions"] = {k: v for k, v in redactions.items() if v} if "redact" in cfg.pipeline else None
+    info["dropped"] = drop_counts
     info["kept"] = len(kept)
+    kept_by_license = Counter(r["license"] for r in kept)
+    info["licenses"] = {lic: {"files": license_files.get(lic, 0), "kept": kept_by_license.get(lic, 0)}
+                        for lic in sorted(set(license_files) | set(kept_by_license))}
+    info["licenses_dropped"] = dict(sorted(license_dropped.items()))
     if not kept:
-        why = ", ".join(f"{k}={v}" for k, v in dropped.items() if v) or "nothing"
+        unit = "functions" if any(s["kind"] in ("stdlib", "directory", "installed") for s in per_source) else "rows"
+        why = ", ".join(f"{k}={v}" for k, v in drop_counts.items() if v) or "nothing"
+        files_why = ", ".join(f"{k}={v}" for k, v in files_dropped.items() if v)
         raise CollapseError(
-            f"data.source: the corpus is empty after filtering ({len(rows)} {unit} extracted from "
-            f"{info['files']} file{'s' if info['files'] != 1 else ''}; dropped: {why}; "
-            f"data.min_chars={cfg.min_chars}, data.max_chars={cfg.max_chars})"
+            f"data.source: the corpus is empty after filtering ({info['extracted']} {unit} extracted from "
+            f"{info['files']} file{'s' if info['files'] != 1 else ''}; "
+            + (f"files dropped: {files_why}; " if files_why else "")
+            + f"dropped: {why}; data.min_chars={cfg.min_chars}, data.max_chars={cfg.max_chars})"
         )
     ds = datasets.Dataset.from_dict(
         {
@@ -401,7 +493,12 @@ def load_human_corpus(cfg: DataConfig, progress: bool = True) -> tuple[datasets.
             "generation": [-1] * len(kept),
             "source": [r["source"] for r in kept],
             "sha256": [r["sha256"] for r in kept],
+            "license": [r["license"] for r in kept],
         },
         features=FEATURES,
     )
+    clock["dataset"] += time.perf_counter() - t0
+    if timings is not None:
+        for k, v in clock.items():
+            timings[k] = timings.get(k, 0.0) + v
     return ds, info

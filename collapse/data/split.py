@@ -11,7 +11,11 @@ uses as the generation-0 human pool (later chunks serve as fresh data).
 
 :func:`prepare_human_data` loads and splits once per data config and
 caches the result (Arrow, via ``save_to_disk``) so every run and regime
-sharing the config reads the same bytes.
+sharing the config reads the same bytes. The cache entry also holds
+``info.json`` (every count of the corpus build), the dataset card
+``README.md`` (:mod:`collapse.data.card`) and, with ``data.write_dropped``,
+``dropped.jsonl``: one line per dropped file or function with its step and
+reason (function texts after redaction).
 """
 
 from __future__ import annotations
@@ -23,13 +27,17 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import datasets
 
 from collapse.config import DataConfig
-from collapse.data.corpus import _datasets_progress, load_human_corpus, normalize_text, resolve_source
+from collapse.data.card import human_card, write_card
+from collapse.data.corpus import _datasets_progress, load_human_corpus, normalize_text
+from collapse.data.redact import Redactor
+from collapse.data.sources import installed_distributions, parse_sources
 from collapse.errors import CollapseError
 
 __all__ = ["split_corpus", "prepare_human_data", "data_key", "SPLITS"]
@@ -37,7 +45,9 @@ __all__ = ["split_corpus", "prepare_human_data", "data_key", "SPLITS"]
 SPLITS = ("train", "validation", "test")
 
 #: Bump when extraction, filtering or splitting changes, so old caches are not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+#: The file of dropped files and functions in a cache entry (with ``data.write_dropped``).
+DROPPED_FILE = "dropped.jsonl"
 
 
 def _hash(prefix: bytes, text: str) -> bytes:
@@ -64,7 +74,7 @@ def split_corpus(ds: datasets.Dataset, val_fraction: float, test_fraction: float
             f"got {val_fraction} and {test_fraction}"
         )
     members: dict[str, list[tuple[bytes, int]]] = {s: [] for s in SPLITS}
-    for i, text in enumerate(ds["text"]):
+    for i, text in enumerate(ds["text"][:]):  # [:]: the whole column at once, not row by row
         b = split_bucket(text)
         name = "test" if b < test_fraction else "validation" if b < test_fraction + val_fraction else "train"
         # Ties in the order hash (only for identical normalized texts) fall
@@ -77,23 +87,41 @@ def data_key(cfg: DataConfig) -> str:
     """Stable cache key of the data a config yields.
 
     Covers every DataConfig field except ``train_size`` (which only picks a
-    prefix of ``train``), the absolute path of a local source (so relative
-    paths from different working directories do not collide), the Python
-    version for the stdlib source, and :data:`CACHE_VERSION`. It does not
-    cover the contents of local files: delete the cache entry after editing
-    a corpus in place.
+    prefix of ``train``), the absolute path of each local source (so
+    relative paths from different working directories do not collide), the
+    Python version when the stdlib is a source, the name and version of
+    every installed distribution when ``installed`` is, and
+    :data:`CACHE_VERSION`. It does not cover the contents of local files:
+    delete the cache entry after editing a corpus in place.
     """
     fields = dataclasses.asdict(cfg)
     fields.pop("train_size", None)
-    kind, root = resolve_source(cfg.source)
+    specs = parse_sources(cfg.source)
+    roots = [str(s.root) if s.root is not None else None for s in specs]
     payload = {
         "version": CACHE_VERSION,
         "data": fields,
-        "root": str(root) if root is not None else None,
-        "python": platform.python_version() if kind == "stdlib" else None,
+        "root": roots[0] if len(roots) == 1 else roots,
+        "python": platform.python_version() if any(s.kind == "stdlib" for s in specs) else None,
     }
+    installed = [s for s in specs if s.kind == "installed"]
+    if installed:
+        payload["installed"] = [[f"{d.metadata['Name']}=={d.metadata['Version']}" for d in installed_distributions(s.root)]
+                                for s in installed]
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _write_dropped(path: Path, dropped: list[dict[str, Any]], redact: bool) -> None:
+    """One JSON line per dropped file or function. Texts dropped before the
+    ``redact`` step ran are redacted here, so the file never holds what the
+    corpus itself may not."""
+    redactor = Redactor() if redact else None
+    with open(path, "w") as f:
+        for d in dropped:
+            if redactor is not None and "text" in d:
+                d = {**d, "text": redactor.redact(d["text"])}
+            f.write(json.dumps(d) + "\n")
 
 
 def _load_cached(path: Path, progress: bool) -> tuple[datasets.DatasetDict, dict[str, Any]]:
@@ -105,7 +133,8 @@ def _load_cached(path: Path, progress: bool) -> tuple[datasets.DatasetDict, dict
         return datasets.load_from_disk(str(path)), info
 
 
-def prepare_human_data(cfg: DataConfig, cache_dir: Path, progress: bool = True) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+def prepare_human_data(cfg: DataConfig, cache_dir: Path, progress: bool = True,
+                       timings: dict[str, float] | None = None) -> tuple[datasets.DatasetDict, dict[str, Any]]:
     """The split human corpus, from ``cache_dir / f"human-{key}"`` when present.
 
     On a miss: load (:func:`~collapse.data.corpus.load_human_corpus`), split
@@ -117,8 +146,13 @@ def prepare_human_data(cfg: DataConfig, cache_dir: Path, progress: bool = True) 
     read back from the cache, so a first and a second call give identical,
     memory-mapped datasets.
 
+    ``timings``, when given, gets the seconds of each phase of a build (see
+    :func:`~collapse.data.corpus.load_human_corpus`; plus ``split`` and
+    ``save``: the Arrow files, ``info.json``, the card and ``dropped.jsonl``).
+
     ``info`` is the corpus info plus ``split_sizes``, ``key``, ``path`` (the
-    cache entry) and ``cached`` (whether this call found it ready). Raises
+    cache entry), ``card`` (its ``README.md``) and ``cached`` (whether this
+    call found it ready). Raises
     :class:`CollapseError` when a split comes out empty.
     """
     key = data_key(cfg)
@@ -126,10 +160,13 @@ def prepare_human_data(cfg: DataConfig, cache_dir: Path, progress: bool = True) 
     final = cache_dir / f"human-{key}"
     if final.exists():
         dsd, info = _load_cached(final, progress)
-        return dsd, {**info, "path": str(final), "cached": True}
+        return dsd, {**info, "path": str(final), "card": str(final / "README.md"), "cached": True}
 
-    ds, info = load_human_corpus(cfg, progress=progress)
+    dropped: list[dict[str, Any]] | None = [] if cfg.write_dropped else None
+    ds, info = load_human_corpus(cfg, progress=progress, dropped=dropped, timings=timings)
+    t0 = time.perf_counter()
     dsd = split_corpus(ds, cfg.val_fraction, cfg.test_fraction)
+    t1 = time.perf_counter()
     sizes = {s: len(dsd[s]) for s in SPLITS}
     empty = [s for s in SPLITS if sizes[s] == 0]
     if empty:
@@ -146,6 +183,9 @@ def prepare_human_data(cfg: DataConfig, cache_dir: Path, progress: bool = True) 
         with _datasets_progress(progress):
             dsd.save_to_disk(str(tmp))
         (tmp / "info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        write_card(tmp, human_card(info, dsd, cfg))
+        if dropped is not None:
+            _write_dropped(tmp / DROPPED_FILE, dropped, redact="redact" in cfg.pipeline)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -157,4 +197,7 @@ def prepare_human_data(cfg: DataConfig, cache_dir: Path, progress: bool = True) 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     dsd, info = _load_cached(final, progress)
-    return dsd, {**info, "path": str(final), "cached": False}
+    if timings is not None:
+        timings["split"] = timings.get("split", 0.0) + t1 - t0
+        timings["save"] = timings.get("save", 0.0) + time.perf_counter() - t1
+    return dsd, {**info, "path": str(final), "card": str(final / "README.md"), "cached": False}

@@ -289,9 +289,17 @@ class LMGenerator:
 
         band = getattr(self, "_gate_ppl_band", None)
         if band is None:
-            reference = self.human_reference[: s.gate_perplexity_reference]
-            band = self._gate_ppl_band = perplexity_band(score(reference), s.gate_perplexity_band)
+            band = self._gate_ppl_band = perplexity_band(score(self._perplexity_reference_texts()),
+                                                         s.gate_perplexity_band)
         return score, band
+
+    def _perplexity_reference_texts(self) -> list[str]:
+        """The first ``sample.gate_perplexity_reference`` functions of the human validation split
+        (read back from the prepared-data cache the experiment built)."""
+        from collapse.data import prepare_human_data
+
+        human, _ = prepare_human_data(self.cfg.data, Path(self.cfg.run.root) / "_cache", progress=False)
+        return list(human["validation"]["text"][: self.cfg.sample.gate_perplexity_reference])
 
     def context(self, generation: int) -> MetricContext:
         """Everything a metric may use at ``generation`` (-1: the human reference)."""
@@ -346,6 +354,7 @@ class LMGenerator:
         out["sample_eos_rate"] = float(np.mean(samples["finished"])) if len(samples) else 0.0
         self.timings["metrics_s"] = time.perf_counter() - t0
         self.timings.update({f"metric.{k}_s": v for k, v in ctx.timings.items()})
+        out.update(getattr(self, "gate_metrics", {}))  # acceptance per gate of this generation's sampling
         out.update(self.human_metrics())
         return out
 

@@ -1,0 +1,171 @@
+"""The row steps of the human-corpus pipeline, run in the order ``data.pipeline`` gives.
+
+=============  ==============================================  =====================================
+step           what it does                                    drop reasons
+=============  ==============================================  =====================================
+redact         replaces secrets and personal data by           (none: counts per kind)
+               placeholders (:mod:`collapse.data.redact`)
+exact_dedup    drops exact duplicates (whitespace-normalized    ``duplicate``
+               text), first occurrence kept
+length         ``data.min_chars`` / ``data.max_chars``          ``too_short``, ``too_long``
+autogen        generated-code markers                          ``autogen``
+               (:func:`collapse.data.filters.autogen_reason`)
+quality        line length, mean line length, alphanumeric     ``long_line``, ``mean_line_length``,
+               share (:func:`collapse.data.filters.quality_...  ``low_alnum``
+near_dedup     MinHash LSH near duplicates                     ``near_duplicate``
+               (:mod:`collapse.data.neardup`), first kept
+=============  ==============================================  =====================================
+
+File-level steps come before these and are not in the list: opt-out (always
+first) and the license allow-list (see :mod:`collapse.data.corpus`). After
+the row steps, ``data.max_examples`` caps the corpus (reason
+``max_examples``). Each step logs what it dropped; :func:`run_pipeline`
+returns the counts per step and reason (and times each step), and, when asked, every dropped row
+with its reason (``duplicate_of`` names the kept row for duplicates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from collapse.config import DataConfig
+from collapse.data.filters import autogen_reason, length_reason, normalize_text, quality_reason
+from collapse.data.redact import Redactor
+
+__all__ = ["STEP_REASONS", "StepReport", "run_pipeline", "content_hash"]
+
+log = logging.getLogger("collapse")
+
+#: Every row step and the reasons it drops for (``data.pipeline`` names a subset, in order).
+STEP_REASONS: dict[str, tuple[str, ...]] = {
+    "redact": (),
+    "exact_dedup": ("duplicate",),
+    "length": ("too_short", "too_long"),
+    "autogen": ("autogen",),
+    "quality": ("long_line", "mean_line_length", "low_alnum"),
+    "near_dedup": ("near_duplicate",),
+}
+
+
+def content_hash(text: str) -> str:
+    """sha256 of the whitespace-normalized text: the key of exact deduplication."""
+    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class StepReport:
+    name: str
+    seen: int
+    kept: int
+    dropped: dict[str, int]
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report without its timing (what a corpus's ``info`` records must not vary between builds)."""
+        d = asdict(self)
+        d.pop("seconds")
+        return d
+
+
+Row = dict[str, Any]
+
+
+def _per_row(rows: list[Row], check: Callable[[Row], str | None], reasons: tuple[str, ...],
+             dropped_rows: list[Row] | None, step: str) -> tuple[list[Row], dict[str, int]]:
+    counts = dict.fromkeys(reasons, 0)
+    kept = []
+    for r in rows:
+        why = check(r)
+        if why is None:
+            kept.append(r)
+        else:
+            counts[why] += 1
+            if dropped_rows is not None:
+                dropped_rows.append({"step": step, "reason": why, "source": r["source"], "text": r["text"]})
+    return kept, counts
+
+
+def _exact_dedup(rows: list[Row], dropped_rows: list[Row] | None) -> tuple[list[Row], dict[str, int]]:
+    first: dict[str, str] = {}
+    kept, n = [], 0
+    for r in rows:
+        h = content_hash(r["text"])
+        if h in first:
+            n += 1
+            if dropped_rows is not None:
+                dropped_rows.append({"step": "exact_dedup", "reason": "duplicate", "source": r["source"],
+                                     "duplicate_of": first[h], "text": r["text"]})
+            continue
+        first[h] = r["source"]
+        kept.append(r)
+    return kept, {"duplicate": n}
+
+
+def _near_dedup(rows: list[Row], cfg: DataConfig, dropped_rows: list[Row] | None) -> tuple[list[Row], dict[str, int]]:
+    from collapse.data.neardup import NearDupIndex
+
+    index = NearDupIndex(cfg.near_dedup_threshold, cfg.near_dedup_num_perm, cfg.near_dedup_ngram)
+    dup_of = index.add([r["text"] for r in rows], labels=[r["source"] for r in rows])
+    kept, n = [], 0
+    for r, d in zip(rows, dup_of):
+        if d is None:
+            kept.append(r)
+            continue
+        n += 1
+        if dropped_rows is not None:
+            dropped_rows.append({"step": "near_dedup", "reason": "near_duplicate", "source": r["source"],
+                                 "duplicate_of": d, "text": r["text"]})
+    return kept, {"near_duplicate": n}
+
+
+def run_pipeline(rows: list[Row], cfg: DataConfig, dropped_rows: list[Row] | None = None
+                 ) -> tuple[list[Row], list[StepReport], dict[str, int]]:
+    """Run ``cfg.pipeline`` over ``rows`` (dicts with ``text``, ``source``; ``file_autogen`` optional).
+
+    Returns the kept rows (``redact`` rewrites ``text`` in place), one
+    report per step, and the redaction counts per kind (empty without
+    ``redact``). Dropped rows are appended to ``dropped_rows`` when it is a list.
+    """
+    reports: list[StepReport] = []
+    redactor = Redactor()
+    for step in cfg.pipeline:
+        t0 = time.perf_counter()
+        seen = len(rows)
+        extra: dict[str, Any] = {}
+        if step == "redact":
+            changed = 0
+            for r in rows:
+                new = redactor.redact(r["text"])
+                if new != r["text"]:
+                    changed += 1
+                    r["text"] = new
+            counts: dict[str, int] = {}
+            extra = {"rows_changed": changed, "replacements": {k: v for k, v in redactor.counts.items() if v}}
+        elif step == "exact_dedup":
+            rows, counts = _exact_dedup(rows, dropped_rows)
+        elif step == "length":
+            lo, hi = cfg.min_chars, cfg.max_chars
+            rows, counts = _per_row(rows, lambda r: length_reason(r["text"], lo, hi), STEP_REASONS[step], dropped_rows, step)
+        elif step == "autogen":
+            rows, counts = _per_row(rows, lambda r: autogen_reason(r["text"], r.get("file_autogen", False)),
+                                    STEP_REASONS[step], dropped_rows, step)
+        elif step == "quality":
+            args = (cfg.max_line_length, cfg.max_mean_line_length, cfg.min_alnum_fraction)
+            rows, counts = _per_row(rows, lambda r: quality_reason(r["text"], *args), STEP_REASONS[step], dropped_rows, step)
+        elif step == "near_dedup":
+            rows, counts = _near_dedup(rows, cfg, dropped_rows)
+            extra = {"threshold": cfg.near_dedup_threshold, "num_perm": cfg.near_dedup_num_perm,
+                     "ngram": cfg.near_dedup_ngram}
+        else:  # the config rejects unknown names; this guards direct callers
+            raise ValueError(f"unknown pipeline step {step!r} (known: {', '.join(STEP_REASONS)})")
+        rep = StepReport(step, seen, len(rows), counts, time.perf_counter() - t0, extra)
+        reports.append(rep)
+        what = ", ".join(f"{k}={v}" for k, v in counts.items()) or ", ".join(
+            f"{k}={v}" for k, v in extra.get("replacements", {}).items()) or "nothing"
+        log.info("data: %s: %d → %d (%s) in %.1fs", step, seen, len(rows), what, rep.seconds)
+    return rows, reports, {k: v for k, v in redactor.counts.items()}
