@@ -284,7 +284,7 @@ class Experiment:
         st["status"] = "done"
         write_json_atomic(run_dir / "state.json", st)
         if mirror is not None:
-            from collapse.report import plot_run
+            from collapse.reporting import plot_run
 
             for fig in plot_run(result.metrics_frame, run_dir / "figures"):
                 mirror.log_artifact(fig, "figures")

@@ -1,10 +1,24 @@
-"""Figures from tracked runs: metric-vs-generation per regime, read back from MLflow.
+"""Paper-ready figures and tables from tracked runs (``collapse report``).
 
-``collapse report EXPERIMENT`` reads every run of the MLflow experiment,
-builds one tidy table (run, regime, seed, generation, metric, value) and draws
-one panel per metric with a line per regime (mean and 95 % confidence band
-over seeds when there are several) and the human reference as a dashed line.
-Figures are written as PNG and vector PDF under ``reports/<experiment>/``.
+``collapse report EXPERIMENT_OR_SWEEP`` reads every run of an MLflow
+experiment (or of a sweep file's experiment) with :func:`collapse.load_runs`
+and writes, under ``reports/<name>/``:
+
+- ``metrics.png|pdf``: metric against generation, one line per regime (or any
+  axis: ``--hue``), mean and 95 % confidence band over seeds, faceted by
+  metric, held-out human code dashed; colour-blind-safe palette, sized for a
+  one- or two-column paper (``--width single|double``);
+- ``perplexity_gen0.png|pdf``: histograms of each generation's samples'
+  perplexity under the generation-0 model (Shumailov et al. 2024, Fig. 1b);
+- ``trajectory.png|pdf``: quality against diversity, one path per regime,
+  generations as markers;
+- ``final_effects.md|tex|csv``: per regime, each metric at generation 0 and
+  at the last generation, the change, and Welch's t-test across seeds of the
+  last generation against a reference regime;
+- ``copies.md``: the longest verbatim copies of human code with their sources;
+- ``runs.csv`` (one row per run and generation) and ``metrics.csv`` (tidy);
+- ``report.md``: an index of all of the above with one-line captions and the
+  runs and config they came from.
 """
 
 from __future__ import annotations
@@ -13,19 +27,25 @@ import os
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+import json
 import logging
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from collapse.errors import CollapseError
 
 log = logging.getLogger("collapse")
 
-# Panels drawn first, in this order, when present.
-KEY_METRICS = ["test_ce", "test_bpb", "val_loss", "syntax_valid", "distinct_1", "distinct_4", "kl_unigram",
-               "js_unigram", "vocab_coverage", "mean_tokens", "sample_eos_rate", "train_loss"]
+# Panels drawn by default, in this order, when present (``--metrics`` chooses others).
+KEY_METRICS = ["test_ce", "prompt_ce", "syntax_valid", "undefined_free", "distinct_4", "self_bleu", "ast_shape_distinct",
+               "identifiers_per_1k", "ppl_gen0_q50", "tail_mass", "kl_unigram", "vocab_coverage", "zipf_exponent",
+               "copy_rate", "synthetic_copy_rate", "humaneval_pass_at_1"]
+# A paper column and a full text width, in inches.
+WIDTHS = {"single": 3.4, "double": 7.0}
+ID_COLUMNS = ["run_id", "run_name", "status", "regime", "seed", "generation"]
 
 
 def _style():
@@ -34,86 +54,102 @@ def _style():
     matplotlib.use("Agg")
     import seaborn as sns
 
-    sns.set_theme(context="paper", style="whitegrid", palette="colorblind")
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=0.8)
 
 
-def load_metrics(experiment: str, tracking_uri: str | None = None, root: str | Path = "runs") -> pd.DataFrame:
-    """Every logged metric of every run of ``experiment`` as a tidy table:
-    columns run_id, run_name, regime, seed, generation, metric, value."""
-    from collapse.tracking import client, resolve_uri
-
-    uri = resolve_uri(tracking_uri, root)
-    c = client(uri)
-    exp = c.get_experiment_by_name(experiment)
-    if exp is None:
-        raise CollapseError(f"no MLflow experiment named {experiment!r} at {uri}")
-    rows = []
-    for run in c.search_runs([exp.experiment_id], max_results=50000):
-        tags = run.data.tags
-        for key in run.data.metrics:
-            for m in c.get_metric_history(run.info.run_id, key):
-                rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name,
-                             "regime": tags.get("regime", "?"), "seed": tags.get("seed", "?"),
-                             "generation": int(m.step), "metric": key, "value": float(m.value)})
-    if not rows:
-        raise CollapseError(f"experiment {experiment!r} has no logged metrics yet")
-    df = pd.DataFrame(rows)
-    # A step logged twice (a resumed mirror) keeps its last value.
-    return df.drop_duplicates(["run_id", "metric", "generation"], keep="last").reset_index(drop=True)
-
-
-def _ordered_metrics(names: Iterable[str]) -> list[str]:
-    names = [n for n in names if not n.startswith(("human.", "time.", "train_steps", "train_tokens", "train_examples"))]
-    first = [m for m in KEY_METRICS if m in names]
-    return first + sorted(set(names) - set(first))
-
-
-def plot_metrics(df: pd.DataFrame, out_base: Path, metrics: list[str] | None = None, hue: str = "regime",
-                 title: str | None = None) -> list[Path]:
-    """One panel per metric, a line per ``hue`` value, human references dashed.
-    Returns the PNG and PDF paths."""
-    _style()
+def _save(fig, out_base: Path) -> list[Path]:
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
-    chosen = _ordered_metrics(df["metric"].unique()) if not metrics else list(metrics)
-    missing = [m for m in chosen if m not in set(df["metric"])]
-    if missing:
-        raise CollapseError(f"metrics not logged: {', '.join(missing)} (logged: {', '.join(_ordered_metrics(df['metric'].unique()))})")
-    ncol = min(4, len(chosen))
-    nrow = -(-len(chosen) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(1.9 * ncol + 0.6, 1.7 * nrow + 0.5), squeeze=False, sharex=True)
-    hue_order = sorted(df[hue].unique())
-    for ax, m in zip(axes.flat, chosen):
-        sub = df[df["metric"] == m]
-        sns.lineplot(sub, x="generation", y="value", hue=hue, hue_order=hue_order, marker="o", markersize=3,
-                     errorbar=("ci", 95), ax=ax, legend=ax is axes.flat[0])
-        ref = df[df["metric"] == f"human.{m}"]
-        if len(ref):
-            ax.axhline(ref["value"].mean(), color="0.3", ls="--", lw=0.8, label="human")
-        ax.set_title(m, fontsize=8)
-        ax.set_ylabel("")
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(chosen):]:
-        ax.set_visible(False)
-    if axes.flat[0].get_legend() is not None:
-        handles, labels = axes.flat[0].get_legend_handles_labels()
-        axes.flat[0].get_legend().remove()
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False,
-                   bbox_to_anchor=(0.5, 0.0))
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
     out_base.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_base.with_suffix(".png"), out_base.with_suffix(".pdf")]
-    fig.savefig(paths[0], dpi=200)
-    fig.savefig(paths[1])
+    fig.savefig(paths[0], dpi=300, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
     plt.close(fig)
     return paths
 
 
+def _split_columns(wide: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(identifying columns incl. sweep axes, metric columns): load_runs puts the metrics after ``generation``."""
+    cols = list(wide.columns)
+    g = cols.index("generation")
+    return cols[:g + 1], cols[g + 1:]
+
+
+def axis_columns(wide: pd.DataFrame) -> list[str]:
+    """The sweep axes (columns between the run identity and ``generation``), plus regime and seed."""
+    ids, _ = _split_columns(wide)
+    return [c for c in ids if c not in ("run_id", "run_name", "status", "generation")]
+
+
+def to_long(wide: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, generation) → one row per (run, generation, metric)."""
+    ids, metrics = _split_columns(wide)
+    return wide.melt(id_vars=ids, value_vars=metrics, var_name="metric", value_name="value").dropna(subset=["value"])
+
+
+def _ordered_metrics(names: Iterable[str]) -> list[str]:
+    names = [n for n in names if not n.startswith(("human.", "time.", "train_steps", "train_tokens", "train_examples", "gate."))]
+    first = [m for m in KEY_METRICS if m in names]
+    return first + sorted(set(names) - set(first))
+
+
+def default_metrics(names: Iterable[str]) -> list[str]:
+    names = list(names)
+    key = [m for m in KEY_METRICS if m in names]
+    return key or _ordered_metrics(names)
+
+
+def plot_metrics(df: pd.DataFrame, out_base: Path, metrics: list[str] | None = None, hue: str = "regime",
+                 title: str | None = None, width: str = "double") -> list[Path]:
+    """One panel per metric (tidy ``df``: generation, metric, value, ``hue``), a
+    line per ``hue`` value with its mean and 95 % confidence band over seeds,
+    the human reference dashed. Returns the PNG and PDF paths."""
+    _style()
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    logged = set(df["metric"])
+    chosen = default_metrics(logged) if not metrics else list(metrics)
+    missing = [m for m in chosen if m not in logged]
+    if missing:
+        raise CollapseError(f"metrics not logged: {', '.join(missing)} (logged: {', '.join(_ordered_metrics(logged))})")
+    ncol = min(4 if width == "double" else 2, len(chosen))
+    nrow = -(-len(chosen) // ncol)
+    w = WIDTHS.get(width, WIDTHS["double"])
+    fig, axes = plt.subplots(nrow, ncol, figsize=(w, (w / ncol) * 0.85 * nrow + 0.4), squeeze=False, sharex=True)
+    hue_order = sorted(df[hue].dropna().unique(), key=str)
+    palette = dict(zip(hue_order, sns.color_palette("colorblind", len(hue_order))))
+    for ax, m in zip(axes.flat, chosen):
+        sub = df[df["metric"] == m]
+        sns.lineplot(sub, x="generation", y="value", hue=hue, hue_order=hue_order, palette=palette, marker="o",
+                     markersize=3, errorbar=("ci", 95), ax=ax, legend=ax is axes.flat[0])
+        ref = df[df["metric"] == f"human.{m}"]
+        if len(ref):
+            ax.axhline(ref["value"].mean(), color="0.3", ls="--", lw=0.8, label="human")
+        ax.set_title(m, fontsize=7)
+        ax.set_ylabel("")
+        ax.tick_params(labelsize=6)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in list(axes.flat)[len(chosen):]:
+        ax.set_visible(False)
+    if axes.flat[0].get_legend() is not None:
+        from matplotlib.lines import Line2D
+
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        axes.flat[0].get_legend().remove()
+        if "human" not in labels and any(f"human.{m}" in logged for m in chosen):
+            handles.append(Line2D([], [], color="0.3", ls="--", lw=0.8))
+            labels.append("human (held-out)")
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=6, frameon=False,
+                   bbox_to_anchor=(0.5, -0.02))
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return _save(fig, out_base)
+
+
 def plot_run(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """The figure of one run (wide frame: one row per generation)."""
+    """The figures of one run (wide frame: one row per generation)."""
     long = frame.melt(id_vars=["regime", "seed", "generation"], var_name="metric", value_name="value").dropna()
     title = f"{frame['regime'].iloc[0]} (seed {frame['seed'].iloc[0]})"
     paths = plot_metrics(long, Path(out_dir) / "metrics", title=title)
@@ -199,19 +235,240 @@ def run_dirs(experiment: str, tracking_uri: str | None = None, root: str | Path 
     return dict(sorted(out.items()))
 
 
-def report(experiment: str, out: str | Path = "reports", metrics: list[str] | None = None,
-           tracking_uri: str | None = None, root: str | Path = "runs") -> list[Path]:
-    """Draw the experiment's metric-vs-generation figure and write its tidy table."""
-    df = load_metrics(experiment, tracking_uri, root)
-    out_dir = Path(out) / experiment
+def plot_trajectory(wide: pd.DataFrame, out_base: Path, x: str, y: str = "test_ce", hue: str = "regime",
+                    width: str = "single") -> list[Path]:
+    """Quality against diversity: per ``hue`` value the mean over seeds of
+    (``x``, ``y``) at each generation, joined in order; markers are numbered by generation."""
+    _style()
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    means = wide.groupby([hue, "generation"], dropna=False)[[x, y]].mean().reset_index()
+    hue_order = sorted(means[hue].dropna().unique(), key=str)
+    colors = dict(zip(hue_order, sns.color_palette("colorblind", len(hue_order))))
+    w = WIDTHS.get(width, WIDTHS["single"])
+    fig, ax = plt.subplots(figsize=(w, w * 0.8))
+    for h in hue_order:
+        path = means[means[hue] == h].sort_values("generation")
+        ax.plot(path[x], path[y], "-o", color=colors[h], ms=3.5, lw=1.0, label=str(h))
+        for _, r in path.iterrows():
+            ax.annotate(str(int(r["generation"])), (r[x], r[y]), fontsize=5, xytext=(2, 2), textcoords="offset points")
+    hx, hy = f"human.{x}", f"human.{y}"
+    if hx in wide and wide[hx].notna().any():
+        ax.axvline(wide[hx].mean(), color="0.4", ls="--", lw=0.7)
+    if hy in wide and wide[hy].notna().any():
+        ax.axhline(wide[hy].mean(), color="0.4", ls="--", lw=0.7)
+    ax.set_xlabel(f"{x} (diversity →)", fontsize=7)
+    ax.set_ylabel(f"{y} (lower is better)", fontsize=7)
+    ax.tick_params(labelsize=6)
+    ax.legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    return _save(fig, out_base)
+
+
+def final_effects(wide: pd.DataFrame, metrics: list[str], hue: str = "regime",
+                  reference: str | None = None) -> tuple[pd.DataFrame, str]:
+    """Per ``hue`` value and metric: mean at generation 0 and at the last
+    generation over seeds, the change, the number of seeds, and Welch's t-test
+    (``scipy.stats.ttest_ind(equal_var=False)``) of the last generation's
+    per-seed values against the ``reference`` value of ``hue``. Returns the
+    table and the name of the reference."""
+    from scipy import stats
+
+    last = int(wide["generation"].max())
+    values = sorted(wide[hue].dropna().unique(), key=str)
+    if reference is None:
+        reference = "accumulate" if "accumulate" in values else values[0]
+    rows = []
+    for m in metrics:
+        if m not in wide:
+            continue
+        at0 = wide[wide["generation"] == 0]
+        atl = wide[wide["generation"] == last]
+        ref_vals = atl.loc[atl[hue] == reference, m].dropna().to_numpy()
+        for h in values:
+            v0 = at0.loc[at0[hue] == h, m].dropna().to_numpy()
+            vl = atl.loc[atl[hue] == h, m].dropna().to_numpy()
+            t = p = np.nan
+            if h != reference and len(vl) >= 2 and len(ref_vals) >= 2:
+                res = stats.ttest_ind(vl, ref_vals, equal_var=False)
+                t, p = float(res.statistic), float(res.pvalue)
+            rows.append({"metric": m, hue: h, "n_seeds": len(vl), "gen0_mean": v0.mean() if len(v0) else np.nan,
+                         "last_mean": vl.mean() if len(vl) else np.nan,
+                         "last_sd": vl.std(ddof=1) if len(vl) >= 2 else np.nan,
+                         "change": (vl.mean() - v0.mean()) if len(vl) and len(v0) else np.nan,
+                         "welch_t": t, "p_value": p})
+    return pd.DataFrame(rows), reference
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "–"
+    if isinstance(v, (int, np.integer)):
+        return str(v)
+    return f"{v:.{digits}g}" if abs(v) < 1e-3 and v != 0 else f"{v:.{digits}f}"
+
+
+def _p(v) -> str:
+    if v is None or np.isnan(v):
+        return "–"
+    return "< 0.001" if v < 1e-3 else f"{v:.3f}"
+
+
+def effects_markdown(table: pd.DataFrame, hue: str, reference: str, last: int) -> str:
+    head = f"| metric | {hue} | seeds | gen 0 | gen {last} (± sd) | change | Welch t vs {reference} | p |"
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for _, r in table.iterrows():
+        lines.append(f"| `{r['metric']}` | {r[hue]} | {r['n_seeds']} | {_fmt(r['gen0_mean'])} | {_fmt(r['last_mean'])}"
+                     f" ± {_fmt(r['last_sd'])} | {_fmt(r['change'])} | {_fmt(r['welch_t'], 2)} | {_p(r['p_value'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def effects_latex(table: pd.DataFrame, hue: str, reference: str, last: int) -> str:
+    """A booktabs table (needs ``\\usepackage{booktabs}``)."""
+    def esc(s) -> str:
+        return str(s).replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("#", r"\#")
+
+    out = [r"\begin{tabular}{llrrrrrr}", r"\toprule",
+           f"metric & {esc(hue)} & seeds & gen 0 & gen {last} & change & $t$ vs {esc(reference)} & $p$ \\\\", r"\midrule"]
+    prev = None
+    for _, r in table.iterrows():
+        if prev is not None and r["metric"] != prev:
+            out.append(r"\addlinespace")
+        prev = r["metric"]
+        last_cell = f"{_fmt(r['last_mean'])} $\\pm$ {_fmt(r['last_sd'])}".replace("–", "--")
+        cells = [esc(r["metric"]), esc(r[hue]), str(r["n_seeds"]), _fmt(r["gen0_mean"]), last_cell,
+                 _fmt(r["change"]), _fmt(r["welch_t"], 2), _p(r["p_value"]).replace("< ", "$<$ ")]
+        out.append(" & ".join(c.replace("–", "--") for c in cells) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(out) + "\n"
+
+
+def top_copies(dirs: dict[str, Path], top: int = 20) -> list[dict]:
+    """The longest verbatim copies (``copies.jsonl`` artifacts) over every run's generations."""
+    rows = []
+    for name, d in dirs.items():
+        for f in sorted(Path(d).glob("gen_[0-9][0-9][0-9]/metrics/copies.jsonl")):
+            g = int(f.parent.parent.name.split("_")[1])
+            for line in f.read_text().splitlines():
+                r = json.loads(line)
+                rows.append({"run": name, "generation": g, **r})
+    rows.sort(key=lambda r: (-r.get("length", 0), r["run"], r["generation"], r.get("sample", 0)))
+    return rows[:top]
+
+
+def copies_markdown(rows: list[dict]) -> str:
+    lines = ["| run | gen | sample | tokens | source | lines | text |", "|---|---:|---:|---:|---|---|---|"]
+    for r in rows:
+        text = " ".join(str(r.get("text", "")).split())
+        text = (text[:80] + "…") if len(text) > 80 else text
+        text = text.replace("|", "\\|").replace("`", "'")
+        lines.append(f"| {r['run']} | {r['generation']} | {r.get('sample', '')} | {r.get('length', '')} | "
+                     f"`{r.get('file', '')}` | {r.get('line_start', '')}–{r.get('line_end', '')} | `{text}` |")
+    return "\n".join(lines) + "\n"
+
+
+def _pick_hue(wide: pd.DataFrame, hue: str | None) -> str:
+    axes = axis_columns(wide)
+    if hue is not None:
+        if hue not in axes:
+            raise CollapseError(f"--hue {hue!r} is not an axis of these runs (axes: {', '.join(axes)})")
+        return hue
+    if wide["regime"].nunique() > 1:
+        return "regime"
+    for c in axes:
+        if c not in ("seed", "run.seed", "regime") and wide[c].nunique() > 1:
+            return c
+    return "regime"
+
+
+def report(experiment_or_sweep: str | Path, out: str | Path = "reports", metrics: list[str] | None = None,
+           tracking_uri: str | None = None, root: str | Path = "runs", hue: str | None = None,
+           width: str = "double", copies: int = 20) -> list[Path]:
+    """Every figure and table of an experiment or sweep; returns the written paths (``report.md`` last)."""
+    from collapse.sweep.load import _is_sweep_file, load_runs
+
+    wide = load_runs(experiment_or_sweep, tracking_uri=tracking_uri, root=root)
+    if not len(wide):
+        raise CollapseError(f"{experiment_or_sweep}: no run has logged metrics yet")
+    name = Path(experiment_or_sweep).stem if _is_sweep_file(experiment_or_sweep) else str(experiment_or_sweep)
+    if _is_sweep_file(experiment_or_sweep):
+        from collapse.sweep.spec import load_sweep
+
+        sw = load_sweep(experiment_or_sweep)
+        name = sw.name
+        root = sw.root
+    hue = _pick_hue(wide, hue)
+    out_dir = Path(out) / name
     out_dir.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out_dir / "metrics.csv", index=False)
-    paths = plot_metrics(df, out_dir / "metrics", metrics, title=experiment)
-    ppl = {name: perplexity_values(d) for name, d in run_dirs(experiment, tracking_uri, root).items()}
+    long = to_long(wide)
+    chosen = default_metrics(set(long["metric"])) if not metrics else list(metrics)
+    last = int(wide["generation"].max())
+    seeds = wide.groupby(hue)["seed"].nunique().to_dict()
+    entries: list[tuple[str, str]] = []  # (file, caption)
+    paths: list[Path] = []
+
+    wide.to_csv(out_dir / "runs.csv", index=False)
+    long.to_csv(out_dir / "metrics.csv", index=False)
+    entries += [("runs.csv", "every run × generation with its axis values and metrics (collapse.load_runs)"),
+                ("metrics.csv", "the same, tidy: one row per (run, generation, metric)")]
+
+    paths += plot_metrics(long, out_dir / "metrics", chosen, hue=hue, title=name, width=width)
+    entries.append(("metrics.pdf", f"metrics against generation, one line per {hue}; mean and 95 % confidence band "
+                                   f"over seeds ({', '.join(f'{k}: {v}' for k, v in seeds.items())}); human reference dashed"))
+
+    dirs = run_dirs(name, tracking_uri, root)
+    firsts = wide.sort_values("seed").groupby(hue)["run_name"].first().to_dict()
+    ppl = {str(h): perplexity_values(dirs[r]) for h, r in firsts.items() if r in dirs}
     if any(len(v) for v in ppl.values()):
-        paths += plot_perplexity_histograms(ppl, out_dir / "perplexity_gen0", title=experiment)
-    n_seeds = df.groupby("regime")["seed"].nunique().to_dict()
-    log.info("report: %s (%d runs; seeds per regime %s) → %s", experiment, df["run_id"].nunique(), n_seeds, out_dir)
+        paths += plot_perplexity_histograms(ppl, out_dir / "perplexity_gen0", title=name)
+        entries.append(("perplexity_gen0.pdf", f"perplexity of each generation's samples under the generation-0 model, "
+                                               f"one panel per {hue} (its lowest seed), human dashed"))
+
+    y = next((m for m in ("test_ce", "prompt_ce", "val_loss") if m in wide), None)
+    x = next((m for m in ("distinct_4", "ast_shape_distinct", "self_bleu") if m in wide), None)
+    if x and y:
+        paths += plot_trajectory(wide, out_dir / "trajectory", x=x, y=y, hue=hue)
+        entries.append(("trajectory.pdf", f"quality ({y}) against diversity ({x}), one path per {hue}, "
+                                          "numbers are generations; human reference dashed"))
+
+    table, reference = final_effects(wide, [m for m in chosen if m in wide], hue=hue)
+    table.to_csv(out_dir / "final_effects.csv", index=False)
+    (out_dir / "final_effects.md").write_text(effects_markdown(table, hue, reference, last))
+    (out_dir / "final_effects.tex").write_text(effects_latex(table, hue, reference, last))
+    paths += [out_dir / "final_effects.md", out_dir / "final_effects.tex", out_dir / "final_effects.csv"]
+    entries.append(("final_effects.md", f"each metric at generation 0 and {last} per {hue}, the change, and Welch's "
+                                        f"t-test (scipy.stats.ttest_ind, unequal variances) of generation {last} across "
+                                        f"seeds against {reference}; also .tex (booktabs) and .csv"))
+
+    top = top_copies(dirs, copies)
+    if top:
+        (out_dir / "copies.md").write_text(copies_markdown(top))
+        paths.append(out_dir / "copies.md")
+        entries.append(("copies.md", f"the {len(top)} longest verbatim copies of human training code in the samples, "
+                                     "with the source file and line span each came from"))
+
+    runs = wide.drop_duplicates("run_id")[["run_name", "run_id", hue, "seed"] + (["status"] if "status" in wide else [])]
+    lines = [f"# Report: {name}", "",
+             f"{len(runs)} runs, generations 0–{last}; source: `{experiment_or_sweep}` "
+             f"(MLflow experiment `{name}`). Regenerate with `collapse report {experiment_or_sweep}`.", "",
+             "## Figures and tables", ""]
+    for f, cap in entries:
+        lines.append(f"- [{f}]({f}): {cap}")
+        if f.endswith(".pdf"):
+            lines.append(f"\n  ![{f}]({f[:-4]}.png)\n")
+    lines += ["", "## Runs", "", "| run | MLflow run id | " + hue + " | seed | config |", "|---|---|---|---:|---|"]
+    for _, r in runs.iterrows():
+        d = dirs.get(r["run_name"])
+        cfg = f"`{d / 'config.yaml'}`" if d and (d / "config.yaml").exists() else "–"
+        lines.append(f"| {r['run_name']} | `{r['run_id']}` | {r[hue]} | {r['seed']} | {cfg} |")
+    cards = [d / "gen_000" / "data" / "README.md" for d in dirs.values()]
+    cards = [c for c in cards if c.exists()]
+    if cards:
+        lines += ["", "## Dataset cards", ""] + [f"- [{c.parent.parent.parent.name}/gen_000]({c})" for c in cards[:20]]
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    paths.append(out_dir / "report.md")
+    log.info("report: %s (%d runs, hue %s) → %s", name, len(runs), hue, out_dir)
     for p in paths:
         print(p)
     return paths

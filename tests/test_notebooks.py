@@ -8,7 +8,13 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
-TINY_PARAMETERS = {"theory.ipynb": "TRIALS = 300\nGENERATIONS = 6\nSEED = 0"}
+REPO = NOTEBOOKS.parent
+TINY_PARAMETERS = {
+    "theory.ipynb": "TRIALS = 300\nGENERATIONS = 6\nSEED = 0",
+    "quickstart.ipynb": (f"CONFIG = {str(REPO / 'experiments' / 'tiny.yaml')!r}\nREGIMES = ['replace', 'accumulate']\n"
+                         "GENERATIONS = 1\nROOT = 'runs'\nEXPERIMENT = 'nb_quickstart'\n"
+                         "OVERRIDES = {'metrics.names': ['test_ce', 'syntax_valid', 'distinct_n', 'self_bleu', 'perplexity_gen0', 'verbatim_copy']}"),
+}
 
 
 @pytest.mark.parametrize("name", sorted(TINY_PARAMETERS))

@@ -1,0 +1,87 @@
+"""collapse report on a small real experiment: 2 regimes × 2 seeds × generations 0..2 of the tiny model."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+import collapse
+from collapse.cli import main
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.slow
+
+METRICS = ["test_ce", "syntax_valid", "distinct_n", "perplexity_gen0", "verbatim_copy"]
+
+
+@pytest.fixture(scope="module")
+def grid(shared_root):
+    uri = f"sqlite:///{shared_root}/mlflow.db"
+    for seed in (0, 1):
+        collapse.run(TINY, run={"root": str(shared_root), "experiment": "report_grid", "seed": seed, "generations": 2},
+                     mix={"regime": ["replace", "accumulate"]}, tracking__uri=uri, metrics__names=METRICS,
+                     metrics__copy_k=4)  # short spans, so that the tiny model has copies to attribute
+    return uri
+
+
+def test_report_writes_every_file(grid, shared_root, tmp_path):
+    assert main(["report", "report_grid", "--root", str(shared_root), "--tracking-uri", grid, "--out", str(tmp_path),
+                 "--metrics", "test_ce", "distinct_4", "copy_rate"]) == 0
+    out = tmp_path / "report_grid"
+    for f in ("metrics.png", "metrics.pdf", "perplexity_gen0.png", "perplexity_gen0.pdf", "trajectory.png",
+              "trajectory.pdf", "final_effects.md", "final_effects.tex", "final_effects.csv", "copies.md",
+              "runs.csv", "metrics.csv", "report.md"):
+        assert (out / f).stat().st_size > 100, f
+    index = (out / "report.md").read_text()
+    for f in ("metrics.pdf", "perplexity_gen0.pdf", "trajectory.pdf", "final_effects.md", "copies.md"):
+        assert f"[{f}]({f})" in index
+    runs = collapse.load_runs("report_grid", tracking_uri=grid)
+    for run_id in runs["run_id"].unique():
+        assert run_id in index  # the exact runs it came from
+    assert "config.yaml" in index
+    tex = (out / "final_effects.tex").read_text()
+    assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex and "\\bottomrule" in tex
+    copies = (out / "copies.md").read_text().splitlines()
+    assert len(copies) > 2 and re.search(r"`[\w/.-]+\.py` \| \d+–\d+", copies[2])  # a source file and its line span
+
+
+def test_table_numbers_are_the_mlflow_values_and_welch_matches_scipy(grid, shared_root, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    collapse.report("report_grid", out=tmp_path, tracking_uri=grid, root=shared_root, metrics=["test_ce", "distinct_4"])
+    table = pd.read_csv(tmp_path / "report_grid" / "final_effects.csv")
+    client = MlflowClient(grid)
+    exp = client.get_experiment_by_name("report_grid")
+    values: dict[tuple[str, str, int], list[float]] = {}
+    for run in client.search_runs([exp.experiment_id]):
+        for metric in ("test_ce", "distinct_4"):
+            for m in client.get_metric_history(run.info.run_id, metric):
+                values.setdefault((run.data.tags["regime"], metric, m.step), []).append(m.value)
+    for _, row in table.iterrows():
+        last = values[(row["regime"], row["metric"], 2)]
+        first = values[(row["regime"], row["metric"], 0)]
+        assert row["n_seeds"] == len(last) == 2
+        assert row["last_mean"] == pytest.approx(sum(last) / 2, rel=1e-12)
+        assert row["gen0_mean"] == pytest.approx(sum(first) / 2, rel=1e-12)
+        assert row["change"] == pytest.approx(sum(last) / 2 - sum(first) / 2, rel=1e-9, abs=1e-12)
+        if row["regime"] == "replace":  # tested against the reference regime, accumulate
+            ref = values[("accumulate", row["metric"], 2)]
+            want = stats.ttest_ind(last, ref, equal_var=False)
+            assert row["welch_t"] == pytest.approx(want.statistic, rel=1e-9)
+            assert row["p_value"] == pytest.approx(want.pvalue, rel=1e-9)
+        else:
+            assert math.isnan(row["welch_t"])
+    md = (tmp_path / "report_grid" / "final_effects.md").read_text()
+    assert "Welch t vs accumulate" in md
+
+
+def test_report_of_an_unknown_experiment_is_one_line(shared_root, capsys, grid):
+    assert main(["report", "no_such_experiment", "--root", str(shared_root), "--tracking-uri", grid]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no MLflow experiment named 'no_such_experiment'" in err and "\n" not in err
+    assert main(["report", "report_grid", "--root", str(shared_root), "--tracking-uri", grid, "--hue", "bogus"]) == 2
+    assert "not an axis" in capsys.readouterr().err
