@@ -145,14 +145,14 @@ class MixConfig:
 
 @dataclass
 class MetricsConfig:
-    names: list[str] = _f(["test_ce", "val_loss", "prompt_ce", "syntax_valid", "static_checks",
+    names: list[str] = _f(["test_ce", "prompt_ce", "syntax_valid", "static_checks",
                            "distinct_n", "ngram_entropy", "exact_duplicates", "self_bleu", "gzip_ratio", "ast_diversity",
                            "identifier_vocab", "mean_length",
                            "perplexity_gen0", "tail_coverage", "vocab_coverage", "zipf", "unigram_divergence", "length_shift",
                            "verbatim_copy", "synthetic_copy"],
-                          "metrics computed every generation (`collapse metrics` lists them; docs/metrics.md); semantic_diversity and humaneval are opt-in")
+                          "metrics computed every generation (`collapse metrics` lists them; docs/metrics.md); val_loss, semantic_diversity and humaneval are opt-in")
     eval_tokens: int | None = _f(None, "cap on tokens of the human test split used for cross-entropy; null = all", *_pos_or_none)
-    subsample: int = _f(1000, "samples used by metrics whose cost grows faster than n log n (self-BLEU, embeddings): a seeded subsample of this size", *_pos)
+    subsample: int = _f(500, "size of the seeded subsample used by metrics whose cost grows faster than n log n (self-BLEU, embeddings) or that run a model per sample (perplexity_gen0); also the number of held-out prompts of prompt_ce", *_pos)
     copy_k: int = _f(32, "verbatim copy: a sample is flagged when it shares a span of at least this many tokens with the reference data", lambda v: v >= 4, ">= 4")
     copy_k_also: list[int] = _f([16, 64], "further span lengths the copy rate is also reported at")
     copy_top: int = _f(50, "longest verbatim copies the report shows (every flagged sample's attribution is in the artifact copies.jsonl)", *_nonneg)

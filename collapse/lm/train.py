@@ -47,6 +47,13 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def _token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Next-token NLL (nats) of ``targets`` (B, T-1) under ``logits`` (B, T, V), in fp32."""
+    lg = logits[:, :-1].float()
+    return torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), targets.reshape(-1),
+                                             reduction="none").view(targets.shape)
+
+
 @torch.no_grad()
 def block_losses(model, blocks: torch.Tensor, device: torch.device, precision: str, batch_size: int = 32,
                  token_bytes: torch.Tensor | None = None) -> dict[str, float]:
@@ -58,10 +65,9 @@ def block_losses(model, blocks: torch.Tensor, device: torch.device, precision: s
     for i in range(0, len(blocks), batch_size):
         x = blocks[i:i + batch_size].to(device)
         with autocast(device, precision):
-            logits = model(input_ids=x).logits  # (B, T, V)
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
         tgt = x[:, 1:]
-        tok_nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+        tok_nll = _token_nll(logits, tgt)  # (B, T-1)
         nll += float(tok_nll.sum())
         ntok += tgt.numel()
         if token_bytes is not None:
@@ -101,9 +107,8 @@ def sequence_nll(model, seqs: list[list[int]], eos_id: int, device: torch.device
             mask[r, start:L - 1] = True
         x = x.to(device)
         with autocast(device, precision):
-            logits = model(input_ids=x).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        tok = -logp.gather(-1, x[:, 1:].unsqueeze(-1)).squeeze(-1).cpu()
+            logits = model(input_ids=x, use_cache=False).logits
+        tok = _token_nll(logits, x[:, 1:]).cpu()
         tok = tok.masked_fill(~mask, 0.0)
         nll[idx] = tok.sum(1).double().numpy()
         cnt[idx] = mask.sum(1).numpy()

@@ -30,7 +30,7 @@ def metric_reference(markdown: bool = False) -> str:
         lines = []
         for n in order:
             m = REGISTRY[n]
-            flags = [f for f, on in (("default", n in default), ("model", m.needs_model), ("subsample", m.superlinear)) if on]
+            flags = [f for f, on in (("default", n in default), ("model", m.needs_model), ("subsample", m.subsampled)) if on]
             first = " ".join(m.doc.split())
             lines.append(f"{n:20s} [{', '.join(flags) or '-'}]\n" + textwrap.indent(textwrap.fill(first, 76), "    "))
         return "\n".join(lines)
@@ -47,6 +47,6 @@ def metric_reference(markdown: bool = False) -> str:
         out += [f"## {g.capitalize()}", ""]
         for n in names:
             m = REGISTRY[n]
-            flags = [f for f, on in (("default", n in default), ("model", m.needs_model), ("subsample", m.superlinear)) if on]
+            flags = [f for f, on in (("default", n in default), ("model", m.needs_model), ("subsample", m.subsampled)) if on]
             out += [f"### `{n}`" + (f" ({', '.join(flags)})" if flags else ""), "", " ".join(m.doc.split()), ""]
     return "\n".join(out)

@@ -105,7 +105,7 @@ def prompt_ce(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     from collapse.lm.train import sequence_nll
 
     lines = int(ctx.setting("prompt_lines", 1))
-    texts = (ctx.human_test_texts or [])[: int(ctx.setting("subsample", 1000))]
+    texts = (ctx.human_test_texts or [])[: int(ctx.setting("subsample", 500))]
     seqs, starts, nbytes = [], [], 0
     for t in texts:
         parts = t.split("\n")

@@ -27,7 +27,8 @@ class Metric:
     name: str
     fn: MetricFn
     needs_model: bool = False
-    superlinear: bool = False  # cost grows faster than n log n: runs on a seeded subsample
+    superlinear: bool = False  # cost grows faster than n log n
+    subsampled: bool = False  # runs on a seeded subsample (every superlinear metric does)
 
     @property
     def doc(self) -> str:
@@ -88,16 +89,20 @@ class MetricContext:
             memo[key] = fn() if fn is not None else None
         return memo[key]
 
-    def subsample(self, samples: list[str], purpose: str, n: int | None = None) -> list[str]:
-        """A seeded subsample of at most ``n`` (default ``settings['subsample']``)
-        samples, the same for the same (seed, generation, purpose)."""
-        n = int(n or self.setting("subsample", 1000))
-        if len(samples) <= n:
-            return list(samples)
+    def subsample_index(self, total: int, purpose: str, n: int | None = None) -> np.ndarray:
+        """Sorted indices of a seeded subsample of at most ``n`` (default
+        ``settings['subsample']``) of ``total`` items, the same for the same
+        (seed, generation, purpose)."""
+        n = int(n or self.setting("subsample", 500))
+        if total <= n:
+            return np.arange(total)
         from collapse.mixing import generation_rng
 
-        idx = np.sort(generation_rng(self.seed, self.generation, f"metric:{purpose}").choice(len(samples), n, replace=False))
-        return [samples[i] for i in idx]
+        return np.sort(generation_rng(self.seed, self.generation, f"metric:{purpose}").choice(total, n, replace=False))
+
+    def subsample(self, samples: list[str], purpose: str, n: int | None = None) -> list[str]:
+        """The samples at :meth:`subsample_index`."""
+        return [samples[i] for i in self.subsample_index(len(samples), purpose, n)]
 
     def artifact(self, name: str) -> Path | None:
         """Path for a large output of this generation, or None when artifacts are not kept."""
@@ -123,14 +128,16 @@ class MetricContext:
 REGISTRY: dict[str, Metric] = {}
 
 
-def register(name: str, needs_model: bool = False, superlinear: bool = False) -> Callable[[MetricFn], MetricFn]:
-    """Register a metric under ``name``. ``superlinear`` marks metrics that work
-    on ``MetricContext.subsample`` because their cost grows faster than n log n."""
+def register(name: str, needs_model: bool = False, superlinear: bool = False,
+             subsampled: bool | None = None) -> Callable[[MetricFn], MetricFn]:
+    """Register a metric under ``name``. ``superlinear`` marks metrics whose cost
+    grows faster than n log n; they, and others marked ``subsampled`` (a model
+    forward pass per sample), work on ``MetricContext.subsample``."""
 
     def deco(fn: MetricFn) -> MetricFn:
         if name in REGISTRY:
             raise ValueError(f"metric {name!r} registered twice")
-        REGISTRY[name] = Metric(name, fn, needs_model, superlinear)
+        REGISTRY[name] = Metric(name, fn, needs_model, superlinear, superlinear if subsampled is None else subsampled)
         return fn
 
     return deco

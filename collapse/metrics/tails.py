@@ -34,22 +34,25 @@ def per_sample_perplexity(model, ids: list[list[int]], ctx: MetricContext) -> tu
     return ppl, cnt
 
 
-@register("perplexity_gen0")
+@register("perplexity_gen0", subsampled=True)
 def perplexity_gen0(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     """Perplexity of each sample under the generation-0 model (trained on human
     data only), as in the histograms of Shumailov et al. 2024 (Fig. 1b):
     quantiles ``ppl_gen0_q05 … ppl_gen0_q95`` (≥ 1) and the mean of log
     perplexity ``ppl_gen0_logmean`` (nats/token). Collapse shows as mass
     moving to low perplexity (the model's own likely sequences) and a thinning
-    high-perplexity tail. Per-sample values: artifact ``perplexity_gen0.jsonl``.
-    Sequences are cut to the model's context length."""
+    high-perplexity tail. A forward pass per sample, so it scores a seeded
+    subsample of ``metrics.subsample`` samples; per-sample values (with each
+    sample's index) in the artifact ``perplexity_gen0.jsonl``. Sequences are
+    cut to the model's context length."""
     model = ctx.load("reference_model", per_run=True)
     if model is None:
         return {}
+    index = ctx.subsample_index(len(samples), "perplexity_gen0")
     ids = ctx.token_ids(samples)
-    ppl, cnt = per_sample_perplexity(model, ids, ctx)
-    ctx.write_jsonl("perplexity_gen0.jsonl", ({"index": i, "ppl": None if math.isnan(p) else float(p), "tokens": int(c)}
-                                              for i, (p, c) in enumerate(zip(ppl, cnt))))
+    ppl, cnt = per_sample_perplexity(model, [ids[i] for i in index], ctx)
+    ctx.write_jsonl("perplexity_gen0.jsonl", ({"index": int(i), "ppl": None if math.isnan(p) else float(p), "tokens": int(c)}
+                                              for i, p, c in zip(index, ppl, cnt)))
     ok = ppl[~np.isnan(ppl)]
     if not len(ok):
         return {f"ppl_gen0_q{q:02d}": float("nan") for q in QUANTILES}
