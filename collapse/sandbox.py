@@ -12,7 +12,9 @@ only when the program exits 0 within the limits; otherwise its ``status`` is
 ``failed`` (an exception or a non-zero exit), ``blocked`` (it tried something
 the sandbox refuses), ``timeout`` (wall clock or CPU time), ``memory``,
 ``killed`` (a signal), ``output_limit`` or ``error`` (the sandbox itself could
-not start it), and ``reason`` says why in one line.
+not start it: out of processes, file descriptors or memory; in
+:func:`run_many` that program alone, the others still run), and ``reason``
+says why in one line.
 
 What the sandbox does
 ---------------------
@@ -59,11 +61,15 @@ the network layer (``"netns"`` or ``"socket-disabled"``).
   the program with fresh globals as ``__main__``. The hook refuses sockets,
   ``ctypes``, process creation (``fork``, ``exec``, ``subprocess``,
   ``os.system``, ``posix_spawn``), signals to other processes (``os.kill``
-  of another pid, ``killpg``), creating, changing or removing files outside
+  of another pid, ``killpg``), ``resource.prlimit`` on another process,
+  creating, changing or removing files outside
   the working directory (``/dev/null`` aside; ``os.open`` for writing needs
   an absolute path, as the hook cannot see its ``dir_fd``), changing to
   another directory, symbolic links, importing ``_posixsubprocess`` (it
-  forks without an audit event), ``_ctypes`` and CPython's test modules,
+  forks without an audit event), ``_ctypes``, ``_sqlite3`` (``ATTACH`` and
+  ``VACUUM INTO`` create database files with no audit event),
+  ``_posixshmem`` (``shm_open`` creates files in ``/dev/shm``) and CPython's
+  test modules,
   building code objects, sub-interpreters and ``gc`` object enumeration. A
   refused operation raises ``SandboxViolation`` (a ``PermissionError``) and
   the run is reported ``blocked``. Reading files, imports, threads, signals
@@ -90,11 +96,20 @@ What it does NOT protect against
   (``os.mkfifo``, ``os.mknod``, C modules that open files themselves, such
   as the ``dbm`` backends where they are built). The OS layers above are
   what holds then.
-* Without root the weaker fallbacks apply: no mount namespace and no user of
-  its own, so the child runs as the parent's user, only the audit hook keeps
-  it from signalling the parent or writing the user's files, and
-  ``RLIMIT_NPROC`` counts all of that user's processes (the child may be
-  unable to start a thread when the user already runs as many).
+* Without root the guarantees above do not all hold; they hold in full only
+  when the parent runs as root (as this project's CI does). Without root
+  there is no user of its own per run and no mount namespace (and there is
+  no PID namespace in either case): the child runs as the parent's user,
+  and only the audit hook stands between it and the parent, which it does
+  not fully cover. In particular the child can signal the parent with
+  ``signal.pidfd_send_signal`` on a pidfd from ``os.pidfd_open`` (neither
+  raises an audit event in Python 3.11), read the parent's environment
+  from ``/proc/<ppid>/environ``, and use the other calls that raise no
+  audit event (``os.mkfifo``, ``os.mknod``, C modules that open files
+  themselves) on whatever that user may touch. ``RLIMIT_NPROC`` then
+  counts all of that user's processes (the child may be unable to start a
+  thread when the user already runs as many). For code that may be
+  hostile, run as root, or inside a container or VM of its own.
 """
 
 from __future__ import annotations
@@ -276,7 +291,8 @@ def _install(W, pid):
             # The last component names the extension's init function, whatever the package.
             if _str.__str__(name).rpartition(".")[2] in {
                     "_posixsubprocess", "_ctypes", "_xxsubinterpreters", "_testcapi", "_testinternalcapi",
-                    "_testmultiphase", "_testbuffer", "_testimportmultiple", "_testsinglephase"}:
+                    "_testmultiphase", "_testbuffer", "_testimportmultiple", "_testsinglephase",
+                    "_sqlite3", "_posixshmem"}:
                 raise _exc("blocked: import of " + _str.__str__(name))
             return
         if event in {"exec", "compile", "object.__getattr__", "object.__setattr__", "object.__delattr__",
@@ -323,6 +339,10 @@ def _install(W, pid):
             if _type(args[0]) is _int and args[0] == _pid:
                 return
             what = "signal to another process (os.kill)"
+        elif event == "resource.prlimit":
+            if _type(args[0]) is _int and (args[0] == 0 or args[0] == _pid):
+                return
+            what = "limits of another process (resource.prlimit)"
         elif event in {"os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "os.spawn", "os.system",
                        "subprocess.Popen", "pty.spawn", "os.startfile"}:
             what = "process creation (" + event + ")"
@@ -527,8 +547,12 @@ def _memfd(data: bytes) -> int:
         f = tempfile.TemporaryFile()
         fd = os.dup(f.fileno())
         f.close()
-    _write_all(fd, data)
-    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        _write_all(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
@@ -572,14 +596,41 @@ def _classify(rc: int, stderr: str, limits: Limits) -> tuple[str, str]:
     return "failed", last or f"exit code {rc}"
 
 
+def _spawn(argv: list[str], env: dict[str, str], cwd: str, fds: tuple[int, ...]) -> subprocess.Popen:
+    """Start the child's stage 1 in a session of its own, with only ``fds`` inherited."""
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, cwd=cwd, start_new_session=True, close_fds=True, pass_fds=fds)
+
+
+def _not_started(e: BaseException, t0: float) -> Result:
+    """The result of a program whose child could not be set up (out of processes, file descriptors, memory)."""
+    why = " ".join(str(e).split()) or type(e).__name__
+    return Result(ok=False, status="error", reason=f"sandbox could not start the program: {why}", returncode=None,
+                  stdout="", stderr="", wall_s=time.monotonic() - t0)
+
+
 def _execute(program: str, limits: Limits, cfg: dict) -> Result:
+    """Run one program; a failure to set up its child (``OSError``: EAGAIN, EMFILE, ENOMEM, ...) is
+    that program's ``error`` result, never an exception (a batch goes on with the other programs)."""
     t0 = time.monotonic()
     cap = limits.max_output_bytes
-    base = tempfile.mkdtemp(prefix="collapse-sandbox-")
-    workdir = os.path.realpath(base)
-    uid = _new_uid() if cfg["drop"] else -1
-    prog_fd = _memfd(program.encode("utf-8", "surrogatepass"))
-    status_r, status_w = os.pipe()
+    base, uid, fds = None, -1, []
+    try:
+        base = tempfile.mkdtemp(prefix="collapse-sandbox-")
+        workdir = os.path.realpath(base)
+        uid = _new_uid() if cfg["drop"] else -1
+        fds.append(_memfd(program.encode("utf-8", "surrogatepass")))
+        fds.extend(os.pipe())
+    except OSError as e:
+        for fd in fds:
+            os.close(fd)
+        if base is not None:
+            shutil.rmtree(base, ignore_errors=True)
+        if uid >= 0:
+            with _uid_lock:
+                _uids_in_use.discard(uid)
+        return _not_started(e, t0)
+    prog_fd, status_r, status_w = fds
     scratch_mb = 4 * limits.max_file_mb
     binds = "\n".join(f"{a}\t{p}" for a, p in _hidden_binds()) if cfg["mounts"] else ""
     exe = _interpreter()
@@ -590,11 +641,10 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
     out = {"stdout": bytearray(), "stderr": bytearray()}
     truncated = timed_out = flooded = False
     proc = None
+    failure: BaseException | None = None
     try:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env=env, cwd=workdir, start_new_session=True, close_fds=True,
-                                    pass_fds=(prog_fd, status_w))
+            proc = _spawn(argv, env, workdir, (prog_fd, status_w))
         finally:
             os.close(prog_fd)
             os.close(status_w)
@@ -628,6 +678,8 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
                         buf += chunk
                 if flooded:
                     break
+    except (OSError, subprocess.SubprocessError) as e:
+        failure = e
     finally:
         if proc is not None:
             _kill_group(proc.pid)
@@ -650,6 +702,14 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
         if uid >= 0:
             with _uid_lock:
                 _uids_in_use.discard(uid)
+    if failure is not None:
+        if proc is None:
+            return _not_started(failure, t0)
+        why = " ".join(str(failure).split()) or type(failure).__name__
+        return Result(ok=False, status="error", reason=f"sandbox error while running the program: {why}",
+                      returncode=proc.returncode, stdout=out["stdout"].decode("utf-8", "replace"),
+                      stderr=out["stderr"].decode("utf-8", "replace"), wall_s=time.monotonic() - t0,
+                      truncated=truncated)
     wall = time.monotonic() - t0
     stdout = out["stdout"].decode("utf-8", "replace")
     stderr = out["stderr"].decode("utf-8", "replace")

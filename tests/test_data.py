@@ -31,8 +31,8 @@ MIT = "Permission is hereby granted, free of charge, to any person obtaining a c
       "The above copyright notice and this permission notice shall be included in all copies ... " \
       "to permit persons to whom the Software is furnished to do so"
 #: Every row-level drop reason of the default pipeline, at zero.
-NO_DROPS = {"duplicate": 0, "too_short": 0, "too_long": 0, "autogen": 0, "long_line": 0, "mean_line_length": 0,
-            "low_alnum": 0, "near_duplicate": 0, "max_examples": 0}
+NO_DROPS = {"redaction_broke_syntax": 0, "duplicate": 0, "too_short": 0, "too_long": 0, "autogen": 0, "long_line": 0,
+            "mean_line_length": 0, "low_alnum": 0, "near_duplicate": 0, "max_examples": 0}
 
 # Line numbers matter: the tests below check exact 1-based spans.
 MODULE = '''\

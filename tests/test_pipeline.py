@@ -233,6 +233,78 @@ def test_redaction_of_each_kind():
     assert out == 'cfg = {"api_key": "<KEY>"}' and counts == {"secret": 1}
 
 
+def test_addresses_are_redacted_only_in_strings_and_comments():
+    code = ("def project(x, a, b):\n    h = x@self.weight  # ask jane.doe@acme-corp.com\n"
+            "    y = a@np.linalg.inv(b)\n    return h, y, 'mail bob@acme-corp.com or 93.184.216.34'\n")
+    out, counts = redact(code)
+    assert out == ("def project(x, a, b):\n    h = x@self.weight  # ask <EMAIL>\n"
+                   "    y = a@np.linalg.inv(b)\n    return h, y, 'mail <EMAIL> or <IP_ADDRESS>'\n")
+    assert counts == {"email": 2, "ipv4": 1}
+    assert redact("h = x@self.weight")[0] == "h = x@self.weight"
+    assert redact("z = a@np.linalg.inv(b)")[0] == "z = a@np.linalg.inv(b)"
+    assert redact('msg = f"to {user} at jane.doe@acme-corp.com"')[0] == 'msg = f"to {user} at <EMAIL>"'
+    # Text that is not Python is searched whole.
+    assert redact("Write to jane.doe@acme-corp.com, host 93.184.216.34.")[0] == "Write to <EMAIL>, host <IP_ADDRESS>."
+
+
+def test_secret_assignments_with_subscripts_and_annotations():
+    value = "aB3dE5fG7hJ9kL1mN"
+    for code in (f'os.environ["API_KEY"] = "{value}"', f'token: str = "{value}"', f"cfg['password'] = '{value}'",
+                 f'API_KEY: Final = "{value}"', f'SECRET: Final[str] = "{value}"', f'self.api_key = "{value}"'):
+        out, counts = redact(code)
+        assert value not in out and "<KEY>" in out and counts == {"secret": 1}, code
+    assert redact(f'label: str = "{value}"')[1] == {}  # the name says nothing secret
+
+
+def test_private_key_header_without_end_redacts_only_the_header():
+    sentinel = ('def read_key(lines):\n    inside = False\n    for line in lines:\n'
+                '        if line == "-----BEGIN RSA PRIVATE KEY-----":\n            inside = True\n'
+                '        elif line == "-----END RSA PRIVATE KEY-----":\n            inside = False\n    return inside\n')
+    out, counts = redact(sentinel)
+    assert out == sentinel.replace("-----BEGIN RSA PRIVATE KEY-----", "<KEY>") and counts == {"private_key": 1}
+    lone = ('def starts_key(text):\n    if text.startswith("-----BEGIN PRIVATE KEY-----"):\n        return True\n'
+            '    return text.strip().endswith("x")\n')
+    out, _ = redact(lone)
+    assert out == lone.replace("-----BEGIN PRIVATE KEY-----", "<KEY>")
+    # A key cut off after its header: the key data lines go too, the code after them stays.
+    body = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun"
+    cut = f'def cut():\n    pem = """-----BEGIN RSA PRIVATE KEY-----\n{body}\n"""\n    return len(pem)\n'
+    out, counts = redact(cut)
+    assert out == 'def cut():\n    pem = """<KEY>\n<KEY>\n"""\n    return len(pem)\n' and counts == {"private_key": 1}
+    # A complete block, in one string or in several, goes whole.
+    pieces = ('KEY = ("-----BEGIN EC PRIVATE KEY-----\\n"\n       "' + body + '\\n"\n'
+              '       "-----END EC PRIVATE KEY-----\\n")\nN = 1\n')
+    assert redact(pieces) == ('KEY = ("<KEY>\\n")\nN = 1\n', {"private_key": 1})
+
+
+def test_a_long_line_of_strings_redacts_in_linear_time():
+    import time
+
+    line = "NAMES = [" + ", ".join(f'"item{i:06d}abcdefghij"' for i in range(1700)) + "]"
+    assert len(line) > 40_000
+    t0 = time.perf_counter()
+    out, counts = redact(line)
+    assert time.perf_counter() - t0 < 1.0 and out == line and counts == {}
+    hosts = "HOSTS = [" + ", ".join(f'"93.184.{i // 200}.{i % 200}"' for i in range(2000)) + "]"
+    t0 = time.perf_counter()
+    out, counts = redact(hosts)
+    assert time.perf_counter() - t0 < 1.0 and counts == {"ipv4": 2000} and "93.184" not in out
+
+
+def test_rows_that_redaction_would_break_are_dropped(tmp_path):
+    ok = "def fine(a, b):\n    total = a + b\n    return total * 2"
+    ident = "def odd():\n    AKIAQ3EGRUQX5JXZT4NB = 1\n    return AKIAQ3EGRUQX5JXZT4NB + 1"  # a key-shaped name
+    prose = "Mail jane.doe@acme-corp.com about it"  # never parsed: redacted and kept
+    src = write_jsonl(tmp_path / "r.jsonl", [ok, ident, prose])
+    dropped: list[dict] = []
+    ds, info = load_human_corpus(cfg(src, pipeline=["redact", "exact_dedup"]), progress=False, dropped=dropped)
+    assert ds["text"] == [ok, "Mail <EMAIL> about it"]
+    assert [(d["step"], d["reason"], d["source"]) for d in dropped] == [("redact", "redaction_broke_syntax", "r.jsonl#row1")]
+    assert "AKIA" not in dropped[0]["text"]  # only redacted text is kept anywhere
+    assert info["steps"][0]["dropped"] == {"redaction_broke_syntax": 1}
+    assert info["dropped"]["redaction_broke_syntax"] == 1
+
+
 @pytest.mark.slow
 def test_secrets_reach_no_saved_artifact(tmp_path):
     """A tiny real experiment on a corpus with planted keys and addresses:
@@ -359,6 +431,61 @@ def test_license_detection_on_a_tree(tmp_path):
     assert ds4["license"] == ["MIT"]
 
 
+PSF_NOTICE = ("PYTHON SOFTWARE FOUNDATION LICENSE VERSION 2\n--------------------------------------------\n\n"
+              "1. This LICENSE AGREEMENT is between the Python Software Foundation (\"PSF\"), and the Individual or "
+              "Organization (\"Licensee\") accessing and otherwise using this software (\"Python\").\n")
+FILLER = "\n".join(f"Clause {i}: the terms of this section apply to every copy of the program." for i in range(80))
+
+
+def test_license_named_first_wins_over_appended_notices():
+    # A GPL or proprietary license with a PSF third-party notice appended is not PSF.
+    assert identify_text(GPL3 + "\n\nThird-party notices\n\n" + PSF_NOTICE) == "GPL-3.0-only"
+    assert identify_text(GPL3 + "\n" + FILLER + "\n\nThird-party notices\n\n" + PSF_NOTICE) == "GPL-3.0-only"
+    proprietary = "Copyright (c) 2024 ACME Corp. All rights reserved. Proprietary and confidential.\n"
+    assert identify_text(proprietary + FILLER + "\n\nbundled/compat.py:\n" + PSF_NOTICE) is None
+    assert identify_text(PSF_NOTICE) == "PSF-2.0"
+    # CPython's own LICENSE: the history of the software (which quotes the GPL) comes before the PSF license.
+    cpython = ("A. HISTORY OF THE SOFTWARE\n==========================\n\nPython was created in the early 1990s. "
+               "Unlike the GNU General Public License, version 2, ...\n" + FILLER + "\n\n"
+               "B. TERMS AND CONDITIONS FOR ACCESSING OR OTHERWISE USING PYTHON\n\n" + PSF_NOTICE)
+    assert identify_text(cpython) == "PSF-2.0"
+
+
+def test_mpl_naming_the_gnu_licenses_is_mpl():
+    mpl = ("Mozilla Public License Version 2.0\n==================================\n\n1. Definitions\n"
+           "--------------\n\n1.1. \"Contributor\"\n    means each individual or legal entity that creates...\n\n"
+           "1.12. \"Secondary License\"\n    means either the GNU General Public License, Version 2.0, the GNU Lesser "
+           "General Public License, Version 2.1, the GNU Affero General Public License, Version 3.0, or any later "
+           "versions of those licenses.\n")
+    assert identify_text(mpl) == "MPL-2.0"
+    system = Path("/usr/share/common-licenses/MPL-2.0")
+    if system.is_file():
+        assert identify_text(system.read_text()) == "MPL-2.0"
+
+
+def test_nested_checkout_does_not_inherit_its_hosts_license(tmp_path):
+    from collapse.data.licenses import LicenseFinder
+
+    proj = tmp_path / "proj"
+    f = random_functions(3, seed=31)
+    (proj / ".git").mkdir(parents=True)
+    (proj / "LICENSE").write_text(MIT)
+    write_module(proj / "pkg" / "a.py", [f[0]])
+    (proj / "vendor" / "foo" / ".git").mkdir(parents=True)
+    write_module(proj / "vendor" / "foo" / "sub" / "v.py", [f[1]])
+    (proj / "vendor" / "bar").mkdir(parents=True)  # a plain folder: the host's license
+    write_module(proj / "vendor" / "bar" / "w.py", [f[2]])
+    finder = LicenseFinder(proj)
+    assert finder(proj / "pkg" / "a.py") == "MIT" and finder(proj / "vendor" / "bar" / "w.py") == "MIT"
+    assert finder(proj / "vendor" / "foo" / "sub" / "v.py") is None
+    dropped: list[dict] = []
+    ds, info = load_human_corpus(cfg(proj), progress=False, dropped=dropped)
+    assert sorted(s.split(":")[0] for s in ds["source"]) == ["pkg/a.py", "vendor/bar/w.py"]
+    assert [(d["source"], d["reason"]) for d in dropped] == [("vendor/foo/sub/v.py", "license_unknown")]
+    (proj / "vendor" / "foo" / "COPYING").write_text(GPL3)  # its own license counts
+    assert LicenseFinder(proj)(proj / "vendor" / "foo" / "sub" / "v.py") == "GPL-3.0-only"
+
+
 def _dist(site: Path, name: str, version: str, meta: list[str], files: dict[str, str]) -> None:
     info = site / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir(parents=True)
@@ -419,6 +546,7 @@ def test_opted_out_files_are_never_used(tmp_path):
     keep = random_functions(40, seed=22, prefix="kept")
     write_module(root / "keep.py", keep)
     (root / "LICENSE").write_text(MIT)
+    (root / "repo_a" / "LICENSE").write_text(MIT)  # a checkout's license is its own, never the folder's above it
     opt = ["repo_b", "*_pb2.py", "vendor/", str(root / "private")]
     c = cfg(root, opt_out=opt, write_dropped=True, val_fraction=0.2, test_fraction=0.2)
     dsd, info = prepare_human_data(c, tmp_path / "cache", progress=False)
@@ -433,6 +561,47 @@ def test_opted_out_files_are_never_used(tmp_path):
         ("repo_b/b.py", "repo_b"), ("repo_b/broken.py", "repo_b"), ("vendor/v.py", "vendor/")]
     card = (entry / "README.md").read_text()
     assert "5 files removed before reading" in card and "| `repo_b` | 2 |" in card
+
+
+def test_bare_opt_out_names_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    root = tmp_path / "checkouts"
+    f = random_functions(5, seed=41)
+    (root / "org" / "repo_b" / ".git").mkdir(parents=True)
+    write_module(root / "org" / "repo_b" / "b.py", [f[0]])
+    write_module(root / "scratch" / "s.py", [f[1]])  # a plain folder under the source root, named bare
+    write_module(root / "orgA" / "x" / "y.py", [f[2]])
+    write_module(root / "orgA" / "z.py", [f[3]])
+    write_module(root / "keep.py", random_functions(6, seed=42, prefix="kept"))
+    (root / "LICENSE").write_text(MIT)
+    opt = ["repo_b", "scratch", "./orgA/x"]
+    expected = {"repo_b": 1, "scratch": 1, "./orgA/x": 1}
+    for here in ("empty", "decoy"):
+        cwd = tmp_path / here
+        cwd.mkdir()
+        if here == "decoy":  # folders of the same names in the working directory change nothing
+            (cwd / "repo_b").mkdir()
+            (cwd / "scratch").mkdir()
+        monkeypatch.chdir(cwd)
+        dropped: list[dict] = []
+        ds, info = load_human_corpus(cfg(root, opt_out=opt), progress=False, dropped=dropped)
+        assert info["opt_out"] == {"patterns": expected, "files": 3}, here
+        assert sorted((d["source"], d["pattern"]) for d in dropped if d["reason"] == "opt_out") == [
+            ("org/repo_b/b.py", "repo_b"), ("orgA/x/y.py", "./orgA/x"), ("scratch/s.py", "scratch")]
+        assert not any(s.startswith(("org/", "scratch/", "orgA/x/")) for s in ds["source"])
+
+
+def test_data_key_covers_what_opt_out_entries_resolve_to(tmp_path, monkeypatch):
+    from collapse.data.split import data_key
+
+    root = tmp_path / "code"
+    write_module(root / "m.py", random_functions(2, seed=43))
+    keys = {}
+    for here in ("a", "b"):
+        (tmp_path / here).mkdir()
+        monkeypatch.chdir(tmp_path / here)
+        keys[here] = (data_key(cfg(root, opt_out=["private/x.py"])), data_key(cfg(root, opt_out=["repo_b"])))
+    assert keys["a"][0] != keys["b"][0]  # a relative path names another file from another directory
+    assert keys["a"][1] == keys["b"][1]  # a name means the same everywhere
 
 
 # ----------------------------------------------------------------- cards

@@ -225,3 +225,59 @@ def test_limits_defaults_and_validation():
         Limits(timeout_s=0)
     with pytest.raises(ValueError):
         Limits(memory_mb=0)
+
+
+def test_a_program_whose_child_cannot_start_is_an_error_and_the_batch_goes_on(monkeypatch):
+    import errno
+    import threading
+
+    sandbox.isolation()  # the probe runs before anything is made to fail
+    calls, lock = [0], threading.Lock()
+    popen, memfd = sandbox.subprocess.Popen, sandbox._memfd
+
+    def flaky_popen(*args, **kwargs):
+        with lock:
+            calls[0] += 1
+            n = calls[0]
+        if n == 2:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        return popen(*args, **kwargs)
+
+    def flaky_memfd(data):
+        if b"NO_FD_FOR_ME" in data:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return memfd(data)
+
+    monkeypatch.setattr(sandbox.subprocess, "Popen", flaky_popen)
+    monkeypatch.setattr(sandbox, "_memfd", flaky_memfd)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    progs = ["print(0)", "print(1)", "print(2)", "# NO_FD_FOR_ME\nprint(3)", "print(4)"]
+    res = run_many(progs, QUICK, workers=1, progress=False)
+    assert [r.status for r in res] == ["passed", "error", "passed", "error", "passed"]
+    assert [r.stdout for r in res if r.ok] == ["0\n", "2\n", "4\n"]
+    assert res[1].reason == "sandbox could not start the program: [Errno 11] Resource temporarily unavailable"
+    assert res[3].reason == "sandbox could not start the program: [Errno 24] Too many open files"
+    assert all(not r.ok and "\n" not in r.reason and r.returncode is None for r in (res[1], res[3]))
+    assert len(os.listdir("/proc/self/fd")) == fds_before  # nothing leaked by the failed starts
+    r = run("print('x')", QUICK)  # run() answers the same way
+    assert r.ok
+    monkeypatch.setattr(sandbox.subprocess, "Popen", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOMEM, "no memory")))
+    r = run("print('x')", QUICK)
+    assert r.status == "error" and "no memory" in r.reason
+
+
+def test_limits_of_other_processes_sqlite_and_shared_memory_are_refused():
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for prog in ["import os, resource\nresource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (1, 1))",
+                 "import resource\nresource.prlimit(1, resource.RLIMIT_NOFILE)"]:
+        r = run(prog, QUICK)
+        assert r.status == "blocked" and "prlimit" in r.reason, (prog, r)
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == nofile
+    r = run("import os, resource\nresource.prlimit(0, resource.RLIMIT_NOFILE, (32, 32))\n"
+            "print(resource.prlimit(os.getpid(), resource.RLIMIT_NOFILE))", QUICK)  # its own limits: allowed
+    assert r.ok and r.stdout == "(32, 32)\n", r
+    r = run("import sqlite3\nsqlite3.connect(':memory:').execute(\"ATTACH DATABASE 'x.db' AS x\")", QUICK)
+    assert r.status == "blocked" and "_sqlite3" in r.reason, r
+    r = run("from multiprocessing import shared_memory\nshared_memory.SharedMemory(create=True, size=16)", QUICK)
+    assert r.status == "blocked" and "_posixshmem" in r.reason, r
+    still_works()

@@ -15,8 +15,11 @@ A file's license, in order of precedence:
    ``LICENCE``, ``COPYING``, ``UNLICENSE`` (any case, with any extension or
    suffix such as ``LICENSE.txt``, ``LICENSE-MIT``) in the file's directory
    or the closest one above it, up to the source root (or, when the root
-   lies inside a git checkout, up to that checkout's root). Several license
-   files in one directory combine with ``AND``: every one must be allowed;
+   lies inside a git checkout, up to that checkout's root), never past the
+   root of a checkout (a directory holding ``.git``): a checkout nested in
+   the tree (``vendor/foo/.git``) without a license file of its own is
+   unknown, not its host's license. Several license files in one directory
+   combine with ``AND``: every one must be allowed;
 3. otherwise the license is unknown (``None``).
 
 License files are identified from their text by characteristic phrases
@@ -146,18 +149,25 @@ def _squash(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text.lower())
 
 
-# (id, phrases that must all occur); the first match wins, so specific texts come first.
+_PSF_TITLE = "python software foundation license version 2"
+# CPython's own LICENSE (and its copies) opens with the history of the software, which quotes the GPL,
+# before the PSF license itself.
+_CPYTHON_OPENING = "a history of the software"
+
+
+# (id, phrases that must all occur in the head). Of the fingerprints that match, the one whose first
+# phrase occurs earliest wins (a license's own title comes before the licenses it mentions: MPL-2.0
+# names the GNU licenses in its definitions); on a tie the earlier entry wins, so specific texts come first.
 _FINGERPRINTS: list[tuple[str, tuple[str, ...]]] = [
-    # CPython's LICENSE.txt also quotes the GPL (compatibility notes) and 0BSD (documentation): PSF first.
-    ("PSF-2.0", ("python software foundation license version 2",)),
+    ("MPL-2.0", ("mozilla public license", "2 0")),
+    ("EPL-2.0", ("eclipse public license", "2 0")),
     ("AGPL-3.0-only", ("gnu affero general public license", "version 3")),
     ("LGPL-2.1-only", ("gnu lesser general public license", "version 2 1")),
     ("LGPL-3.0-only", ("gnu lesser general public license", "version 3")),
     ("LGPL-2.0-only", ("gnu library general public license", "version 2")),
     ("GPL-3.0-only", ("gnu general public license", "version 3")),
     ("GPL-2.0-only", ("gnu general public license", "version 2")),
-    ("MPL-2.0", ("mozilla public license", "2 0")),
-    ("EPL-2.0", ("eclipse public license", "2 0")),
+    ("PSF-2.0", (_PSF_TITLE,)),
     ("Apache-2.0", ("apache license", "version 2 0")),
     ("PSF-2.0", ("psf license agreement", "python software foundation")),
     ("Unlicense", ("this is free and unencumbered software released into the public domain",)),
@@ -186,8 +196,10 @@ def identify_text(text: str) -> str | None:
     """The SPDX id of a license text, or None when it is not recognized.
 
     Only the head of the text (:data:`HEAD_CHARS`) is matched, where the
-    primary license of a file is; the PSF license is looked for in the whole
-    text (CPython's ``LICENSE.txt`` opens with the history of the software).
+    primary license of a file is (third-party notices appended further down
+    say nothing about it), and of the licenses found there the one named
+    first wins. CPython's own ``LICENSE`` (it opens with "A. HISTORY OF THE
+    SOFTWARE", which quotes the GPL) is PSF-2.0 when the PSF license follows.
     A short text that is just a license name or id (``MIT``, ``BSD
     License``, ``Apache-2.0``) is mapped like an expression.
     """
@@ -199,17 +211,25 @@ def identify_text(text: str) -> str | None:
         if all(t in ("AND", "OR", "WITH", "(", ")") or t in _BY_LOWER.values() for t in _EXPR_TOKEN.findall(expr)):
             return expr
     head = squashed[:HEAD_CHARS]
+    if head.lstrip().startswith(_CPYTHON_OPENING) and _PSF_TITLE in squashed:
+        return "PSF-2.0"
+    best: tuple[int, str] | None = None
     for spdx, phrases in _FINGERPRINTS:
-        if all(p in (squashed if spdx == "PSF-2.0" else head) for p in phrases):
-            if spdx == "MIT-0":
-                return "MIT" if _MIT_NOTICE in squashed else "MIT-0"
-            if spdx in ("0BSD", "ISC"):
-                # ISC wording with "and/or" and the notice clause is ISC; 0BSD drops the clause.
-                return "ISC" if _ISC_NOTICE in squashed else "0BSD"
-            if spdx.endswith("-only") and "or at your option any later version" in head:
-                return spdx.replace("-only", "-or-later")
-            return spdx
-    return None
+        if all(p in head for p in phrases):
+            at = head.index(phrases[0])
+            if best is None or at < best[0]:
+                best = (at, spdx)
+    if best is None:
+        return None
+    spdx = best[1]
+    if spdx == "MIT-0":
+        return "MIT" if _MIT_NOTICE in squashed else "MIT-0"
+    if spdx in ("0BSD", "ISC"):
+        # ISC wording with "and/or" and the notice clause is ISC; 0BSD drops the clause.
+        return "ISC" if _ISC_NOTICE in squashed else "0BSD"
+    if spdx.endswith("-only") and "or at your option any later version" in head:
+        return spdx.replace("-only", "-or-later")
+    return spdx
 
 
 def license_ids(expr: str) -> list[str]:
@@ -315,7 +335,9 @@ class LicenseFinder:
     """Nearest-license-file lookup under one source root, memoized per directory.
 
     The search stops at ``root``, or at the root of the git checkout that
-    contains ``root`` when there is one (a directory holding ``.git``).
+    contains ``root`` when there is one (a directory holding ``.git``), and
+    never goes above the root of any checkout on the way: a nested checkout
+    without a license file of its own is unknown (None).
     """
 
     def __init__(self, root: Path):
@@ -335,7 +357,8 @@ class LicenseFinder:
         if directory in self._memo:
             return self._memo[directory]
         found = _dir_license(directory)
-        if found is None and directory != self.top and self.top in directory.parents:
+        if (found is None and directory != self.top and self.top in directory.parents
+                and not (directory / ".git").exists()):
             found = self.find(directory.parent)
         self._memo[directory] = found
         return found

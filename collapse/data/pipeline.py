@@ -3,8 +3,8 @@
 =============  ==============================================  =====================================
 step           what it does                                    drop reasons
 =============  ==============================================  =====================================
-redact         replaces secrets and personal data by           (none: counts per kind)
-               placeholders (:mod:`collapse.data.redact`)
+redact         replaces secrets and personal data by           ``redaction_broke_syntax`` (a row
+               placeholders (:mod:`collapse.data.redact`)      that parsed before and not after)
 exact_dedup    drops exact duplicates (whitespace-normalized    ``duplicate``
                text), first occurrence kept
 length         ``data.min_chars`` / ``data.max_chars``          ``too_short``, ``too_long``
@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from collapse.config import DataConfig
 from collapse.data.filters import autogen_reason, length_reason, normalize_text, quality_reason
-from collapse.data.redact import Redactor
+from collapse.data.redact import Redactor, parses
 
 __all__ = ["STEP_REASONS", "StepReport", "run_pipeline", "content_hash"]
 
@@ -42,7 +42,7 @@ log = logging.getLogger("collapse")
 
 #: Every row step and the reasons it drops for (``data.pipeline`` names a subset, in order).
 STEP_REASONS: dict[str, tuple[str, ...]] = {
-    "redact": (),
+    "redact": ("redaction_broke_syntax",),
     "exact_dedup": ("duplicate",),
     "length": ("too_short", "too_long"),
     "autogen": ("autogen",),
@@ -138,13 +138,23 @@ def run_pipeline(rows: list[Row], cfg: DataConfig, dropped_rows: list[Row] | Non
         seen = len(rows)
         extra: dict[str, Any] = {}
         if step == "redact":
-            changed = 0
+            changed = broke = 0
+            kept_rows = []
             for r in rows:
                 new = redactor.redact(r["text"])
                 if new != r["text"]:
+                    if parses(r["text"]) and not parses(new):
+                        # Only the redacted text is kept anywhere, the dropped-rows file included.
+                        broke += 1
+                        if dropped_rows is not None:
+                            dropped_rows.append({"step": step, "reason": "redaction_broke_syntax",
+                                                 "source": r["source"], "text": new})
+                        continue
                     changed += 1
                     r["text"] = new
-            counts: dict[str, int] = {}
+                kept_rows.append(r)
+            rows = kept_rows
+            counts: dict[str, int] = {"redaction_broke_syntax": broke}
             extra = {"rows_changed": changed, "replacements": {k: v for k, v in redactor.counts.items() if v}}
         elif step == "exact_dedup":
             rows, counts = _exact_dedup(rows, dropped_rows)

@@ -26,13 +26,17 @@ them. Each entry is one of:
 - a glob (has ``*``, ``?`` or ``[``): matched against the file's path
   relative to its source root, the same path prefixed with the source label,
   and the absolute path (``*`` also matches ``/``);
-- a path (contains ``/`` or names an existing file or directory relative to
-  the working directory): that file, or everything under that directory;
-  also matched as a path relative to each source root;
-- a name: a repository, i.e. a checkout root (a directory holding ``.git``,
-  or a directory source itself, or the checkout a directory source lies
-  in) with that name, or an installed distribution with that name
-  (case-insensitive, ``-``/``_``/``.`` equivalent).
+- a path (contains ``/``): that file, or everything under that directory,
+  resolved against the working directory; also matched, normalized
+  (``./orgA/x`` is ``orgA/x``), as a path relative to each source root (and
+  to the source label);
+- a name (no ``/``, no glob character): a repository, i.e. a checkout root
+  (a directory holding ``.git``, or a directory source itself, or the
+  checkout a directory source lies in) with that name, or an installed
+  distribution with that name (case-insensitive, ``-``/``_``/``.``
+  equivalent); also the file or directory of that name directly under a
+  source root. A name never depends on the working directory: a folder of
+  that name there changes nothing.
 
 Tabular and hub sources have no files: opt-outs do not apply to them.
 """
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import posixpath
 import re
 import sysconfig
 from dataclasses import dataclass, field
@@ -232,25 +237,33 @@ class OptOut:
     def __init__(self, patterns: list[str]):
         self.patterns = list(patterns)
         self.counts = {p: 0 for p in self.patterns}
-        self._kinds = []
+        self._kinds: list[tuple[str, str, Path | None]] = []
         for p in self.patterns:
             if any(c in p for c in "*?["):
                 self._kinds.append(("glob", p, None))
-            elif "/" in p or os.sep in p or Path(p).expanduser().exists():
-                self._kinds.append(("path", p.rstrip("/") or "/", Path(p).expanduser().resolve()))
+            elif "/" in p or os.sep in p:
+                rel = posixpath.normpath(p.replace(os.sep, "/"))
+                self._kinds.append(("path", rel, Path(p).expanduser().resolve()))
             else:
-                self._kinds.append(("name", _canon(p), None))
+                self._kinds.append(("name", p, None))
+        self._names = [_canon(pat) if kind == "name" else "" for kind, pat, _ in self._kinds]
+
+    def resolved(self) -> list[list[str | None]]:
+        """``[kind, pattern, absolute path or None]`` of each entry: what the entries mean
+        here (a path entry resolves against the working directory)."""
+        return [[kind, pat, str(res) if res is not None else None] for kind, pat, res in self._kinds]
 
     def match(self, f: FileEntry, label: str) -> str | None:
         """The first entry that opts ``f`` out, or None."""
-        for p, (kind, pat, resolved) in zip(self.patterns, self._kinds):
+        for p, (kind, pat, resolved), name in zip(self.patterns, self._kinds, self._names):
             if kind == "glob":
                 hit = any(fnmatch.fnmatchcase(s, pat) for s in (f.rel, f"{label}/{f.rel}", f.display, f.path))
             elif kind == "path":
                 hit = (f.path == str(resolved) or f.path.startswith(str(resolved).rstrip(os.sep) + os.sep)
-                       or any(s == pat or s.startswith(pat + "/") for s in (f.rel, f"{label}/{f.rel}", f.display)))
+                       or any(s == pat or s.startswith(pat.rstrip("/") + "/") for s in (f.rel, f"{label}/{f.rel}", f.display)))
             else:
-                hit = pat in {_canon(c) for c in f.checkouts} or (f.project is not None and _canon(f.project) == pat)
+                hit = (name in {_canon(c) for c in f.checkouts} or (f.project is not None and _canon(f.project) == name)
+                       or f.rel == pat or f.rel.startswith(pat + "/"))
             if hit:
                 return p
         return None

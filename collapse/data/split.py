@@ -90,10 +90,14 @@ def data_key(cfg: DataConfig) -> str:
     prefix of ``train``), the absolute path of each local source (so
     relative paths from different working directories do not collide), the
     Python version when the stdlib is a source, the name and version of
-    every installed distribution when ``installed`` is, and
+    every installed distribution when ``installed`` is, what each
+    ``data.opt_out`` entry resolves to (its kind and, for a path, the
+    absolute path it names from the working directory), and
     :data:`CACHE_VERSION`. It does not cover the contents of local files:
     delete the cache entry after editing a corpus in place.
     """
+    from collapse.data.sources import OptOut
+
     fields = dataclasses.asdict(cfg)
     fields.pop("train_size", None)
     specs = parse_sources(cfg.source)
@@ -103,6 +107,7 @@ def data_key(cfg: DataConfig) -> str:
         "data": fields,
         "root": roots[0] if len(roots) == 1 else roots,
         "python": platform.python_version() if any(s.kind == "stdlib" for s in specs) else None,
+        "opt_out": OptOut(cfg.opt_out).resolved(),
     }
     installed = [s for s in specs if s.kind == "installed"]
     if installed:
