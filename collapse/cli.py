@@ -1,4 +1,4 @@
-"""Command line: ``collapse run | report | theory``. Thin: parses, then calls the library.
+"""Command line: ``collapse run | report | sweep | theory``. Thin: parses, then calls the library.
 
 Bad input (a ``CollapseError``) is printed as one line on stderr with exit
 code 2, never a traceback.
@@ -29,9 +29,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from collapse.report import report
+    from collapse.reporting import report
 
-    report(args.experiment, out=args.out, metrics=args.metrics, tracking_uri=args.tracking_uri, root=args.root)
+    report(args.experiment, out=args.out, metrics=args.metrics, tracking_uri=args.tracking_uri, root=args.root,
+           hue=args.hue, width=args.width)
     return 0
 
 
@@ -40,6 +41,15 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
     print(metric_reference(markdown=args.markdown))
     return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from collapse.sweep.launcher import main_sweep
+
+    flags = {"partition": args.partition, "gpus_per_node": args.gpus_per_node, "cpus_per_task": args.cpus_per_task,
+             "mem_gb": args.mem_gb, "timeout_min": args.timeout_min, "array_parallelism": args.array_parallelism}
+    return main_sweep(args.file, args.executor, parallel=args.parallel, dry_run=args.dry_run, show_status=args.status,
+                      wait=args.wait, slurm_flags=flags)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,12 +64,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser("report", help="figures and tables of an experiment from MLflow")
-    rep.add_argument("experiment", help="MLflow experiment name (e.g. quickstart)")
+    rep.add_argument("experiment", help="MLflow experiment name (e.g. quickstart) or a sweep file")
     rep.add_argument("--out", default="reports", help="output folder (default: reports/)")
-    rep.add_argument("--metrics", nargs="*", default=None, help="metrics to plot (default: all)")
+    rep.add_argument("--metrics", nargs="*", default=None, help="metrics to plot and tabulate (default: the key metrics logged)")
+    rep.add_argument("--hue", default=None, help="axis that gets one line per value (default: regime, else the first varying sweep axis)")
+    rep.add_argument("--width", choices=["single", "double"], default="double", help="figure width: one paper column or the full text width")
     rep.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite in --root)")
     rep.add_argument("--root", default="runs", help="runs folder holding the default sqlite database")
     rep.set_defaults(func=_cmd_report)
+
+    sw = sub.add_parser("sweep", help="expand a sweep file and launch its runs (local processes or a Slurm job array)")
+    sw.add_argument("file", help="sweep file, e.g. experiments/sweeps/tiny_grid.yaml")
+    sw.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs go (default: local)")
+    sw.add_argument("--parallel", type=int, default=None, help="local: runs at a time (default: cores // run.threads)")
+    sw.add_argument("--dry-run", action="store_true", help="print the runs and launch nothing")
+    sw.add_argument("--status", action="store_true", help="each run's state from its run directory and the scheduler")
+    sw.add_argument("--wait", action="store_true", help="slurm: return when every job has left the queue")
+    for flag, tp, doc in (("--partition", str, "Slurm partition"), ("--gpus-per-node", int, "GPUs per job"),
+                          ("--cpus-per-task", int, "CPUs per job (also the run's torch threads)"),
+                          ("--mem-gb", float, "memory per job in GB"), ("--timeout-min", int, "time limit per job"),
+                          ("--array-parallelism", int, "jobs of the array running at once")):
+        sw.add_argument(flag, type=tp, default=None, help=f"slurm: {doc} (default: the sweep file's slurm: section)")
+    sw.set_defaults(func=_cmd_sweep)
 
     met = sub.add_parser("metrics", help="list the registered metrics with what they measure")
     met.add_argument("--markdown", action="store_true", help="print the metric reference as Markdown (docs/metrics.md)")

@@ -194,6 +194,7 @@ class RunConfig:
     share_gen0: bool = _f(True, "compute generation 0 once per (data, tokenizer, model, train, sample, metrics, seed) and share it across regimes")
     progress: bool = _f(True, "progress bars")
     threads: int = _f(0, "CPU threads for torch (0 = torch's default); 1 avoids oversubscription when runs share cores", *_nonneg)
+    figures: bool = _f(True, "draw the run's own figures when it finishes (figures/metrics.png; a few seconds); collapse report draws the paper figures either way")
 
 
 @dataclass

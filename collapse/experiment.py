@@ -40,7 +40,8 @@ log = logging.getLogger("collapse")
 
 # Config parts that may differ when resuming a run directory (they do not change results).
 _RESUMABLE_KEYS = {("run", "generations"), ("run", "progress"), ("run", "dir"), ("run", "root"), ("tracking", "uri"),
-                   ("tracking", "enabled"), ("train", "device"), ("run", "share_gen0"), ("run", "threads")}
+                   ("tracking", "enabled"), ("tracking", "parent_run_id"), ("tracking", "tags"), ("train", "device"),
+                   ("train", "nproc"), ("run", "share_gen0"), ("run", "threads"), ("run", "figures")}
 
 
 def _fingerprint(cfg: Config) -> dict[str, Any]:
@@ -280,15 +281,19 @@ class Experiment:
             if mirror is not None:
                 mirror.finish("KILLED")
             raise
+        if cfg.run.figures:
+            from collapse.reporting import plot_run
+
+            figs = plot_run(result.metrics_frame, run_dir / "figures")
+            if mirror is not None:
+                for fig in figs:
+                    mirror.log_artifact(fig, "figures")
+        if mirror is not None:
+            mirror.finish("FINISHED")
+        # Last: a run marked done has its figures and a closed MLflow run.
         st = read_json(run_dir / "state.json")
         st["status"] = "done"
         write_json_atomic(run_dir / "state.json", st)
-        if mirror is not None:
-            from collapse.reporting import plot_run
-
-            for fig in plot_run(result.metrics_frame, run_dir / "figures"):
-                mirror.log_artifact(fig, "figures")
-            mirror.finish("FINISHED")
         return result
 
     def _claim_run_dir(self, run_dir: Path, cfg: Config) -> None:

@@ -57,13 +57,18 @@ def _style():
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=0.8)
 
 
-def _save(fig, out_base: Path) -> list[Path]:
+def _save(fig, out_base: Path, quick: bool = False) -> list[Path]:
+    """PNG (300 dpi) and vector PDF; ``quick``: a 120-dpi PNG only (the per-run preview)."""
     import matplotlib.pyplot as plt
 
     out_base.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_base.with_suffix(".png"), out_base.with_suffix(".pdf")]
-    fig.savefig(paths[0], dpi=300, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
+    if quick:
+        paths = [out_base.with_suffix(".png")]
+        fig.savefig(paths[0], dpi=120)
+    else:
+        paths = [out_base.with_suffix(".png"), out_base.with_suffix(".pdf")]
+        fig.savefig(paths[0], dpi=300, bbox_inches="tight")
+        fig.savefig(paths[1], bbox_inches="tight")
     plt.close(fig)
     return paths
 
@@ -100,7 +105,7 @@ def default_metrics(names: Iterable[str]) -> list[str]:
 
 
 def plot_metrics(df: pd.DataFrame, out_base: Path, metrics: list[str] | None = None, hue: str = "regime",
-                 title: str | None = None, width: str = "double") -> list[Path]:
+                 title: str | None = None, width: str = "double", quick: bool = False) -> list[Path]:
     """One panel per metric (tidy ``df``: generation, metric, value, ``hue``), a
     line per ``hue`` value with its mean and 95 % confidence band over seeds,
     the human reference dashed. Returns the PNG and PDF paths."""
@@ -119,10 +124,12 @@ def plot_metrics(df: pd.DataFrame, out_base: Path, metrics: list[str] | None = N
     fig, axes = plt.subplots(nrow, ncol, figsize=(w, (w / ncol) * 0.85 * nrow + 0.4), squeeze=False, sharex=True)
     hue_order = sorted(df[hue].dropna().unique(), key=str)
     palette = dict(zip(hue_order, sns.color_palette("colorblind", len(hue_order))))
+    # Bands only where there are several seeds (seaborn bootstraps them: 1,000 resamples per point).
+    several = df[df["metric"].isin(chosen)].groupby([hue, "generation", "metric"]).size().max() > 1
     for ax, m in zip(axes.flat, chosen):
         sub = df[df["metric"] == m]
         sns.lineplot(sub, x="generation", y="value", hue=hue, hue_order=hue_order, palette=palette, marker="o",
-                     markersize=3, errorbar=("ci", 95), ax=ax, legend=ax is axes.flat[0])
+                     markersize=3, errorbar=("ci", 95) if several else None, seed=0, ax=ax, legend=ax is axes.flat[0])
         ref = df[df["metric"] == f"human.{m}"]
         if len(ref):
             ax.axhline(ref["value"].mean(), color="0.3", ls="--", lw=0.8, label="human")
@@ -145,17 +152,17 @@ def plot_metrics(df: pd.DataFrame, out_base: Path, metrics: list[str] | None = N
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return _save(fig, out_base)
+    return _save(fig, out_base, quick)
 
 
 def plot_run(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """The figures of one run (wide frame: one row per generation)."""
     long = frame.melt(id_vars=["regime", "seed", "generation"], var_name="metric", value_name="value").dropna()
     title = f"{frame['regime'].iloc[0]} (seed {frame['seed'].iloc[0]})"
-    paths = plot_metrics(long, Path(out_dir) / "metrics", title=title)
+    paths = plot_metrics(long, Path(out_dir) / "metrics", title=title, quick=True)
     ppl = perplexity_values(Path(out_dir).parent)
     if len(ppl):
-        paths += plot_perplexity_histograms({title: ppl}, Path(out_dir) / "perplexity_gen0")
+        paths += plot_perplexity_histograms({title: ppl}, Path(out_dir) / "perplexity_gen0", quick=True)
     return paths
 
 
@@ -177,7 +184,8 @@ def perplexity_values(run_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["generation", "ppl"])
 
 
-def plot_perplexity_histograms(panels: dict[str, pd.DataFrame], out_base: Path, title: str | None = None) -> list[Path]:
+def plot_perplexity_histograms(panels: dict[str, pd.DataFrame], out_base: Path, title: str | None = None,
+                               quick: bool = False) -> list[Path]:
     """The figure of Shumailov et al. (2024, Fig. 1b): per panel (a regime), one
     histogram per generation of the samples' perplexity under the generation-0
     model, generations coloured in sequence, held-out human code dashed."""
@@ -213,12 +221,7 @@ def plot_perplexity_histograms(panels: dict[str, pd.DataFrame], out_base: Path, 
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.88, 1))
-    out_base.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_base.with_suffix(".png"), out_base.with_suffix(".pdf")]
-    fig.savefig(paths[0], dpi=200)
-    fig.savefig(paths[1])
-    plt.close(fig)
-    return paths
+    return _save(fig, out_base, quick)
 
 
 def run_dirs(experiment: str, tracking_uri: str | None = None, root: str | Path = "runs") -> dict[str, Path]:

@@ -25,7 +25,7 @@ def read_metrics(run_dir: Path, g: int) -> dict:
 @pytest.fixture(scope="module")
 def tiny_run(shared_root):
     run_dir = shared_root / "tiny_reference"
-    assert main(["run", str(TINY), *tiny_overrides(shared_root, run_dir)]) == 0
+    assert main(["run", str(TINY), *tiny_overrides(shared_root, run_dir, **{"run.figures": "true"})]) == 0
     return run_dir
 
 

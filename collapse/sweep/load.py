@@ -1,0 +1,101 @@
+"""``collapse.load_runs``: a sweep's (or any experiment's) results as one tidy table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from collapse.errors import CollapseError
+
+BASE_COLUMNS = ["run_id", "run_name", "status", "regime", "seed"]
+
+
+def _parse_tag(v: str) -> Any:
+    """Axis tags hold ``str(value)`` (JSON for lists): give numbers back their type."""
+    import yaml
+
+    try:
+        out = yaml.safe_load(v)
+    except yaml.YAMLError:
+        return v
+    if isinstance(out, str) and out != v:
+        return v
+    if out is None and v not in ("null", "None", "~", ""):
+        return v
+    if isinstance(out, (dict, list)):
+        try:
+            return json.dumps(json.loads(v))
+        except ValueError:
+            return v
+    return out
+
+
+def _is_sweep_file(arg: str | Path) -> bool:
+    p = Path(arg)
+    return p.suffix in (".yaml", ".yml") and p.is_file()
+
+
+def load_runs(experiment_or_sweep: str | Path, *, tracking_uri: str | None = None,
+              root: str | Path = "runs") -> pd.DataFrame:
+    """One row per (run, generation) of an MLflow experiment, read from MLflow.
+
+    ``experiment_or_sweep`` is an experiment name or a sweep file (its name is
+    the experiment; its tracking store is the one it was launched with).
+    Columns: ``run_id``, ``run_name``, ``status``, ``regime``, ``seed``, one
+    column per sweep axis named by its key (``mix.regime``, ``run.seed``,
+    ``sample.temperature`` ...), ``generation``, then every metric. A sweep's
+    parent run is left out. Ready for seaborn, e.g.
+    ``sns.lineplot(df, x="generation", y="test_ce", hue="mix.regime")``.
+    """
+    from collapse.tracking import client, resolve_uri
+
+    axis_keys: list[str] | None = None
+    if _is_sweep_file(experiment_or_sweep):
+        from collapse.sweep.launcher import read_sweep_state
+        from collapse.sweep.spec import load_sweep
+
+        sweep = load_sweep(experiment_or_sweep)
+        name = sweep.name
+        axis_keys = sweep.axis_keys
+        uri = tracking_uri or read_sweep_state(sweep).get("tracking_uri") or resolve_uri(sweep.tracking_uri, sweep.root)
+    else:
+        name = str(experiment_or_sweep)
+        uri = resolve_uri(tracking_uri, root)
+    c = client(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        raise CollapseError(f"no MLflow experiment named {name!r} at {uri}")
+    runs = []
+    token = None
+    while True:
+        page = c.search_runs([exp.experiment_id], max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    runs = [r for r in runs if r.data.tags.get("sweep.role") != "parent"]
+    if axis_keys is None:
+        axis_keys = sorted({k[len("axis."):] for r in runs for k in r.data.tags if k.startswith("axis.")})
+    rows: list[dict[str, Any]] = []
+    metric_names: set[str] = set()
+    for run in sorted(runs, key=lambda r: (r.info.run_name or "", r.info.start_time or 0)):
+        tags = run.data.tags
+        base: dict[str, Any] = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+                                "regime": tags.get("regime"), "seed": _parse_tag(tags["seed"]) if "seed" in tags else None}
+        for k in axis_keys:
+            base[k] = _parse_tag(tags[f"axis.{k}"]) if f"axis.{k}" in tags else None
+        by_gen: dict[int, dict[str, Any]] = {}
+        for key in run.data.metrics:
+            metric_names.add(key)
+            for m in c.get_metric_history(run.info.run_id, key):
+                by_gen.setdefault(int(m.step), {})[key] = float(m.value)  # a step logged twice keeps its last value
+        for g in sorted(by_gen):
+            rows.append({**base, "generation": g, **by_gen[g]})
+    columns = BASE_COLUMNS + [k for k in axis_keys if k not in BASE_COLUMNS] + ["generation"] + sorted(metric_names)
+    df = pd.DataFrame(rows, columns=columns)
+    if len(df):
+        df["generation"] = df["generation"].astype(int)
+    return df.reset_index(drop=True)
