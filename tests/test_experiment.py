@@ -237,9 +237,15 @@ def test_init_from_a_saved_checkpoint_uses_its_tokenizer(tiny_run, shared_root, 
 
     ckpt = tiny_run / "gen_002" / "model"
     out = tmp_path / "finetune"
+    # A pretrained checkpoint turns HumanEval on (metrics.humaneval: auto); two problems keep it cheap.
     ov = {"model.init_from": ckpt, "model.init_mode": "base", "run.generations": 1, "train.max_steps": 1,
-          "train.lr": 1e-12, "sample.max_new_tokens": 8, "metrics.names": "[test_ce]"}
+          "train.lr": 1e-12, "sample.max_new_tokens": 8, "metrics.names": "[test_ce]",
+          "metrics.humaneval_problems": 2, "metrics.humaneval_n": 2, "metrics.humaneval_k": "[1,2]",
+          "metrics.humaneval_max_new_tokens": 16}
     assert main(["run", str(TINY), *tiny_overrides(shared_root, out, **ov)]) == 0
+    m = read_metrics(out, 1)
+    assert 0.0 <= m["humaneval_pass_at_1"] <= m["humaneval_pass_at_2"] <= 1.0
+    assert len((out / "gen_001" / "metrics" / "humaneval.jsonl").read_text().splitlines()) == 2
     start = load_file(str(ckpt / "model.safetensors"))
     for g in range(2):
         w = load_file(str(out / f"gen_{g:03d}" / "model" / "model.safetensors"))

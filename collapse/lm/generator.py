@@ -320,7 +320,7 @@ class LMGenerator:
         import copy
 
         path = self.run_dir / "gen_000" / "model"
-        if (path / "config.json").exists():
+        if (self.run_dir / "gen_000" / "DONE").exists():  # a finished generation 0, not a half-written one
             m = load_model(path).to(self.device)
         elif self.model is not None:
             m = copy.deepcopy(self.model)
