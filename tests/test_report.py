@@ -1,4 +1,4 @@
-"""collapse report on a small real experiment: 2 regimes × 2 seeds × generations 0..2 of the tiny model."""
+"""collapse report on a small real sweep: 2 regimes × 2 seeds × generations 0..2 of the tiny model."""
 
 from __future__ import annotations
 
@@ -19,12 +19,22 @@ METRICS = ["test_ce", "syntax_valid", "distinct_n", "perplexity_gen0", "verbatim
 
 
 @pytest.fixture(scope="module")
-def grid(shared_root):
+def grid(shared_root, tmp_path_factory):
+    """The sweep ``report_grid`` launched locally (its MLflow experiment has the same name)."""
+    import yaml
+
+    from collapse.sweep import launch, load_sweep
+
     uri = f"sqlite:///{shared_root}/mlflow.db"
-    for seed in (0, 1):
-        collapse.run(TINY, run={"root": str(shared_root), "experiment": "report_grid", "seed": seed, "generations": 2},
-                     mix={"regime": ["replace", "accumulate"]}, tracking__uri=uri, metrics__names=METRICS,
-                     metrics__copy_k=4)  # short spans, so that the tiny model has copies to attribute
+    sweep = {"name": "report_grid",
+             "base": {"recipe": str(TINY), "overrides": {
+                 "run.root": str(shared_root), "tracking.uri": uri, "run.generations": 2, "metrics.names": METRICS,
+                 "metrics.copy_k": 4}},  # short spans, so that the tiny model has copies to attribute
+             "axes": {"grid": {"mix.regime": ["replace", "accumulate"]}, "seeds": [0, 1]}}
+    path = tmp_path_factory.mktemp("sweeps") / "report_grid.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    res = launch(load_sweep(path), "local", parallel=2, echo=lambda line: None)
+    assert res.ok and len(res.launched) == 4, res
     return uri
 
 
