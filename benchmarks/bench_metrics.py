@@ -92,8 +92,6 @@ def main() -> None:
             f"**{totals[n][1]:.2f}** (first generation {totals[n][0]:.2f})" for n in args.sizes) + " |")
 
     if args.generation:
-        from collapse.lm.train import tokenize_texts  # noqa: F401  (warm import)
-
         train = human["train"].select(range(1000))
         gen = LMGenerator(cfg, tok, human, run_dir, progress=False)
         t0 = time.perf_counter()
@@ -105,7 +103,7 @@ def main() -> None:
         print(f"\nquickstart generation 0: wall {wall:.1f} s = train {tm['train_s']:.1f} + sample {tm['sample_s']:.1f}"
               f" + metrics {tm['metrics_s']:.1f} (+ human reference metrics, once per run); "
               f"metrics share {tm['metrics_s'] / wall:.1%}")
-        gen.model = gen.model  # generation 1 reuses the warm index, like a real run
+        # Generation 1 reuses the copy index built at generation 0, like a real run.
         gen.fit(train, 1)
         samples = gen.sample(1000, 1)
         t0 = time.perf_counter()
