@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from collapse.errors import CollapseError
+from collapse.seeding import generation_rng, torch_seed  # re-exported for callers of mixing
 
 HUMAN = "human"
 HUMAN_FRESH = "human_fresh"
@@ -235,17 +236,6 @@ def apply_plan(plan: Plan, pools: Mapping[str, Any], rng: np.random.Generator, a
     common = [c for c in chunks[0].column_names if all(c in ch.column_names for ch in chunks)]
     chunks = [ch.select_columns(common) if ch.column_names != common else ch for ch in chunks]
     return chunks[0] if len(chunks) == 1 else concatenate_datasets(chunks)
-
-
-def generation_rng(seed: int, generation: int, purpose: str) -> np.random.Generator:
-    """An rng determined by (seed, generation, purpose) alone, so a resumed run
-    draws exactly what an uninterrupted one would."""
-    tag = int.from_bytes(purpose.encode()[:8].ljust(8, b"\0"), "little")
-    return np.random.default_rng([seed, generation, tag])
-
-
-def torch_seed(seed: int, generation: int, purpose: str) -> int:
-    return int(generation_rng(seed, generation, purpose).integers(0, 2**62))
 
 
 __all__: Sequence[str] = [

@@ -18,7 +18,8 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 
 from collapse.generator import Generator
-from collapse.mixing import MixSizes, Plan, apply_plan, generation_rng, plan_mix, synthetic_pool
+from collapse.mixing import MixSizes, Plan, apply_plan, plan_mix, synthetic_pool
+from collapse.seeding import generation_rng
 
 log = logging.getLogger("collapse")
 

@@ -28,7 +28,7 @@ from collapse.lm.tokenizer import token_byte_lengths
 from collapse.lm.train import pack, tokenize_texts, train
 from collapse.metrics import MetricContext, compute
 from collapse.metrics.diversity import unigram_counts
-from collapse.mixing import torch_seed
+from collapse.seeding import REFERENCE, torch_seed
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -191,7 +191,7 @@ class LMGenerator:
         from datasets import concatenate_datasets
 
         from collapse.gates import GateChain
-        from collapse.mixing import generation_rng
+        from collapse.seeding import generation_rng
 
         s = self.cfg.sample
         chain = GateChain(self._gates(generation))
@@ -302,7 +302,7 @@ class LMGenerator:
         return list(human["validation"]["text"][: self.cfg.sample.gate_perplexity_reference])
 
     def context(self, generation: int) -> MetricContext:
-        """Everything a metric may use at ``generation`` (-1: the human reference)."""
+        """Everything a metric may use at ``generation`` (``REFERENCE``, -1: the human reference)."""
         artifact_dir = metric_staging(self.run_dir, generation) if generation >= 0 else self.run_dir / "human_reference"
         return MetricContext(
             tokenizer=self.tok, model=self.model, device=self.device, precision=self.precision,
@@ -342,7 +342,7 @@ class LMGenerator:
     def human_metrics(self) -> dict[str, float]:
         """The sample metrics of held-out human code (the test split): the reference lines."""
         if self._human_metrics is None:
-            vals = compute(self.metric_names, self.human_reference, self.context(-1), sample_metrics_only=True)
+            vals = compute(self.metric_names, self.human_reference, self.context(REFERENCE), sample_metrics_only=True)
             self._human_metrics = {f"human.{k}": v for k, v in vals.items()}
         return self._human_metrics
 

@@ -96,7 +96,7 @@ class MetricContext:
         n = int(n or self.setting("subsample", 500))
         if total <= n:
             return np.arange(total)
-        from collapse.mixing import generation_rng
+        from collapse.seeding import generation_rng
 
         return np.sort(generation_rng(self.seed, self.generation, f"metric:{purpose}").choice(total, n, replace=False))
 
