@@ -109,3 +109,20 @@ def test_sampling_is_seeded(tok):
     b = sample(m, [[eos]] * 6, cfg, eos, seed=5, device=torch.device("cpu"), progress=False)
     c = sample(m, [[eos]] * 6, cfg, eos, seed=6, device=torch.device("cpu"), progress=False)
     assert a.completion_ids == b.completion_ids != c.completion_ids
+
+
+def test_split_prompt_cuts_where_the_tokenizer_cuts():
+    """The prompt ends before the whitespace run, so prompt tokens + rest tokens are the tokens of the whole."""
+    from collapse.lm.sample import split_prompt
+    from collapse.config import TokenizerConfig
+    from collapse.lm.tokenizer import train_tokenizer
+
+    text = 'def area(w, h):  \n    """Area."""\n    return w * h\n'
+    assert split_prompt(text, 1) == ("def area(w, h):", '  \n    """Area."""\n    return w * h\n')
+    assert split_prompt(text, 2) == ('def area(w, h):  \n    """Area."""', "\n    return w * h\n")
+    assert split_prompt("def f(): pass", 3) == ("def f(): pass", "")
+    tok = train_tokenizer([text * 3, "def g(x):\n    return x\n"] * 20, TokenizerConfig(vocab_size=300, min_frequency=1))
+    for lines in (1, 2):
+        p, rest = split_prompt(text, lines)
+        ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]
+        assert ids(p) + ids(rest) == ids(text)

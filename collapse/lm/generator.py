@@ -23,7 +23,7 @@ import torch
 
 from collapse.config import Config
 from collapse.lm.model import build_model, load_model, pick_device, resolved_dims
-from collapse.lm.sample import sample as sample_lm
+from collapse.lm.sample import split_prompt, sample as sample_lm
 from collapse.lm.tokenizer import token_byte_lengths
 from collapse.lm.train import pack, tokenize_texts, train
 from collapse.metrics import MetricContext, compute
@@ -44,8 +44,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def prompt_of(text: str, lines: int) -> str:
-    """The first ``lines`` lines of a function (signature, then docstring), with a newline."""
-    return "\n".join(text.split("\n")[:lines]) + "\n"
+    """The first ``lines`` lines of a function (signature, then docstring), without the
+    whitespace that ends them (see :func:`collapse.lm.sample.split_prompt`)."""
+    return split_prompt(text, lines)[0]
 
 
 def metric_staging(run_dir: Path, generation: int) -> Path:

@@ -31,6 +31,30 @@ def _cache_kwarg() -> str:
 _CACHE_KW = _cache_kwarg()
 
 
+def split_prompt(text: str, lines: int) -> tuple[str, str]:
+    """``(prompt, rest)`` of a human function: the first ``lines`` lines, cut
+    before the whitespace that ends them, and everything after.
+
+    Why cut there: the byte-level BPE pre-tokenizer makes a run of whitespace
+    one piece, so in training the newline after a signature and the next
+    line's indentation are one token (``'):'``, ``'\\n   '``, ``' return'``). A
+    prompt that ended with its bare ``"\\n"`` would end on a token the model
+    never saw before a body, and the model would start a new top-level
+    statement. Cut before the whitespace run, ``prompt`` tokenizes exactly as
+    the same characters do inside the whole function, and the model writes the
+    newline and the indentation itself. ``prompt + rest == text``.
+    """
+    cut = 0
+    for _ in range(lines):
+        nl = text.find("\n", cut)
+        if nl == -1:
+            cut = len(text)
+            break
+        cut = nl + 1
+    prompt = text[:cut].rstrip()
+    return prompt, text[len(prompt):]
+
+
 @dataclass
 class SampleOutput:
     prompt_ids: list[list[int]]

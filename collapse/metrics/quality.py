@@ -102,16 +102,16 @@ def prompt_ce(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     completion token and ``prompt_bpb`` in bits per completion byte. The first
     ``metrics.subsample`` functions of the test split, the same every
     generation: how well the model still writes human code when asked to."""
+    from collapse.lm.sample import split_prompt
     from collapse.lm.train import sequence_nll
 
     lines = int(ctx.setting("prompt_lines", 1))
     texts = (ctx.human_test_texts or [])[: int(ctx.setting("subsample", 500))]
     seqs, starts, nbytes = [], [], 0
     for t in texts:
-        parts = t.split("\n")
-        if len(parts) <= lines:
+        prompt, completion = split_prompt(t, lines)  # cut where the training tokenization cuts
+        if not completion.strip():
             continue
-        prompt, completion = "\n".join(parts[:lines]) + "\n", "\n".join(parts[lines:])
         p = ctx.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         c = ctx.tokenizer(completion, add_special_tokens=False)["input_ids"]
         if not c:
