@@ -153,6 +153,8 @@ class MetricsConfig:
                           "metrics computed every generation (`collapse metrics` lists them; docs/metrics.md); val_loss, semantic_diversity and humaneval are opt-in")
     eval_tokens: int | None = _f(None, "cap on tokens of the human test split used for cross-entropy; null = all", *_pos_or_none)
     subsample: int = _f(500, "size of the seeded subsample used by metrics whose cost grows faster than n log n (self-BLEU, embeddings) or that run a model per sample (perplexity_gen0); also the number of held-out prompts of prompt_ce", *_pos)
+    zipf_tokens: int = _f(10000, "zipf_exponent: tokens drawn (seeded) from the samples before the fit, so every estimate uses the same count", lambda v: v >= 100, ">= 100")
+    zipf_ranks: int = _f(100, "zipf_exponent: the most frequent types (ranks 1..R) the law is fitted over", lambda v: v >= 2, ">= 2")
     copy_k: int = _f(32, "verbatim copy: a sample is flagged when it shares a span of at least this many tokens with the reference data", lambda v: v >= 4, ">= 4")
     copy_k_also: list[int] = _f([16, 64], "further span lengths the copy rate is also reported at")
     copy_top: int = _f(50, "longest verbatim copies the report shows (every flagged sample's attribution is in the artifact copies.jsonl)", *_nonneg)

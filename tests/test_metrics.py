@@ -68,6 +68,27 @@ def test_unigram_divergence_and_coverage_through_the_registry():
     q = np.zeros(13); q[0] = 2; q[1] = q[2] = 1
     kl, js = kl_js_bits(p, q)
     assert out["kl_unigram"] == pytest.approx(kl) and out["js_unigram"] == pytest.approx(js)
+    # KL(human ‖ samples), samples add-one smoothed over the 13 types: by hand.
+    # Samples "abab": a 2, b 2 → smoothed (3, 3, 1, 1, ...)/17; human "aabc": a 1/2, b 1/4, c 1/4.
+    by_hand = 0.5 * math.log2(0.5 / (3 / 17)) + 0.25 * math.log2(0.25 / (3 / 17)) + 0.25 * math.log2(0.25 / (1 / 17))
+    assert out["kl_unigram_reverse"] == pytest.approx(by_hand)
+
+
+def test_reverse_kl_sees_lost_tails_that_forward_kl_barely_sees():
+    """Delete the rarest half of the types from a Zipf-like sample: KL(human ‖ samples) jumps,
+    KL(samples ‖ human) hardly moves."""
+    V = 400
+    human = np.round(1e5 * np.arange(1, V + 1.0) ** -1.1)
+    cut = human.copy()
+    cut[V // 2:] = 0
+    fwd_full, _ = kl_js_bits(human, human)
+    fwd_cut, _ = kl_js_bits(cut, human)
+    rev_full, _ = kl_js_bits(human, human)
+    rev_cut, _ = kl_js_bits(human, cut)
+    tail_share = human[V // 2:].sum() / human.sum()
+    assert 0.03 < tail_share < 0.1
+    assert fwd_cut - fwd_full < 0.2
+    assert rev_cut - rev_full > 3 * (fwd_cut - fwd_full) and rev_cut - rev_full > 0.4
 
 
 def test_syntax_valid_and_mean_length():

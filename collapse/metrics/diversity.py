@@ -64,15 +64,23 @@ def kl_js_bits(p_counts: np.ndarray, q_counts: np.ndarray) -> tuple[float, float
 
 @register("unigram_divergence")
 def unigram_divergence(samples: list[str], ctx: MetricContext) -> dict[str, float]:
-    """Shift of the token unigram distribution from the human train split:
-    ``kl_unigram`` = KL(P_samples ‖ P_human) in bits, P_human add-one smoothed
-    (≥ 0, unbounded), and ``js_unigram`` = Jensen–Shannon divergence in bits
-    (in [0, 1]). Tail loss shows as rising divergence (Shumailov et al. 2024)."""
+    """Shift of the token unigram distribution from the human train split, in
+    bits, in both directions. ``kl_unigram`` = KL(P_samples ‖ P_human) with
+    P_human add-one (Laplace) smoothed over the vocabulary: what the samples
+    say that human code does not (≥ 0, unbounded). ``kl_unigram_reverse`` =
+    KL(P_human ‖ P_samples) with P_samples add-one smoothed over the
+    vocabulary: what human code says that the samples lost — a token type the
+    samples never use costs p·log2(p·(N+V)) for its human share p (N sample
+    tokens, V types), so lost tails move it far more than ``kl_unigram``
+    (≥ 0, unbounded; it depends on N through the smoothing, so compare equal
+    sample sizes). ``js_unigram`` = Jensen–Shannon divergence, unsmoothed, in
+    [0, 1]. Tail loss shows as rising divergence (Shumailov et al. 2024)."""
     counts = unigram_counts(ctx.token_ids(samples), len(ctx.human_train_counts))
     if counts.sum() == 0:
-        return {"kl_unigram": float("nan"), "js_unigram": float("nan")}
+        return {"kl_unigram": float("nan"), "kl_unigram_reverse": float("nan"), "js_unigram": float("nan")}
     kl, js = kl_js_bits(counts, ctx.human_train_counts)
-    return {"kl_unigram": kl, "js_unigram": js}
+    reverse, _ = kl_js_bits(ctx.human_train_counts, counts)
+    return {"kl_unigram": kl, "kl_unigram_reverse": reverse, "js_unigram": js}
 
 
 @register("vocab_coverage")
