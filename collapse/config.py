@@ -149,7 +149,7 @@ class MetricsConfig:
                            "distinct_n", "ngram_entropy", "exact_duplicates", "self_bleu", "gzip_ratio", "ast_diversity",
                            "identifier_vocab", "mean_length",
                            "perplexity_gen0", "tail_coverage", "vocab_coverage", "zipf", "unigram_divergence", "length_shift",
-                           "verbatim_copy", "synthetic_copy"],
+                           "verbatim_copy", "corpus_copy", "synthetic_copy"],
                           "metrics computed every generation (`collapse metrics` lists them; docs/metrics.md); val_loss, semantic_diversity and humaneval are opt-in")
     eval_tokens: int | None = _f(None, "cap on tokens of the human test split used for cross-entropy; null = all", *_pos_or_none)
     subsample: int = _f(500, "size of the seeded subsample used by metrics whose cost grows faster than n log n (self-BLEU, embeddings) or that run a model per sample (perplexity_gen0); also the number of held-out prompts of prompt_ce", *_pos)

@@ -249,7 +249,8 @@ class Experiment:
         from collapse.lm.generator import LMGenerator
 
         label = f"{regime} s{cfg.run.seed} "
-        gen = LMGenerator(cfg, self.tokenizer, self.human, run_dir, progress=cfg.run.progress, label=label)
+        gen = LMGenerator(cfg, self.tokenizer, self.human, run_dir, progress=cfg.run.progress, label=label,
+                          sizes=self.sizes)
         result = RunResult(run_dir, regime, cfg.run.seed, mlflow_run_id=mirror.run_id if mirror else None)
         n = cfg.run.generations
 

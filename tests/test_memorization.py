@@ -251,9 +251,28 @@ def test_verbatim_copy_planted(tmp_path):
     assert (r["line_start"], r["line_end"]) == (30 + 2, 30 + 4)  # lines 2..4 of a function starting at line 30
     assert r["text"] == copy and r["sample_token_offset"] == 30 and r["covered_tokens"] == 40
     # the human index is built once and kept for the run
-    idx = ctx.shared["memorization.human"][1]
+    idx = ctx.shared["memorization.human.8"][1]
     verbatim_copy(samples, ctx)
-    assert ctx.shared["memorization.human"][1] is idx
+    assert ctx.shared["memorization.human.8"][1] is idx
+
+
+def test_copies_count_against_the_data_trained_on_and_the_corpus_apart(tmp_path):
+    """The models trained on human texts 0..2 only: a copy of text 3 is a corpus copy, not a
+    copy of the training data; a copy of text 1 is both."""
+    from collapse.metrics.memorization import corpus_copy
+
+    texts, sources = human_corpus()
+    samples = ["0123456789" + texts[3][:40] + "0123456789", "XYZ" * 20, "Q" * 5 + texts[1][:40]]
+    ctx = context(tmp_path, texts, sources)
+    ctx.human_trained = 3
+    out = verbatim_copy(samples, ctx)
+    assert out["copy_rate"] == pytest.approx(1 / 3)  # sample 2 (text 1)
+    rows = [json.loads(line) for line in (tmp_path / "copies.jsonl").read_text().splitlines()]
+    assert [(r["sample"], r["human_index"]) for r in rows] == [(2, 1)]
+    out = corpus_copy(samples, ctx)
+    assert out["corpus_copy_rate"] == pytest.approx(2 / 3) and out["corpus_copy_longest_max"] == 40
+    rows = [json.loads(line) for line in (tmp_path / "corpus_copies.jsonl").read_text().splitlines()]
+    assert sorted((r["sample"], r["human_index"]) for r in rows) == [(0, 3), (2, 1)]
 
 
 def test_verbatim_copy_sorted_rows_and_no_copies(tmp_path):
@@ -287,7 +306,7 @@ def test_synthetic_copy(tmp_path):
 
 
 def test_registered_as_sample_metrics():
-    for name in ("verbatim_copy", "synthetic_copy"):
+    for name in ("verbatim_copy", "corpus_copy", "synthetic_copy"):
         m = REGISTRY[name]
         assert not m.needs_model and not m.superlinear and "[0, 1]" in m.doc and "Carlini" in m.doc
 

@@ -28,6 +28,7 @@ from collapse.lm.tokenizer import token_byte_lengths
 from collapse.lm.train import pack, tokenize_texts, train
 from collapse.metrics import MetricContext, compute
 from collapse.metrics.diversity import unigram_counts
+from collapse.mixing import MixSizes, required_human
 from collapse.seeding import REFERENCE, torch_seed
 
 
@@ -62,8 +63,10 @@ def sha256(text: str) -> str:
 class LMGenerator:
     """A transformers causal LM trained and sampled by the collapse loop."""
 
-    def __init__(self, cfg: Config, tokenizer, human, run_dir: Path, progress: bool = True, label: str = ""):
+    def __init__(self, cfg: Config, tokenizer, human, run_dir: Path, progress: bool = True, label: str = "",
+                 sizes: MixSizes | None = None):
         self.cfg = cfg
+        self.sizes = sizes  # the regime's pool sizes: which human functions a model of this run trained on
         self.tok = tokenizer
         self.eos = tokenizer.eos_token_id
         self.run_dir = Path(run_dir)
@@ -302,6 +305,14 @@ class LMGenerator:
         human, _ = prepare_human_data(self.cfg.data, Path(self.cfg.run.root) / "_cache", progress=False)
         return list(human["validation"]["text"][: self.cfg.sample.gate_perplexity_reference])
 
+    def human_trained(self, generation: int) -> int | None:
+        """How many leading functions of the human train split some model of this run trained on by
+        ``generation`` (the generation-0 pool, plus the fresh chunks taken so far); None = unknown (all)."""
+        if self.sizes is None:
+            return None
+        regime = self.cfg.mix.regime if isinstance(self.cfg.mix.regime, str) else self.cfg.mix.regime[0]
+        return min(len(self.human_train_texts), required_human(regime, max(generation, 0), self.sizes))
+
     def context(self, generation: int) -> MetricContext:
         """Everything a metric may use at ``generation`` (``REFERENCE``, -1: the human reference)."""
         artifact_dir = metric_staging(self.run_dir, generation) if generation >= 0 else self.run_dir / "human_reference"
@@ -310,7 +321,7 @@ class LMGenerator:
             generation=generation, seed=self.cfg.run.seed, settings={**self.cfg.metrics.settings(), "prompt_lines": self.cfg.sample.prompt_lines, "progress": self.progress},
             artifact_dir=artifact_dir, human_train_counts=self.human_counts,
             human_train_texts=self.human_train_texts, human_train_sources=self.human_train_sources,
-            human_test_texts=self.human_reference, test_blocks=self.test_blocks, val_blocks=self.val_blocks,
+            human_trained=self.human_trained(generation), human_test_texts=self.human_reference, test_blocks=self.test_blocks, val_blocks=self.val_blocks,
             token_bytes=self.token_bytes, shared=self.metric_memo,
             loaders={"reference_model": self._reference_model,
                      "synthetic_history": lambda: self._synthetic_history(generation)},

@@ -12,7 +12,7 @@ GROUPS = {
     "diversity": ("distinct_n", "ngram_entropy", "exact_duplicates", "self_bleu", "gzip_ratio", "ast_diversity",
                   "identifier_vocab", "semantic_diversity", "mean_length"),
     "tails and drift": ("perplexity_gen0", "tail_coverage", "vocab_coverage", "zipf", "unigram_divergence", "length_shift"),
-    "memorization": ("verbatim_copy", "synthetic_copy"),
+    "memorization": ("verbatim_copy", "corpus_copy", "synthetic_copy"),
 }
 
 

@@ -566,17 +566,21 @@ def _copy_metrics(samples: list[str], ctx: MetricContext, refs: list[_Reference]
     return out
 
 
-def _human_reference(ctx: MetricContext) -> _Reference:
-    """The index of the human train split, built once per run (kept in ``ctx.shared``)."""
-    got = ctx.shared.get("memorization.human")
+def _human_reference(ctx: MetricContext, trained_only: bool = True) -> _Reference:
+    """The index of the human train texts: those a model of the run trained on so far
+    (``ctx.human_trained`` leading texts), or the whole split; each built once per run and size."""
+    everything = list(ctx.human_train_texts or [])
+    n = len(everything) if not trained_only or ctx.human_trained is None else min(ctx.human_trained, len(everything))
+    key = f"memorization.human.{n}"
+    got = ctx.shared.get(key)
     if got is None or got[0] is not ctx.human_train_texts:
         from collapse.lm.train import tokenize_texts
 
-        texts = list(ctx.human_train_texts or [])
-        sources = list(ctx.human_train_sources or [None] * len(texts))
+        texts = everything[:n]
+        sources = list(ctx.human_train_sources or [None] * len(everything))[:n]
         index = CopyIndex(tokenize_texts(ctx.tokenizer, texts) if texts else [])
         got = (ctx.human_train_texts, index, texts, sources, [parse_source(s) for s in sources])
-        ctx.shared["memorization.human"] = got
+        ctx.shared[key] = got
     _, index, texts, sources, parsed = got
 
     def describe(d: int) -> dict[str, Any]:
@@ -605,10 +609,12 @@ def _synthetic_references(ctx: MetricContext) -> list[_Reference]:
 
 @register("verbatim_copy")
 def verbatim_copy(samples: list[str], ctx: MetricContext) -> dict[str, float]:
-    """Verbatim copying of the human train split (memorization, Carlini et al.
-    2021, 2023; verbatim-copy attribution as in The Stack / StarCoder).
-    ``copy_rate``: share of samples with a span of at least ``copy_k`` tokens
-    that occurs inside one human train function; ``copy_token_share``: share
+    """Verbatim copying of the human code the models of the run trained on
+    (memorization, Carlini et al. 2021, 2023; verbatim-copy attribution as in
+    The Stack / StarCoder): the generation-0 human pool, plus the fresh chunks
+    taken so far under ``fresh``. ``copy_rate``: share of samples with a span
+    of at least ``copy_k`` tokens that occurs inside one such human function
+    (``corpus_copy`` checks the whole train split); ``copy_token_share``: share
     of all sample tokens covered by such spans; both in [0, 1], also at each
     length of ``copy_k_also`` (``copy_rate_k16``, ``copy_token_share_k16``, …).
     ``copy_longest_max`` / ``copy_longest_median``: the longest match in
@@ -617,6 +623,19 @@ def verbatim_copy(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     span, sample index) goes to ``copies.jsonl``, longest first. Hashed n-gram
     index over the human data, built once per run; near-linear cost."""
     return _copy_metrics(samples, ctx, [_human_reference(ctx)], "copy_", "copies.jsonl")
+
+
+@register("corpus_copy")
+def corpus_copy(samples: list[str], ctx: MetricContext) -> dict[str, float]:
+    """Verbatim copying of the whole human train split, whether or not a model
+    of the run trained on it: the same definitions as ``verbatim_copy``
+    (Carlini et al. 2021, 2023), keys ``corpus_copy_rate``,
+    ``corpus_copy_token_share`` (also at each length of ``copy_k_also``) and
+    ``corpus_copy_longest_max`` / ``_median``, in [0, 1] and tokens;
+    attributions in ``corpus_copies.jsonl``. Beside ``copy_rate`` it separates
+    memorization of the training data from code the corpus repeats anyway."""
+    return _copy_metrics(samples, ctx, [_human_reference(ctx, trained_only=False)], "corpus_copy_",
+                         "corpus_copies.jsonl")
 
 
 @register("synthetic_copy")

@@ -56,6 +56,7 @@ class MetricContext:
     human_train_counts: Any = None  # np.ndarray (V,): token counts of the human train split
     human_train_texts: list[str] | None = None
     human_train_sources: list[str] | None = None  # "file:start-end" per human train text
+    human_trained: int | None = None  # leading human train texts a model of the run trained on so far (None: all)
     human_test_texts: list[str] | None = None
     test_blocks: Any = None  # torch.LongTensor (N, T): packed human test split
     val_blocks: Any = None  # torch.LongTensor (N, T): packed human validation split
