@@ -126,3 +126,37 @@ def test_split_prompt_cuts_where_the_tokenizer_cuts():
         p, rest = split_prompt(text, lines)
         ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]
         assert ids(p) + ids(rest) == ids(text)
+
+
+def test_an_interrupted_training_resumes_to_the_same_weights(tok, tmp_path):
+    """Stopped after step 6 with a state saved every step, then called again: the weights equal
+    an uninterrupted run's, and the training curve is reported once per step."""
+    docs = tokenize_texts(tok, TEXTS)
+    eos = tok.eos_token_id
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=5e-3, precision="fp32")
+    dev = torch.device("cpu")
+    ref = build_model(ModelConfig(preset="tiny", seq_len=32), len(tok), eos, seed=1)
+    full = train(ref, docs, eos, 32, cfg, dev, seed=0, progress=False)
+
+    class Stop(Exception):
+        pass
+
+    logged = []
+
+    def log(step, values):
+        logged.append(step)
+        if step == 6 and len(logged) == 6:
+            raise Stop
+
+    state = tmp_path / "train_state.pt"
+    m = build_model(ModelConfig(preset="tiny", seq_len=32), len(tok), eos, seed=1)
+    with pytest.raises(Stop):
+        train(m, docs, eos, 32, cfg, dev, seed=0, progress=False, state_path=state, save_every_s=0, on_log=log,
+              log_every=1)
+    assert torch.load(state, weights_only=False)["step"] == 5  # step 6 was not saved before the stop
+    m = build_model(ModelConfig(preset="tiny", seq_len=32), len(tok), eos, seed=1)  # a fresh process
+    res = train(m, docs, eos, 32, cfg, dev, seed=0, progress=False, state_path=state, save_every_s=0, on_log=log,
+                log_every=1)
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), m.state_dict().values()))
+    assert res.steps == full.steps and res.train_loss == full.train_loss
+    assert logged == list(range(1, 7)) + list(range(6, full.steps + 1))

@@ -10,8 +10,11 @@ training is measured by the ``val_loss`` metric).
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -137,16 +140,33 @@ def plan_steps(n_blocks: int, cfg: TrainConfig) -> int:
     return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
 
+def _save_state(path: Path, state: dict) -> None:
+    """Write a training state so that a reader never sees half of it (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def train(model, docs: list[list[int]], eos_id: int, seq_len: int, cfg: TrainConfig, device: torch.device,
           seed: int, val_blocks: torch.Tensor | None = None, progress: bool = True, desc: str = "train",
-          precision: str = "fp32", rank: int = 0, world: int = 1) -> TrainResult:
+          precision: str = "fp32", rank: int = 0, world: int = 1, state_path: Path | None = None,
+          save_every_s: float = 120.0, on_log: Callable[[int, dict[str, float]], None] | None = None,
+          log_every: int = 50) -> TrainResult:
     """Train ``model`` in place on token-id documents ``docs``.
 
     With ``world > 1`` (inside an initialized process group, see
     :mod:`collapse.lm.ddp`) the model is wrapped in DistributedDataParallel and
     rank ``r`` trains on rows ``r::world`` of every global batch: the same
     batches, the same averaged gradient, so the same model as one process up to
-    float summation order."""
+    float summation order.
+
+    With ``state_path`` (one process) the loop is resumable: every
+    ``save_every_s`` seconds it saves the model, optimizer and schedule with
+    the step reached; called again with the same arguments after a kill, it
+    loads that state and goes on from that step. Batches depend on the seed
+    and the step alone, so the result equals an uninterrupted run's.
+    ``on_log(step, {"train_loss": ..., "val_loss": ...})`` is called every
+    ``log_every`` steps (the training curve, e.g. for MLflow)."""
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
@@ -175,10 +195,22 @@ def train(model, docs: list[list[int]], eos_id: int, seq_len: int, cfg: TrainCon
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    t0 = time.perf_counter()
     losses: list[float] = []
     val_history: list[tuple[int, float]] = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
+    start, elapsed = 0, 0.0
+    if state_path is not None and Path(state_path).exists():
+        st = torch.load(state_path, map_location=device, weights_only=False)
+        if st.get("steps") != steps:
+            raise ValueError(f"{state_path}: saved for a run of {st.get('steps')} steps, this one has {steps}")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start, elapsed, losses, val_history = st["step"], st["seconds"], st["losses"], st["val_history"]
+    tokens_per_step = cfg.batch_size * seq_len
+    t0 = time.perf_counter() - elapsed
+    saved_at = time.perf_counter()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, disable=not progress or rank != 0,
+               leave=False, dynamic_ncols=True, unit="step")
     for step in bar:
         lo = (step * cfg.batch_size) % len(blocks)
         idx = perm[lo:lo + cfg.batch_size]
@@ -203,7 +235,19 @@ def train(model, docs: list[list[int]], eos_id: int, seq_len: int, cfg: TrainCon
             val_history.append((step + 1, r["nll"] / r["tokens"]))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", val=f"{val_history[-1][1]:.3f}")
         elif step % 10 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            rate = (step + 1 - start) * tokens_per_step / max(time.perf_counter() - t0 - elapsed, 1e-9)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", tok_s=f"{rate:,.0f}")
+        if on_log is not None and ((step + 1) % log_every == 0 or step + 1 == steps):
+            logged = {"train_loss": float(np.mean(losses[-log_every:]))}
+            if val_history and val_history[-1][0] == step + 1:
+                logged["val_loss"] = val_history[-1][1]
+            on_log(step + 1, logged)
+        if state_path is not None and step + 1 < steps and time.perf_counter() - saved_at >= save_every_s:
+            _save_state(Path(state_path), {
+                "steps": steps, "step": step + 1, "seconds": time.perf_counter() - t0, "losses": losses,
+                "val_history": val_history, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict()})
+            saved_at = time.perf_counter()
     bar.close()
     seconds = time.perf_counter() - t0
     tail = losses[-max(1, min(20, len(losses) // 5)):]
