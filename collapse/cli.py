@@ -1,4 +1,4 @@
-"""Command line: ``collapse run | report | sweep | theory``. Thin: parses, then calls the library.
+"""Command line: ``collapse run | pretrain | report | sweep | theory | metrics``. Thin: parses, then calls the library.
 
 Bad input (a ``CollapseError``) is printed as one line on stderr with exit
 code 2, never a traceback.
@@ -25,6 +25,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from collapse.experiment import run_experiment
 
     run_experiment(cfg)
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from collapse.config import load_config
+    from collapse.pretrain import run_pretrain
+
+    cfg = load_config(args.config, args.overrides)
+    res = run_pretrain(cfg, command=" ".join(["collapse pretrain", args.config, *args.overrides]))
+    print(res.checkpoint.resolve())  # the last line of stdout: what scripts read
     return 0
 
 
@@ -62,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. mix.regime=accumulate run.seed=3")
     r.add_argument("--help-config", action="store_true", help="list every config key with its type, default and doc")
     r.set_defaults(func=_cmd_run)
+
+    pt = sub.add_parser("pretrain", help="train a base code LM once (content-addressed, resumable); prints its checkpoint folder")
+    pt.add_argument("config", help="YAML recipe, e.g. experiments/pretrain_cpu.yaml")
+    pt.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=2")
+    pt.set_defaults(func=_cmd_pretrain)
 
     rep = sub.add_parser("report", help="figures and tables of an experiment from MLflow")
     rep.add_argument("experiment", help="MLflow experiment name (e.g. quickstart) or a sweep file")

@@ -200,6 +200,14 @@ class RunConfig:
 
 
 @dataclass
+class PretrainConfig:
+    eval_samples: int = _f(200, "collapse pretrain: unconditional samples drawn at each eval temperature to measure how often they parse", *_pos)
+    eval_temperatures: list[float] = _f([0.6, 0.8, 1.0], "collapse pretrain: sampling temperatures of that check")
+    checkpoint_every_s: float = _f(120.0, "collapse pretrain: seconds between resumable training states (a kill loses at most this much)", *_pos)
+    log_every: int = _f(50, "collapse pretrain: optimizer steps between points of the training curve logged to MLflow", *_pos)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -210,6 +218,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     # ------------------------------------------------------------------ api
     def to_dict(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from collapse.config import Config
 from collapse.errors import CollapseError
 from collapse.mixing import HUMAN, HUMAN_FRESH, MixSizes, check_sizes, plan_counts, plan_to_dict
 from collapse.orchestrator import GenerationRecord, run_generations
+from collapse.pretrain import resolve_init_from
 from collapse.tracking import RunMirror, read_json, resolve_uri, write_json_atomic
 
 log = logging.getLogger("collapse")
@@ -190,6 +191,7 @@ class Experiment:
         from collapse.data import prepare_human_data
         from collapse.lm.tokenizer import load_checkpoint_tokenizer, prepare_tokenizer
 
+        resolve_init_from(cfg)  # pretrain:<recipe> → the base's checkpoint folder (built on first use)
         self.cfg = cfg
         self.root = Path(cfg.run.root)
         self.cache = self.root / "_cache"

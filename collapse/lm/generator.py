@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from collapse.config import Config
-from collapse.lm.model import build_model, load_model, pick_device, resolved_dims
+from collapse.lm.model import BASE_MARKER, build_model, load_model, pick_device, resolved_dims
 from collapse.lm.sample import split_prompt, sample as sample_lm
 from collapse.lm.tokenizer import token_byte_lengths
 from collapse.lm.train import pack, tokenize_texts, train
@@ -91,7 +91,9 @@ class LMGenerator:
         self.human_reference = list(human["test"]["text"])
         self.human_train_texts = list(human["train"]["text"])
         self.human_train_sources = list(human["train"]["source"])
-        self.metric_names = cfg.metrics.resolved_names(pretrained=bool(cfg.model.init_from))
+        # HumanEval's auto mode is for real pretrained models; a CPU base of `collapse pretrain` scores 0.
+        own_base = bool(cfg.model.init_from) and (Path(cfg.model.init_from) / BASE_MARKER).exists()
+        self.metric_names = cfg.metrics.resolved_names(pretrained=bool(cfg.model.init_from) and not own_base)
         self.metric_memo: dict = {}  # metric state kept across generations (e.g. the copy index)
         if cfg.sample.prompt == "signature":
             self.prompt_texts = [prompt_of(t, cfg.sample.prompt_lines) for t in human["validation"]["text"]]

@@ -22,6 +22,10 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+#: A file in every checkpoint folder that ``collapse pretrain`` wrote: what built it (key, recipe, results).
+BASE_MARKER = "collapse_pretrain.json"
+
+
 def resolved_dims(cfg: ModelConfig) -> dict[str, int]:
     """Preset values with explicit config fields taking precedence."""
     dims = dict(PRESETS[cfg.preset])
