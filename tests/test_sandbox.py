@@ -171,7 +171,7 @@ def test_sockets_are_refused_and_nothing_connects():
 def test_the_parent_cannot_be_signalled():
     me = os.getpid()
     for prog in ["import os\nos.kill(os.getppid(), 9)", f"import os\nos.kill({me}, 9)", f"import os\nos.kill({me}, 15)",
-                 f"import os\nos.killpg(os.getpgid({me}), 9)", "import os\nos.kill(-1, 9)", "import os\nos.kill(0, 9)"]:
+                 f"import os\nos.killpg({os.getpgid(me)}, 9)", "import os\nos.kill(-1, 9)", "import os\nos.kill(0, 9)"]:
         r = run(prog, QUICK)
         assert r.status == "blocked" and "signal" in r.reason, (prog, r)
     r = run("import os\nprint(os.getuid(), os.getpgrp() == os.getpid(), os.getsid(0) == os.getpid())", QUICK)

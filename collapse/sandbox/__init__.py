@@ -119,6 +119,8 @@ import functools
 import math
 import os
 import random
+import re
+import secrets
 import selectors
 import shutil
 import signal
@@ -127,6 +129,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -179,270 +182,35 @@ class Result:
     isolation: tuple[str, ...] = field(default=())
 
 
-# --- the child's two stages --------------------------------------------------
-#
-# Stage 1 (still privileged) sets up namespaces, mounts, limits and the user,
-# then exec's stage 2, so nothing of the setup (ctypes in particular) is left
-# in the interpreter that runs the program. Stage 2 reads the program from an
-# inherited file descriptor, installs the audit hook and runs it.
-
-_STAGE1 = r'''
-import os, sys, resource
-(_, workdir, uid, mounts, binds, scratch_mb, cpu, mem, nproc, fsize, nofile, prog_fd, status_fd, exe, prelude) = sys.argv
-uid, scratch_mb, status_fd = int(uid), int(scratch_mb), int(status_fd)
-done = []
-def report(msg, code=None):
-    os.write(status_fd, (msg + "\n").encode())
-    if code is not None:
-        os._exit(code)
-try:
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-except Exception:
-    libc = None
-def unshare(flags):
-    return libc is not None and libc.unshare(flags) == 0
-def mount(src, tgt, fs, flags, data):
-    enc = lambda s: None if s is None else s.encode()
-    if libc.mount(enc(src), enc(tgt), enc(fs), flags, enc(data)) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, "mount %s: %s" % (tgt, os.strerror(e)))
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x20000, 0x10000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
-root = os.geteuid() == 0
-if unshare(CLONE_NEWNET if root else CLONE_NEWUSER | CLONE_NEWNET):
-    done.append("netns")
-if root and mounts == "1":
-    try:
-        if not unshare(CLONE_NEWNS):
-            raise OSError("unshare(CLONE_NEWNS) failed")
-        mount(None, "/", None, MS_REC | MS_PRIVATE, None)
-        pairs = [b.split("\t") for b in binds.split("\n") if b]  # (hidden ancestor, path to show)
-        fds = [(p, os.open(p, os.O_PATH)) for _, p in pairs]
-        for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
-            if os.path.isdir(d) and not os.path.islink(d):
-                mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,nr_inodes=1024,mode=1777" % scratch_mb)
-        for a in sorted({a for a, _ in pairs}):
-            mount("tmpfs", a, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=256,mode=755")
-        for p, fd in fds:
-            os.makedirs(p, mode=0o755, exist_ok=True)
-            mount("/proc/self/fd/%d" % fd, p, None, MS_BIND | MS_REC, None)
-            mount(None, p, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
-            os.close(fd)
-        os.makedirs(workdir, mode=0o755, exist_ok=True)
-        opts = "size=%dm,nr_inodes=4096,mode=700" % scratch_mb
-        if uid >= 0:
-            opts += ",uid=%d,gid=%d" % (uid, uid)
-        mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, opts)
-        done.append("mountns")
-    except Exception as e:
-        report("error mount namespace: %s" % e, 125)
-elif uid >= 0:
-    os.chown(workdir, uid, uid)
-try:
-    R = resource
-    cpu = int(cpu)
-    R.setrlimit(R.RLIMIT_CPU, (cpu, cpu + 1))
-    for lim, val in ((R.RLIMIT_AS, int(mem)), (R.RLIMIT_NPROC, int(nproc)), (R.RLIMIT_FSIZE, int(fsize)),
-                     (R.RLIMIT_NOFILE, int(nofile)), (R.RLIMIT_CORE, 0)):
-        R.setrlimit(lim, (val, val))
-    done.append("rlimits")
-except Exception as e:
-    report("error rlimits: %s" % e, 125)
-if libc is not None and libc.prctl(38, 1, 0, 0, 0) == 0:  # PR_SET_NO_NEW_PRIVS
-    done.append("no_new_privs")
-libc = None
-if uid >= 0:
-    try:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-        done.append("uid")
-    except Exception as e:
-        report("error dropping privileges: %s" % e, 125)
-os.chdir(workdir)
-os.umask(0o077)
-report("ok " + " ".join(done))
-os.close(status_fd)
-try:
-    os.execv(exe, [exe, "-I", "-S", "-c", prelude, workdir, prog_fd])
-except Exception as e:
-    sys.stderr.write("sandbox: cannot start the interpreter: %s\n" % e)
-    os._exit(126)
-'''
-
-# Stage 2. The hook uses nothing but its parameters (bound at install time),
-# constants and methods of exact built-in types, so neither rebinding
-# builtins or module attributes nor a frame seen in a traceback changes what
-# it decides.
-_PRELUDE = r'''
-import sys, os, builtins
-class SandboxViolation(PermissionError):
-    """An operation the sandbox refuses."""
-def _install(W, pid):
-    WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    def hook(event, args, _W=W, _WS=W + "/", _pid=pid, _WRITE=WRITE, _exc=SandboxViolation, _type=type,
-             _str=str, _bytes=bytes, _int=int, _tuple=tuple, _issub=issubclass, _getcwd=os.getcwd,
-             _fspath=os.fspath, _readlink=os.readlink, _len=len):
-        if event == "import":
-            name = args[0]
-            if not _issub(_type(name), _str):
-                raise _exc("blocked: import of a module named by a " + _type(name).__name__)
-            # The last component names the extension's init function, whatever the package.
-            if _str.__str__(name).rpartition(".")[2] in {
-                    "_posixsubprocess", "_ctypes", "_xxsubinterpreters", "_testcapi", "_testinternalcapi",
-                    "_testmultiphase", "_testbuffer", "_testimportmultiple", "_testsinglephase",
-                    "_sqlite3", "_posixshmem"}:
-                raise _exc("blocked: import of " + _str.__str__(name))
-            return
-        if event in {"exec", "compile", "object.__getattr__", "object.__setattr__", "object.__delattr__",
-                     "sys._getframe", "marshal.loads", "os.listdir", "os.scandir", "builtins.id", "time.sleep"}:
-            return
-        what = None
-        paths = ()  # (path, dir_fd or -1) pairs that the operation creates, changes or removes
-        if event == "open":
-            if _type(args) is not _tuple or _len(args) != 3:
-                what = "open"
-            else:
-                p, mode, flags = args
-                if _type(flags) is not _int or flags & _WRITE:
-                    if _type(p) is _int:
-                        return
-                    # os.open (mode None) does not report its dir_fd: only absolute paths are judged.
-                    if mode is None and not (_type(p) is _str and p[:1] == "/" or _type(p) is _bytes and p[:1] == b"/"):
-                        what = "os.open for writing needs an absolute path"
-                    paths = ((p, -1),)
-        elif event in {"os.rename", "os.link"}:
-            paths = ((args[0], args[2]), (args[1], args[3]))
-        elif event in {"os.remove", "os.rmdir"}:
-            paths = ((args[0], args[1]),)
-        elif event in {"os.mkdir", "os.chmod", "os.chown", "os.utime"}:
-            if _type(args[0]) is _int:
-                return
-            paths = ((args[0], args[-1]),)
-        elif event in {"os.truncate", "os.setxattr", "os.removexattr", "os.chflags", "os.lchflags"}:
-            if _type(args[0]) is _int:
-                return
-            paths = ((args[0], -1),)
-        elif event == "os.chdir":
-            if _type(args[0]) is _int:
-                what = "os.fchdir"
-            paths = ((args[0], -1),)
-        elif event == "sqlite3.connect":
-            p = args[0]
-            if _type(p) is _str and (p == ":memory:" or p == ""):
-                return
-            if _type(p) is _str and p[:5] == "file:":
-                what = "sqlite3 URI"
-            paths = ((p, -1),)
-        elif event == "os.kill":
-            if _type(args[0]) is _int and args[0] == _pid:
-                return
-            what = "signal to another process (os.kill)"
-        elif event == "resource.prlimit":
-            if _type(args[0]) is _int and (args[0] == 0 or args[0] == _pid):
-                return
-            what = "limits of another process (resource.prlimit)"
-        elif event in {"os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "os.spawn", "os.system",
-                       "subprocess.Popen", "pty.spawn", "os.startfile"}:
-            what = "process creation (" + event + ")"
-        elif event in {"os.killpg", "signal.pidfd_send_signal"}:
-            what = "signal to another process (" + event + ")"
-        elif event in {"os.symlink", "gc.get_objects", "gc.get_referrers", "gc.get_referents", "code.__new__",
-                       "cpython.PyInterpreterState_New", "sys._current_frames", "sys.remote_exec"}:
-            what = event
-        elif event[:7] == "socket.":
-            what = "network (" + event + ")"
-        elif event[:7] == "ctypes.":
-            what = "ctypes (" + event + ")"
-        if what is None:
-            for p, dfd in paths:
-                t = _type(p)
-                if t is not _str and t is not _bytes:
-                    p = _fspath(p)  # audit events carry converted paths; this is for the odd one out
-                    t = _type(p)
-                if _issub(t, _bytes):
-                    p = _bytes.decode(p, "utf-8", "surrogateescape")
-                elif _issub(t, _str):
-                    p = _str.__str__(p)
-                else:
-                    what = "write to a path of type " + t.__name__
-                    break
-                if p[:1] != "/":
-                    if _type(dfd) is not _int:
-                        what = event + " with an unknown dir_fd"
-                        break
-                    if dfd == -1:
-                        base = _getcwd()
-                    else:  # the directory a dir_fd refers to (shutil.rmtree works this way)
-                        try:
-                            base = _readlink("/proc/self/fd/" + _str(dfd))
-                        except OSError:
-                            what = event + " with an unknown dir_fd"
-                            break
-                    p = base + "/" + p
-                parts = []
-                for seg in p.split("/"):
-                    if seg == "" or seg == ".":
-                        continue
-                    if seg == "..":
-                        if parts:
-                            parts.pop()
-                        continue
-                    parts.append(seg)
-                p = "/" + "/".join(parts)
-                if not (p == _W or p[:_len(_WS)] == _WS or p == "/dev/null"):
-                    what = ("chdir" if event == "os.chdir" else "write") + " outside the working directory (" + p + ")"
-                    break
-        if what is not None:
-            raise _exc("blocked: " + what)
-    sys.addaudithook(hook)
-def _main():
-    workdir, fd = sys.argv[1], int(sys.argv[2])
-    chunks = []
-    while True:
-        b = os.read(fd, 1 << 16)
-        if not b:
-            break
-        chunks.append(b)
-    os.close(fd)
-    src = b"".join(chunks).decode("utf-8", "replace")
-    _install(workdir, os.getpid())
-    sys.argv[:] = ["<program>"]
-    mod = type(sys)("__main__")
-    mod.__dict__["__builtins__"] = builtins
-    sys.modules["__main__"] = mod
-    try:
-        exec(compile(src, "<program>", "exec"), mod.__dict__)
-    except SystemExit:
-        raise
-    except BaseException as e:
-        tb = e.__traceback__
-        tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb
-        try:
-            import linecache, traceback
-            linecache.cache["<program>"] = (len(src), None, src.splitlines(True), "<program>")
-            traceback.print_exception(type(e), e.with_traceback(tb), tb)
-        except BaseException:
-            sys.__excepthook__(type(e), e.with_traceback(tb), tb)
-        raise SystemExit(1)
-_main()
-'''
-
 
 # --- the parent ----------------------------------------------------------------
 
+_CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
 _UID_BASE, _UID_SPAN = 0x70000000, 1 << 24
+_CGROUP_DIR = "collapse-sandbox"
 _uid_lock = threading.Lock()
 _uids_in_use: set[int] = set()
 _probe_lock = threading.Lock()
-_config: dict | None = None  # {"mounts": bool, "drop": bool, "isolation": tuple}
+_config: dict | None = None  # {"mounts", "drop", "cgroup", "seccomp", "audit", "isolation"}
+_stale_cgroups: list[str] = []  # run cgroups whose removal failed; retried by later runs
+# Control characters (C0, DEL, C1), bidirectional overrides, and the terminal
+# escape sequences built from them (CSI, OSC/DCS/APC/PM strings, two-byte ESC).
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x9b[0-?]*[ -/]*[@-~]"
+                      r"|[\x1b][\]P_^X].*?(?:\x07|\x1b\\|\x9c|$)|[\x90\x9d\x9e\x9f\x98].*?(?:\x07|\x1b\\|\x9c|$)"
+                      r"|\x1b[ -/]*[0-~]?", re.S)
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_reason(text: str) -> str:
+    """``text`` as one printable line: terminal escape sequences and control
+    characters removed, whitespace runs made single spaces, at most 240 characters."""
+    text = _ESCAPES.sub("", text)
+    text = " ".join(_CONTROLS.sub(" ", text).split())
+    return text if len(text) <= 240 else text[:237] + "..."
 
 
 def _interpreter() -> str:
     return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
-
-
 @functools.lru_cache(maxsize=1)
 def _hidden_binds() -> list[tuple[str, str]]:
     """(hidden ancestor, path) for each path the interpreter needs that another
@@ -474,19 +242,24 @@ def _new_uid() -> int:
 
 
 def _pids_of_uid(uid: int) -> list[int]:
-    """Live processes (zombies aside: they run nothing) whose real uid is ``uid``."""
+    """Processes whose real uid is ``uid``, but for plain zombies (they run nothing): a
+    zombie thread-group leader whose other threads still run is listed."""
     out = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/status", "rb") as f:
-                zombie = False
+                zombie = mine = False
                 for line in f:
                     if line.startswith(b"State:"):
                         zombie = line.split()[1] in (b"Z", b"X")
                     elif line.startswith(b"Uid:"):
-                        if int(line.split()[1]) == uid and not zombie:
+                        mine = int(line.split()[1]) == uid
+                        if not mine:
+                            break
+                    elif line.startswith(b"Threads:"):
+                        if mine and (not zombie or int(line.split()[1]) > 1):
                             out.append(int(name))
                         break
         except (OSError, ValueError):
@@ -505,6 +278,29 @@ def _uid_of(pid: int) -> int | None:
     return None
 
 
+def _kill_pid(pid: int, still_ours) -> None:
+    """SIGKILL ``pid`` if ``still_ours(pid)`` (checked after pinning it with a pidfd, so a
+    recycled pid is never hit)."""
+    try:
+        pfd = os.pidfd_open(pid)
+    except (AttributeError, OSError) as e:
+        if isinstance(e, OSError) and e.errno != errno.ENOSYS:
+            return  # gone already
+        try:  # no pidfds on this kernel: plain kill, after checking once more
+            if still_ours(pid):
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        return
+    try:
+        if still_ours(pid):
+            signal.pidfd_send_signal(pfd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(pfd)
+
+
 def _kill_uid(uid: int) -> None:
     """SIGKILL every process running as ``uid`` (the run's own uid), until none is left."""
     for _ in range(200):
@@ -512,24 +308,7 @@ def _kill_uid(uid: int) -> None:
         if not pids:
             return
         for pid in pids:
-            try:  # a pidfd pins the process, so a recycled pid is never hit
-                pfd = os.pidfd_open(pid)
-            except (AttributeError, OSError) as e:
-                if isinstance(e, OSError) and e.errno != errno.ENOSYS:
-                    continue  # gone already
-                try:  # no pidfds on this kernel: plain kill, after checking the uid once more
-                    if _uid_of(pid) == uid:
-                        os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                continue
-            try:
-                if _uid_of(pid) == uid:
-                    signal.pidfd_send_signal(pfd, signal.SIGKILL)
-            except OSError:
-                pass
-            finally:
-                os.close(pfd)
+            _kill_pid(pid, lambda p: _uid_of(p) == uid)
         time.sleep(0.001)
 
 
@@ -540,6 +319,179 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+# --- cgroups ---------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _cgroup_spec() -> dict | None:
+    """Where per-run cgroups can be made on this machine: ``{"version": 2, "base": dir,
+    "pids": bool}`` (a cgroup2 hierarchy with the memory controller), ``{"version": 1,
+    "memory": dir, "pids": dir | None}`` (the v1 memory and pids hierarchies), or None
+    (not root, or no memory controller)."""
+    if os.geteuid() != 0:
+        return None
+    v2, v1 = [], {}
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 4:
+                    continue
+                if parts[2] == "cgroup2":
+                    v2.append(parts[1])
+                elif parts[2] == "cgroup":
+                    opts = parts[3].split(",")
+                    for c in ("memory", "pids"):
+                        if c in opts:
+                            v1.setdefault(c, parts[1])
+    except OSError:
+        return None
+    for mnt in v2:
+        try:
+            with open(os.path.join(mnt, "cgroup.controllers")) as f:
+                ctrl = f.read().split()
+            if "memory" not in ctrl:
+                continue
+            want = " ".join("+" + c for c in ("memory", "pids") if c in ctrl)
+            base = os.path.join(mnt, _CGROUP_DIR)
+            for d in (mnt, base):
+                os.makedirs(d, exist_ok=True)
+                with open(os.path.join(d, "cgroup.subtree_control"), "w") as f:
+                    f.write(want)
+            return {"version": 2, "base": base, "pids": "pids" in ctrl}
+        except OSError:
+            continue
+    if "memory" in v1:
+        spec: dict = {"version": 1, "memory": None, "pids": None}
+        for c in ("memory", "pids"):
+            if c in v1:
+                base = os.path.join(v1[c], _CGROUP_DIR)
+                try:
+                    os.makedirs(base, exist_ok=True)
+                    spec[c] = base
+                except OSError:
+                    pass
+        if spec["memory"]:
+            return spec
+    return None
+
+
+class _RunCgroup:
+    """The cgroup(s) of one run: memory (and swap) capped at ``Limits.memory_mb``,
+    tasks at ``Limits.max_procs``; every member is killed and the cgroup removed after the run."""
+
+    def __init__(self, spec: dict, limits: Limits):
+        name = f"run-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        mem = limits.memory_mb << 20
+        self.version = spec["version"]
+        self.dirs: list[str] = []
+        try:
+            if self.version == 2:
+                d = os.path.join(spec["base"], name)
+                os.mkdir(d)
+                self.dirs.append(d)
+                self._write(d, "memory.max", mem)
+                self._write(d, "memory.swap.max", 0, optional=True)
+                if spec["pids"]:
+                    self._write(d, "pids.max", limits.max_procs)
+            else:
+                d = os.path.join(spec["memory"], name)
+                os.mkdir(d)
+                self.dirs.append(d)
+                self._write(d, "memory.limit_in_bytes", mem)
+                self._write(d, "memory.memsw.limit_in_bytes", mem, optional=True)
+                if spec["pids"]:
+                    d = os.path.join(spec["pids"], name)
+                    os.mkdir(d)
+                    self.dirs.append(d)
+                    self._write(d, "pids.max", limits.max_procs)
+        except OSError:
+            self.remove()
+            raise
+
+    @staticmethod
+    def _write(d: str, name: str, value: int, optional: bool = False) -> None:
+        try:
+            with open(os.path.join(d, name), "w") as f:
+                f.write(str(value))
+        except OSError:
+            if not optional:
+                raise
+
+    def _members(self) -> set[int]:
+        out: set[int] = set()
+        for d in self.dirs:
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    out.update(int(x) for x in f.read().split())
+            except (OSError, ValueError):
+                pass
+        return out
+
+    def oom_kills(self) -> int:
+        """How many times the kernel's OOM killer fired in this cgroup."""
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        try:
+            with open(os.path.join(self.dirs[0], name)) as f:
+                for line in f:
+                    key, _, val = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(val)
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0
+
+    def kill(self) -> None:
+        """SIGKILL every member (``cgroup.kill`` where there is one) until none is left."""
+        if self.version == 2 and self.dirs:
+            try:
+                with open(os.path.join(self.dirs[0], "cgroup.kill"), "w") as f:
+                    f.write("1")
+            except OSError:
+                pass
+        for _ in range(200):
+            pids = self._members()
+            if not pids:
+                return
+            for pid in pids:
+                _kill_pid(pid, lambda p: p in self._members())
+            time.sleep(0.001)
+
+    def remove(self) -> None:
+        for d in reversed(self.dirs):
+            if not _rmdir(d):
+                with _uid_lock:
+                    _stale_cgroups.append(d)
+        self.dirs = []
+
+
+def _rmdir(d: str) -> bool:
+    for i in range(50):
+        try:
+            os.rmdir(d)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            time.sleep(0.002 * (i + 1))  # members still exiting
+    return False
+
+
+def _remove_stale_cgroups() -> None:
+    with _uid_lock:
+        stale = list(_stale_cgroups)
+        _stale_cgroups.clear()
+    for d in stale:
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            with _uid_lock:
+                _stale_cgroups.append(d)
+
+
+# --- one run ---------------------------------------------------------------------
 def _memfd(data: bytes) -> int:
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("program", 0)
@@ -573,31 +525,37 @@ def _signal_name(sig: int) -> str:
 def _last_line(text: str) -> str:
     for line in reversed(text.strip().splitlines()):
         if line.strip():
-            line = line.strip()
-            return line if len(line) <= 240 else line[:237] + "..."
+            return line.strip()
     return ""
 
 
-def _classify(rc: int, stderr: str, limits: Limits) -> tuple[str, str]:
-    last = _last_line(stderr)
-    if rc == 0:
-        return "passed", ""
-    if rc < 0:
-        sig = -rc
-        if sig == signal.SIGXCPU:
-            return "timeout", f"cpu time limit of {limits.cpu_seconds} s"
-        if "MemoryError" in last or "memory" in last.lower():
-            return "memory", last
-        return "killed", f"killed by {_signal_name(sig)}"
-    if last.startswith("SandboxViolation:"):
-        return "blocked", last.split(":", 1)[1].strip()  # "blocked: network (socket.__new__)"
-    if last.startswith("MemoryError") or "Cannot allocate memory" in last or "out of memory" in last.lower():
-        return "memory", last
-    return "failed", last or f"exit code {rc}"
+class _Outcome:
+    """What the program pipe said, keeping only lines that carry the run's token
+    (the program itself may write anything there; without the token it counts for nothing)."""
+
+    def __init__(self, token: str):
+        self.prefix = token.encode() + b" "
+        self.pending = b""
+        self.done = False
+        self.first: dict[str, str] = {}  # kind -> first message ("blocked", "failed", "memory")
+
+    def feed(self, chunk: bytes) -> None:
+        data = self.pending + chunk
+        *lines, self.pending = data.split(b"\n")
+        if len(self.pending) > 4096:  # no line of the harness is that long
+            self.pending = b""
+        for line in lines:
+            if not line.startswith(self.prefix):
+                continue
+            kind, _, msg = line[len(self.prefix):].decode("utf-8", "replace").partition(" ")
+            if kind == "done":
+                self.done = True
+            elif kind in ("blocked", "failed", "memory"):
+                self.first.setdefault(kind, msg)
 
 
 def _spawn(argv: list[str], env: dict[str, str], cwd: str, fds: tuple[int, ...]) -> subprocess.Popen:
-    """Start the child's stage 1 in a session of its own, with only ``fds`` inherited."""
+    """Start the child in a session of its own, with only ``fds`` inherited."""
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env, cwd=cwd, start_new_session=True, close_fds=True, pass_fds=fds)
 
@@ -605,8 +563,30 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, fds: tuple[int, ...])
 def _not_started(e: BaseException, t0: float) -> Result:
     """The result of a program whose child could not be set up (out of processes, file descriptors, memory)."""
     why = " ".join(str(e).split()) or type(e).__name__
-    return Result(ok=False, status="error", reason=f"sandbox could not start the program: {why}", returncode=None,
-                  stdout="", stderr="", wall_s=time.monotonic() - t0)
+    return Result(ok=False, status="error", reason=clean_reason(f"sandbox could not start the program: {why}"),
+                  returncode=None, stdout="", stderr="", wall_s=time.monotonic() - t0)
+
+
+def _status(rc: int, outcome: _Outcome, oom_kills: int, limits: Limits) -> tuple[str, str]:
+    """Status and reason of a program that ran (no timeout, no flood), from what the harness
+    observed: the token-authenticated lines, the exit status, the cgroup's OOM kills; never stderr."""
+    if oom_kills:
+        return "memory", f"memory limit of {limits.memory_mb} MB reached (killed by the out-of-memory killer)"
+    if "blocked" in outcome.first:
+        return "blocked", outcome.first["blocked"].removeprefix("blocked: ")
+    if outcome.done:
+        return "passed", ""
+    if "memory" in outcome.first:
+        return "memory", outcome.first["memory"]
+    if rc < 0:
+        if -rc == signal.SIGXCPU:
+            return "timeout", f"cpu time limit of {limits.cpu_seconds} s"
+        return "killed", f"killed by {_signal_name(-rc)}"
+    if "failed" in outcome.first:
+        return "failed", outcome.first["failed"] or "failed"
+    if rc == 0:
+        return "failed", "exited before the end of the program (exit status 0)"
+    return "failed", f"exit code {rc}"
 
 
 def _execute(program: str, limits: Limits, cfg: dict) -> Result:
@@ -614,13 +594,19 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
     that program's ``error`` result, never an exception (a batch goes on with the other programs)."""
     t0 = time.monotonic()
     cap = limits.max_output_bytes
-    base, uid, fds = None, -1, []
+    base, uid, fds, cg = None, -1, [], None
+    token = secrets.token_hex(16)
+    if _stale_cgroups:
+        _remove_stale_cgroups()
     try:
         base = tempfile.mkdtemp(prefix="collapse-sandbox-")
         workdir = os.path.realpath(base)
         uid = _new_uid() if cfg["drop"] else -1
-        fds.append(_memfd(program.encode("utf-8", "surrogatepass")))
-        fds.extend(os.pipe())
+        fds.append(_memfd(token.encode() + b"\n" + program.encode("utf-8", "surrogatepass")))
+        fds.extend(os.pipe())  # setup lines: only the child's own setup code writes there
+        fds.extend(os.pipe())  # the program pipe: token-authenticated lines of the harness
+        if cfg.get("cgroup"):
+            cg = _RunCgroup(cfg["cgroup"], limits)
     except OSError as e:
         for fd in fds:
             os.close(fd)
@@ -630,29 +616,33 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
             with _uid_lock:
                 _uids_in_use.discard(uid)
         return _not_started(e, t0)
-    prog_fd, status_r, status_w = fds
+    prog_fd, setup_r, setup_w, out_r, out_w = fds
     scratch_mb = 4 * limits.max_file_mb
     binds = "\n".join(f"{a}\t{p}" for a, p in _hidden_binds()) if cfg["mounts"] else ""
     exe = _interpreter()
-    argv = [exe, "-I", "-S", "-c", _STAGE1, workdir, str(uid), "1" if cfg["mounts"] else "0", binds, str(scratch_mb),
+    argv = [exe, "-I", "-S", _CHILD, workdir, str(uid), "1" if cfg["mounts"] else "0", binds, str(scratch_mb),
             str(limits.cpu_seconds), str(limits.memory_mb << 20), str(limits.max_procs), str(limits.max_file_mb << 20),
-            str(limits.max_open_files), str(prog_fd), str(status_w), exe, _PRELUDE]
+            str(limits.max_open_files), str(prog_fd), str(setup_w), str(out_w), "\n".join(cg.dirs) if cg else "",
+            "1" if cfg.get("seccomp", True) else "0", "1" if cfg.get("audit", True) else "0"]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
     out = {"stdout": bytearray(), "stderr": bytearray()}
+    outcome = _Outcome(token)
     truncated = timed_out = flooded = False
     proc = None
     failure: BaseException | None = None
+    oom_kills = 0
     try:
         try:
-            proc = _spawn(argv, env, workdir, (prog_fd, status_w))
+            proc = _spawn(argv, env, workdir, (prog_fd, setup_w, out_w))
         finally:
-            os.close(prog_fd)
-            os.close(status_w)
+            for fd in (prog_fd, setup_w, out_w):
+                os.close(fd)
         deadline = time.monotonic() + limits.timeout_s
         exited_at = None
         with selectors.DefaultSelector() as sel:
             sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
             sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+            sel.register(out_r, selectors.EVENT_READ, "outcome")
             while sel.get_map():
                 now = time.monotonic()
                 if now >= deadline:
@@ -662,12 +652,18 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
                     exited_at = now
                     deadline = min(deadline, now + 0.5)  # pipes held open by a straggler
                     _kill_group(proc.pid)
+                    if cg is not None:
+                        cg.kill()
                     if uid >= 0:
                         _kill_uid(uid)
                 for key, _ in sel.select(min(deadline - now, 0.1)):
-                    chunk = os.read(key.fileobj.fileno(), 1 << 16)
+                    fileno = key.fileobj if isinstance(key.fileobj, int) else key.fileobj.fileno()
+                    chunk = os.read(fileno, 1 << 16)
                     if not chunk:
                         sel.unregister(key.fileobj)
+                        continue
+                    if key.data == "outcome":
+                        outcome.feed(chunk)
                         continue
                     buf = out[key.data]
                     room = cap - len(buf)
@@ -687,45 +683,66 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
                 pass
+            if cg is not None:
+                cg.kill()
             if uid >= 0:
                 _kill_uid(uid)
             proc.stdout.close()
             proc.stderr.close()
-        status_line = b""
+        if cg is not None:
+            oom_kills = cg.oom_kills()
+            cg.kill()
+            cg.remove()
+        setup_text = b""
         try:
-            os.set_blocking(status_r, False)
-            status_line = os.read(status_r, 4096)
+            os.set_blocking(setup_r, False)
+            setup_text = os.read(setup_r, 1 << 16)
         except OSError:
             pass
-        os.close(status_r)
+        try:  # what is left of the program pipe (nothing holds it any more)
+            os.set_blocking(out_r, False)
+            for _ in range(64):
+                chunk = os.read(out_r, 1 << 16)
+                if not chunk:
+                    break
+                outcome.feed(chunk)
+        except OSError:
+            pass
+        os.close(setup_r)
+        os.close(out_r)
         shutil.rmtree(base, ignore_errors=True)
         if uid >= 0:
             with _uid_lock:
                 _uids_in_use.discard(uid)
+    stdout = out["stdout"].decode("utf-8", "replace")
+    stderr = out["stderr"].decode("utf-8", "replace")
     if failure is not None:
         if proc is None:
             return _not_started(failure, t0)
         why = " ".join(str(failure).split()) or type(failure).__name__
-        return Result(ok=False, status="error", reason=f"sandbox error while running the program: {why}",
-                      returncode=proc.returncode, stdout=out["stdout"].decode("utf-8", "replace"),
-                      stderr=out["stderr"].decode("utf-8", "replace"), wall_s=time.monotonic() - t0,
+        return Result(ok=False, status="error", reason=clean_reason(f"sandbox error while running the program: {why}"),
+                      returncode=proc.returncode, stdout=stdout, stderr=stderr, wall_s=time.monotonic() - t0,
                       truncated=truncated)
     wall = time.monotonic() - t0
-    stdout = out["stdout"].decode("utf-8", "replace")
-    stderr = out["stderr"].decode("utf-8", "replace")
-    status_text = status_line.decode("utf-8", "replace").strip()
-    iso = tuple(status_text.split()[1:]) + ("audit",) if status_text.startswith("ok") else ()
+    setup = setup_text.decode("utf-8", "replace").splitlines()
+    ok_line = next((s for s in setup if s.startswith("ok")), None)
+    error_line = next((s for s in setup if s.startswith("error ")), None)
+    iso = tuple(ok_line.split()[1:]) if ok_line is not None else ()
     rc = proc.returncode
+    for s in setup:  # the program's process was killed by a signal (its PID namespace's init says so)
+        if s.startswith("signal ") and s[7:].isdigit():
+            rc = -int(s[7:])
     if timed_out:
         status, reason = "timeout", f"timeout after {limits.timeout_s:g} s"
     elif flooded:
         status, reason = "output_limit", f"output limit of {cap} bytes exceeded"
-    elif not status_text.startswith("ok"):
-        status, reason = "error", "sandbox setup failed: " + (status_text.removeprefix("error ") or _last_line(stderr) or f"exit code {rc}")
+    elif ok_line is None:
+        why = error_line.removeprefix("error ") if error_line else _last_line(stderr) or f"exit code {rc}"
+        status, reason = "error", "sandbox setup failed: " + why
     else:
-        status, reason = _classify(rc, stderr, limits)
-    return Result(ok=status == "passed", status=status, reason=reason, returncode=rc, stdout=stdout, stderr=stderr,
-                  wall_s=wall, truncated=truncated, isolation=iso)
+        status, reason = _status(rc, outcome, oom_kills, limits)
+    return Result(ok=status == "passed", status=status, reason=clean_reason(reason), returncode=rc, stdout=stdout,
+                  stderr=stderr, wall_s=wall, truncated=truncated, isolation=iso)
 
 
 def _configure() -> dict:
@@ -736,10 +753,16 @@ def _configure() -> dict:
         if _config is not None:
             return _config
         root = os.geteuid() == 0
-        candidates = [{"mounts": True, "drop": True}, {"mounts": False, "drop": True}] if root else []
+        cgroup = _cgroup_spec()
+        candidates = []
+        if root:
+            if cgroup is not None:
+                candidates.append({"mounts": True, "drop": True, "cgroup": cgroup})
+            candidates += [{"mounts": True, "drop": True}, {"mounts": False, "drop": True}]
         candidates.append({"mounts": False, "drop": False})
         limits = Limits(timeout_s=30.0)
         for cfg in candidates:
+            cfg = {"cgroup": None, "seccomp": True, "audit": True, **cfg}
             if cfg["drop"] and not cfg["mounts"] and _hidden_binds():
                 continue  # the unprivileged user could not start the interpreter
             r = _execute("print('ok')", limits, cfg)
@@ -749,10 +772,8 @@ def _configure() -> dict:
                     warnings.warn("collapse.sandbox: generated programs run as root on this machine (no user of "
                                   f"their own); isolation: {', '.join(r.isolation)}", RuntimeWarning, stacklevel=3)
                 return _config
-        r = _execute("print('ok')", limits, candidates[-1])
+        r = _execute("print('ok')", limits, {"cgroup": None, "seccomp": True, "audit": True, **candidates[-1]})
         raise RuntimeError(f"the sandbox cannot run programs on this machine: {r.reason or r.stderr.strip()}")
-
-
 def isolation() -> tuple[str, ...]:
     """The layers in effect on this machine, e.g. ``("netns", "mountns", "rlimits",
     "no_new_privs", "uid", "audit")``."""
