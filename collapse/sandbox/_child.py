@@ -130,12 +130,15 @@ def main():
             e = ctypes.get_errno()
             raise OSError(e, "mount %s: %s" % (tgt, os.strerror(e)))
 
-    CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWPID = 0x20000, 0x10000000, 0x40000000, 0x20000000
+    CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWIPC = (
+        0x20000, 0x10000000, 0x40000000, 0x20000000, 0x08000000)
     MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
         1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
     root = os.geteuid() == 0
     if unshare(CLONE_NEWNET if root else CLONE_NEWUSER | CLONE_NEWNET):
         done.append("netns")
+    if unshare(CLONE_NEWIPC):  # System V IPC objects and POSIX message queues die with the run
+        done.append("ipcns")
     mountns = False
     if root and mounts == "1":
         try:
