@@ -735,10 +735,10 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
                 if exited_at is None and proc.poll() is not None:
                     exited_at = now
                     deadline = min(deadline, now + 0.5)  # pipes held open by a straggler
-                    _kill_group(proc.pid)
+                    _kill_group(proc.pid)  # and its PID namespace with it
                     if cg is not None:
                         cg.kill()
-                    if uid >= 0:
+                    elif uid >= 0:  # the cgroup's members are the uid's processes: one scan of /proc less
                         _kill_uid(uid)
                 for key, _ in sel.select(min(deadline - now, 0.1)):
                     fileno = key.fileobj if isinstance(key.fileobj, int) else key.fileobj.fileno()
