@@ -430,6 +430,11 @@ def test_no_process_outlives_its_run():
         uid = int(r.stdout.split()[0])
         time.sleep(0.3)
         assert _live_pids_of_uid(uid) == [], r
+        # and the run's cgroups are gone
+        import glob
+
+        pattern = f"collapse-sandbox/run-{os.getpid()}-*"
+        assert glob.glob(f"/sys/fs/cgroup/{pattern}") + glob.glob(f"/sys/fs/cgroup/*/{pattern}") == []
     still_works()
 
 
