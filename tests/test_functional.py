@@ -145,3 +145,14 @@ def test_forged_passes_score_zero_while_the_canonical_solution_passes(problems):
     assert results[-2].startswith("failed: AssertionError") and results[-1] == "failed: exit code 1"
     forged = evaluate_humaneval({tid: FORGED_PASSES}, k=(1,), progress=False)
     assert forged["pass@1"] == 0.0
+
+
+def test_completion_after_a_prompt_cut_before_its_trailing_whitespace():
+    from collapse.metrics.functional import completion_after
+
+    prompt = 'def f(x):\n    """Double."""\n'
+    # The model, given the prompt without its last newline, writes the newline and the body.
+    assert completion_after(prompt, "\n    return 2 * x\n") == "    return 2 * x\n"
+    assert prompt + completion_after(prompt, "\n    return 2 * x\n") == prompt.rstrip() + "\n    return 2 * x\n"
+    # A continuation of the same line is kept as written.
+    assert completion_after(prompt, " # done\n") == " # done\n"

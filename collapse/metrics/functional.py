@@ -54,6 +54,15 @@ def build_program(problem: dict, completion: str) -> str:
     return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})\n"
 
 
+def completion_after(prompt: str, generated: str) -> str:
+    """The completion of ``prompt`` when the model was given ``prompt.rstrip()`` and wrote ``generated``:
+    the text after the whole prompt (the whitespace the model wrote in place of the prompt's own is
+    dropped), so ``build_program(problem, completion)`` runs exactly the stripped prompt plus what the
+    model wrote whenever that text begins with the prompt's whitespace."""
+    full = prompt.rstrip() + generated
+    return full[len(prompt):] if full.startswith(prompt) else generated
+
+
 def truncate_completion(text: str, stops: Iterable[str] = STOP_SEQUENCES) -> str:
     """Cut a completion at the first stop sequence (the usual HumanEval ones)."""
     cut = len(text)
@@ -132,7 +141,7 @@ def humaneval(samples: list[str], ctx: MetricContext) -> dict[str, float]:
 
     from collapse.config import SampleConfig
     from collapse.lm.sample import sample
-    from collapse.mixing import torch_seed
+    from collapse.seeding import torch_seed
 
     get = ctx.setting
     n = int(get("humaneval_n", 10))
@@ -145,13 +154,16 @@ def humaneval(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     ids = list(problems)[: int(limit)] if limit is not None else list(problems)
     tok = ctx.tokenizer
     eos = tok.eos_token_id
-    prompt_ids = [[eos] + tok(problems[t]["prompt"], add_special_tokens=False)["input_ids"] for t in ids]
+    # The prompt ends before its trailing whitespace (see collapse.lm.sample.split_prompt): its last
+    # token is then one the model saw before a body, and the model writes the newline and indentation.
+    prompt_ids = [[eos] + tok(problems[t]["prompt"].rstrip(), add_special_tokens=False)["input_ids"] for t in ids]
     prompts = [p for p in prompt_ids for _ in range(n)]
     seed = torch_seed(int(ctx.seed), int(ctx.generation), "humaneval")
     device = ctx.device if ctx.device is not None else torch.device("cpu")
     out = sample(ctx.model, prompts, cfg, eos, seed, device, ctx.precision, progress=bool(get("progress", True)), desc="humaneval sample")
     texts = tok.batch_decode(out.completion_ids, skip_special_tokens=True)
-    completions = {t: [truncate_completion(x) for x in texts[i * n:(i + 1) * n]] for i, t in enumerate(ids)}
+    completions = {t: [truncate_completion(completion_after(problems[t]["prompt"], x)) for x in texts[i * n:(i + 1) * n]]
+                   for i, t in enumerate(ids)}
     res = evaluate_humaneval(completions, k=ks, timeout_s=timeout_s, progress=bool(get("progress", True)))
 
     rows = [{"task_id": t, **res["per_task"][t], "completions": completions[t]} for t in ids]
