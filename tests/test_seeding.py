@@ -4,6 +4,7 @@ valid for the human reference; and a run whose held-out split exceeds the metric
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,4 +50,5 @@ def test_reference_metrics_subsample_a_held_out_split_larger_than_the_subsample(
     assert "human.self_bleu" in metrics and "self_bleu" in metrics
     from datasets import load_from_disk
 
-    assert load_from_disk(str(next(shared_root.glob("_cache/human-*")) / "test")).num_rows > 10
+    cache = Path(json.loads((out / "state.json").read_text())["data"]["card"]).parent
+    assert load_from_disk(str(cache / "test")).num_rows > 10

@@ -96,7 +96,10 @@ class LMGenerator:
         self.metric_names = cfg.metrics.resolved_names(pretrained=bool(cfg.model.init_from) and not own_base)
         self.metric_memo: dict = {}  # metric state kept across generations (e.g. the copy index)
         if cfg.sample.prompt == "signature":
-            self.prompt_texts = [prompt_of(t, cfg.sample.prompt_lines) for t in human["validation"]["text"]]
+            # Prompts come from the human training pool, never from the validation or test split: synthetic
+            # training sets contain their prompts, and held-out losses must not score text trained on.
+            pool = human["train"]["text"][: sizes.human] if sizes is not None else human["train"]["text"]
+            self.prompt_texts = [prompt_of(t, cfg.sample.prompt_lines) for t in pool]
         else:
             self.prompt_texts = [""]
         self._human_metrics: dict[str, float] | None = None
