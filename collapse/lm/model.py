@@ -82,3 +82,32 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+#: CPU flags that change which kernels torch runs (and so the floating-point sums, and so the samples).
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma")
+
+
+def runtime_info(device: torch.device, precision: str) -> dict[str, str]:
+    """What a run's numbers depend on besides its config: the precision actually used, the device,
+    torch's CPU capability and thread count, the CPU model and its vector flags. Runs are identical
+    only when these (and the seed) are."""
+    import platform
+
+    info = {"precision": precision, "device": str(device), "torch": torch.__version__,
+            "cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "torch_threads": str(torch.get_num_threads()),
+            "machine": platform.machine()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        if line.startswith("model name") and "cpu_model" not in info:
+            info["cpu_model"] = line.split(":", 1)[1].strip()
+        elif line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            info["cpu_flags"] = " ".join(f for f in _CPU_FLAGS if f in have)
+            break
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
