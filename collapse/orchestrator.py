@@ -18,7 +18,8 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 
 from collapse.generator import Generator
-from collapse.mixing import MixSizes, Plan, apply_plan, generation_rng, plan_mix, synthetic_pool
+from collapse.mixing import (MixSizes, Plan, apply_plan, apply_plan_trials, generation_rng, plan_mix, pooled_union,
+                             synthetic_pool)
 
 log = logging.getLogger("collapse")
 
@@ -30,6 +31,7 @@ class GenerationRecord:
     metrics: dict[str, float]
     samples: Any = None
     train: Any = None
+    trial_counts: dict[str, np.ndarray] | None = None  # per_trial: examples of each pool per trial (K,)
 
 
 class GenerationStore(Protocol):
@@ -80,12 +82,19 @@ def run_generations(
     axis: int = 0,
     on_generation: Callable[[GenerationRecord], None] | None = None,
     keep_samples: bool = True,
+    per_trial: bool = False,
 ) -> LoopResult:
     """Run generations 0..``generations`` of one regime.
 
     ``human_pools`` maps ``human`` (and ``human_fresh`` for the fresh regime)
     to the human data. ``axis`` is the example axis of array pools (theory
-    models keep trials on axis 0 and samples on axis 1)."""
+    models keep trials on axis 0 and samples on axis 1). ``per_trial``: array
+    pools hold independent trials on axis 0 and examples on axis 1, and each
+    trial draws its own subsets and composition
+    (``collapse.mixing.apply_plan_trials``); the record keeps the plan drawn
+    for the generation and the per-trial counts."""
+    if per_trial and axis != 1:
+        raise ValueError("per_trial needs array pools with trials on axis 0 and examples on axis 1 (axis=1)")
     store = store or MemoryStore()
     pools: dict[str, Any] = dict(human_pools)
     result = LoopResult()
@@ -105,11 +114,15 @@ def run_generations(
         rng = generation_rng(seed, g, "mix")
         sizes_now = {k: _pool_size(v, axis) for k, v in pools.items()}
         plan = plan_mix(regime, g, sizes_now, sizes, rng)
-        train = apply_plan(plan, pools, rng, axis=axis)
+        trial_counts = None
+        if per_trial:
+            train, trial_counts = apply_plan_trials(plan, pools, rng, union=pooled_union(regime, g))
+        else:
+            train = apply_plan(plan, pools, rng, axis=axis)
         metrics = dict(generator.fit(train, g))
         samples = generator.sample(sizes.synthetic, g)
         metrics.update(generator.evaluate(samples, g))
-        rec = GenerationRecord(g, plan, metrics, samples, train)
+        rec = GenerationRecord(g, plan, metrics, samples, train, trial_counts)
         store.commit(rec, generator)
         rec.train = None  # the store has what it needs; do not hold every training set
         pools[synthetic_pool(g)] = samples

@@ -247,15 +247,15 @@ def test_theory_runs_through_the_shared_loop_and_plans(monkeypatch):
     import collapse.orchestrator as orch
 
     calls = []
-    real = orch.apply_plan
+    real = orch.apply_plan_trials
 
-    def spy(plan, pools, rng, axis=0):
-        calls.append(axis)
-        return real(plan, pools, rng, axis=axis)
+    def spy(plan, pools, rng, union=None):
+        calls.append(next(iter(pools.values())).shape[0])  # trials on axis 0
+        return real(plan, pools, rng, union=union)
 
-    monkeypatch.setattr(orch, "apply_plan", spy)
+    monkeypatch.setattr(orch, "apply_plan_trials", spy)
     r = simulate("gaussian", "accumulate", generations=3, trials=10, samples=4)
-    assert calls == [1, 1, 1, 1]
+    assert calls == [10, 10, 10, 10]
     assert r.train == [{"human": 4, "synthetic": 0}, {"human": 4, "synthetic": 4},
                        {"human": 4, "synthetic": 8}, {"human": 4, "synthetic": 12}]
     rep = simulate("categorical", "replace", generations=2, trials=10, samples=6)
@@ -274,6 +274,43 @@ def test_regimes_without_closed_forms_claim_none(model, regime):
     r = simulate(model, regime, generations=3, trials=20, samples=samples, **options)
     assert r.closed == {} and r.closed_forms == {}
     assert all(np.all(np.isfinite(r.mean[q])) for q in r.quantities)
+
+
+@pytest.mark.parametrize("regime", ["accumulate_subsample", "fixed_fraction"])
+def test_reported_standard_error_matches_the_spread_across_seeds(regime):
+    # Trials must be independent: the standard error over trials has to
+    # describe how much the mean moves from seed to seed. One composition
+    # shared by all trials made the spread 2.4× the reported s.e. here.
+    means, ses = [], []
+    for seed in range(16):
+        r = simulate("regression", regime, generations=20, trials=500, seed=seed, samples=32, dim=10)
+        means.append(r.mean["error"][-1])
+        ses.append(r.se["error"][-1])
+    ratio = np.std(means, ddof=1) / np.mean(ses)
+    assert 0.6 <= ratio <= 1.6, ratio
+
+
+def test_every_trial_draws_its_own_composition_and_positions():
+    from collapse.mixing import HUMAN, Take, apply_plan_trials, pooled_union, synthetic_pool
+
+    k = 4000
+    pools = {HUMAN: np.broadcast_to(np.arange(10.0), (k, 10)).copy(),
+             synthetic_pool(0): np.broadcast_to(100 + np.arange(30.0), (k, 30)).copy()}
+    rng = np.random.default_rng(0)
+    union = pooled_union("accumulate_subsample", 1)
+    train, counts = apply_plan_trials([Take(HUMAN, 3), Take(synthetic_pool(0), 7)], pools, rng, union=union)
+    assert train.shape == (k, 10)
+    assert np.all(counts[HUMAN] + counts[synthetic_pool(0)] == 10)
+    assert np.all((train < 100).sum(axis=1) == counts[HUMAN])  # the counts say what was taken
+    assert np.all(np.diff(np.sort(train, axis=1), axis=1) > 0)  # without replacement
+    # per-trial human counts: hypergeometric(10 of 40, 10 drawn), not one shared draw
+    h = counts[HUMAN]
+    assert abs(h.mean() - 2.5) < 0.1 and abs(h.var() - stats.hypergeom(40, 10, 10).var()) < 0.15
+    # every position equally likely, and trials differ
+    assert np.allclose(np.bincount(train[train < 100].astype(int), minlength=10) / h.sum(), 0.1, atol=0.01)
+    sub, c = apply_plan_trials([Take(HUMAN, 4)], pools, rng)
+    assert np.all(c[HUMAN] == 4) and len({tuple(row) for row in sub[:50]}) > 40
+    assert np.allclose(np.bincount(sub.astype(int).ravel(), minlength=10) / sub.size, 0.1, atol=0.01)
 
 
 def test_same_seed_same_output_and_trial_counts_agree():

@@ -46,7 +46,8 @@ MODEL_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
 RUN_FLAGS = {"regime": "run.regime", "generations": "run.generations", "trials": "run.trials", "seed": "run.seed",
              "out": "run.out"}
 MIX_FLAGS = {"synthetic_size": "mix.synthetic_size", "human_fraction": "mix.human_fraction",
-             "subsample_size": "mix.subsample_size", "fresh_size": "mix.fresh_size"}
+             "subsample_size": "mix.subsample_size", "fresh_size": "mix.fresh_size",
+             "synthetic_ratio": "mix.synthetic_ratio"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -61,7 +62,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("--config", help="YAML recipe, e.g. experiments/theory_gaussian.yaml")
     t.add_argument("--help-config", action="store_true", help="list every theory config key with its type, default and doc")
     g = t.add_argument_group("run")
-    g.add_argument("--regime", help="replace | accumulate | accumulate_subsample | fixed_fraction | fresh")
+    g.add_argument("--regime", help="replace | accumulate | accumulate_subsample | fixed_fraction | fresh | augment")
     g.add_argument("--generations", metavar="N", help="generations after generation 0")
     g.add_argument("--trials", metavar="K", help="independent trials run at once")
     g.add_argument("--seed", metavar="S", help="seed")
@@ -83,6 +84,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     x.add_argument("--human-fraction", help="fixed_fraction: human share of each training set")
     x.add_argument("--subsample-size", help="accumulate_subsample: size of the draw (default: --samples)")
     x.add_argument("--fresh-size", help="fresh: new human samples per generation (default: --samples)")
+    x.add_argument("--synthetic-ratio", metavar="λ", help="augment: synthetic samples per human sample in each training set (default 1)")
     o = t.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print one JSON object (per generation: mean, se, closed) and nothing else")
     o.add_argument("--out", help="folder for the figure (default: reports/theory)")

@@ -81,6 +81,7 @@ class TheoryMixConfig:
     human_fraction: float = _f(0.1, "fixed_fraction: share of each training set that is human", *_unit)
     subsample_size: int | None = _f(None, "accumulate_subsample: size of the draw from the accumulated pool; null = the model's samples", *_pos_or_none)
     fresh_size: int | None = _f(None, "fresh: new human samples per generation; null = the model's samples", *_pos_or_none)
+    synthetic_ratio: float = _f(1.0, "augment: λ, each training set is the M human samples plus round(λ·M) synthetic ones (synthetic_size defaults to max(M, round(λ·M)))", *_nonneg)
 
 
 @dataclass
@@ -117,6 +118,17 @@ class TheoryConfig:
         return {"run": dataclasses.asdict(self.run), self.run.model: self.model_section(), "mix": dataclasses.asdict(self.mix)}
 
 
+def synthetic_size(cfg: TheoryConfig) -> int:
+    """Synthetic samples per generation: mix.synthetic_size, else the model's
+    samples (under augment at least round(λ·M), so every λ works by default)."""
+    if cfg.mix.synthetic_size:
+        return cfg.mix.synthetic_size
+    m = cfg.samples
+    if cfg.run.regime == "augment":
+        return max(m, int(round(cfg.mix.synthetic_ratio * m)))
+    return m
+
+
 def validate(cfg: TheoryConfig) -> None:
     """Checks that span several fields; one-line ConfigError each."""
     run = cfg.run
@@ -126,11 +138,15 @@ def validate(cfg: TheoryConfig) -> None:
         raise ConfigError(f"run.regime: unknown regime {run.regime!r} (known: {', '.join(REGIMES)})")
     m = cfg.samples
     mix = cfg.mix
-    synthetic = mix.synthetic_size or m
+    synthetic = synthetic_size(cfg)
     # The smallest training set any generation of this regime can see.
     sizes = {"human": m, "synthetic": synthetic}
     if run.regime == "accumulate_subsample":
         sizes["subsample"] = mix.subsample_size or m
+    if run.regime == "augment":
+        need = int(round(mix.synthetic_ratio * m))
+        if need > synthetic:
+            raise ConfigError(f"mix.synthetic_size: augment needs round({mix.synthetic_ratio:g}·{m}) = {need} synthetic samples per generation, got {synthetic}")
     if run.regime == "fixed_fraction":
         n_h = int(round(mix.human_fraction * m))
         if m - n_h > synthetic:
