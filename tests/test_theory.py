@@ -133,6 +133,98 @@ def test_regression_accumulate_stays_below_pi2_over_6_times_the_first_error():
     assert rep.mean["error"][-1] > 10 * bound
 
 
+# ------------------------------------------------------------------ accumulate and augment closed forms
+
+@pytest.mark.parametrize("model,regime,options,mix", [
+    ("gaussian", "accumulate", {"samples": 5, "estimator": "mle"}, {}),
+    ("gaussian", "accumulate", {"samples": 6, "dim": 2}, {"synthetic_size": 3}),
+    ("gaussian", "augment", {"samples": 5}, {"synthetic_ratio": 0.6}),
+    ("gaussian", "augment", {"samples": 6, "estimator": "mle"}, {"synthetic_ratio": 2}),
+    ("categorical", "accumulate", {"samples": 10, "categories": 8}, {}),
+    ("categorical", "augment", {"samples": 10, "categories": 8}, {"synthetic_ratio": 1.5}),
+    ("regression", "augment", {"samples": 12, "dim": 3}, {}),
+    ("regression", "augment", {"samples": 12, "dim": 3}, {"synthetic_ratio": 2}),
+])
+def test_accumulate_and_augment_closed_forms_match_simulation(model, regime, options, mix):
+    r = simulate(model, regime, generations=8, mix=mix, **options)
+    want = {"gaussian": {"sigma2", "mu2"}, "categorical": {"diversity", "tail_mass"}, "regression": {"error"}}[model]
+    assert set(r.closed) == want and set(r.closed_forms) == want
+    for q in r.closed:
+        assert max_abs_z(r, q) < Z, (q, r.mean[q], r.closed[q])
+
+
+def test_augment_closed_forms_against_an_independent_simulation():
+    # The augment chains written out directly (no loop, no plans), K trials at once.
+    from collapse.mixing import MixSizes
+    from collapse.theory.categorical import categorical_merge_diversity
+    from collapse.theory.gaussian import gaussian_merge_closed_form
+
+    rng = np.random.default_rng(11)
+    k, n, ns, fits = 40000, 5, 3, 7
+    h = rng.standard_normal((k, n))
+    x = h
+    s2, m2 = [], []
+    for _ in range(fits):
+        mu, var = x.mean(1), x.var(1, ddof=1)
+        s2.append(var), m2.append(mu**2)
+        x = np.concatenate([h, mu[:, None] + np.sqrt(var)[:, None] * rng.standard_normal((k, ns))], axis=1)
+    cf = gaussian_merge_closed_form("augment", "unbiased", fits, n, n, ns)
+    for sim, closed in ((s2, cf["sigma2"]), (m2, cf["mu2"])):
+        sim = np.array(sim)
+        assert np.all(np.abs(sim.mean(1) - closed) < Z * sim.std(1) / math.sqrt(k)), (sim.mean(1), closed)
+    # categorical augment: counts of the n human tokens plus ns draws of the fit
+    p0 = zipf_probabilities(4, 1.0)
+    hc = rng.multinomial(8, p0, size=k)
+    c = hc
+    div = []
+    for _ in range(fits):
+        p = c / c.sum(1, keepdims=True)
+        div.append(1 - (p**2).sum(1))
+        c = hc + _multinomial_rows(rng, 6, p)
+    div = np.array(div)
+    closed = categorical_merge_diversity("augment", p0, fits, 8, 6)
+    assert np.all(np.abs(div.mean(1) - closed) < Z * div.std(1) / math.sqrt(k)), (div.mean(1), closed)
+    assert MixSizes(8, 8, synthetic_ratio=0.75).augment_count() == 6
+
+
+def _multinomial_rows(rng, n, p):
+    """One Multinomial(n, p_r) draw per row of p (K, V), by inverse-CDF draws."""
+    u = rng.random((p.shape[0], n))
+    cat = (u[:, :, None] > np.cumsum(p, 1)[:, None, :-1]).sum(2)
+    return np.stack([(cat == v).sum(1) for v in range(p.shape[1])], axis=1)
+
+
+def test_categorical_accumulate_closed_form_equals_the_exact_chain():
+    # Two categories, small sizes: the exact law of the count of category 0 by
+    # enumeration (state: count among N_g tokens), no simulation.
+    n, m, a, fits = 4, 3, 0.7, 5
+    law = {int(c): stats.binom.pmf(c, n, a) for c in range(n + 1)}
+    size, exact = n, []
+    for _ in range(fits):
+        exact.append(sum(pr * (1 - (c / size) ** 2 - (1 - c / size) ** 2) for c, pr in law.items()))
+        nxt: dict[int, float] = {}
+        for c, pr in law.items():
+            for y in range(m + 1):
+                nxt[c + y] = nxt.get(c + y, 0.0) + pr * stats.binom.pmf(y, m, c / size)
+        law, size = nxt, size + m
+    from collapse.theory.categorical import categorical_merge_diversity
+
+    np.testing.assert_allclose(categorical_merge_diversity("accumulate", np.array([a, 1 - a]), fits, n, m), exact,
+                               rtol=1e-10)
+
+
+def test_augment_runs_for_every_model_and_sits_between_replace_and_the_start():
+    for model, opts in (("gaussian", {"samples": 10}), ("regression", {"samples": 12, "dim": 3}),
+                        ("categorical", {"samples": 20}), ("gmm", {"samples": 40})):
+        r = simulate(model, "augment", generations=3, trials=50, **opts)
+        assert r.train[1:] == [{"human": opts["samples"], "synthetic": opts["samples"]}] * 3
+        assert all(np.all(np.isfinite(r.mean[q])) for q in r.quantities)
+    # the human data anchors the chain: far less error than replace
+    aug = simulate("regression", "augment", generations=10, trials=4000, samples=12, dim=3)
+    rep = simulate("regression", "replace", generations=10, trials=4000, samples=12, dim=3)
+    assert aug.mean["error"][-1] < 1.5 * aug.closed["error"][0] + 4 * aug.se["error"][-1] < rep.mean["error"][-1] / 5
+
+
 # ------------------------------------------------------------------ ordering
 
 def _final(model, regime, quantity, **options):
@@ -364,10 +456,22 @@ def test_cli_json_prints_one_object_with_the_documented_fields(capsys):
             assert set(row[q]) == {"mean", "se", "closed"}
             assert row[q]["se"] > 0
         assert row["sigma2"]["closed"] == pytest.approx(0.9**n)
-    noclosed = main(["theory", "gaussian", "--json", "--generations", "1", "--trials", "50", "--regime", "accumulate"])
+    noclosed = main(["theory", "gaussian", "--json", "--generations", "1", "--trials", "50", "--regime", "fresh"])
     assert noclosed == 0
     row = json.loads(capsys.readouterr().out)["per_generation"][1]
     assert row["sigma2"]["closed"] is None and row["train"] == {"human": 100, "synthetic": 100}
+
+
+def test_cli_augment_with_synthetic_ratio(capsys):
+    rc = main(["theory", "regression", "--json", "--regime", "augment", "--synthetic-ratio", "2", "--generations", "2",
+               "--trials", "200", "--samples", "12", "--dim", "3"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"]["synthetic_ratio"] == 2 and out["params"]["synthetic_size"] == 24
+    assert out["per_generation"][2]["train"] == {"human": 12, "synthetic": 24}
+    assert out["per_generation"][2]["error"]["closed"] > 0
+    assert main(["theory", "gaussian", "--regime", "augment", "--synthetic-ratio", "2", "--synthetic-size", "10"]) == 2
+    assert "augment needs round(2·100) = 200 synthetic samples" in capsys.readouterr().err
 
 
 def test_cli_table_figure_and_mlflow(tmp_path, capsys, monkeypatch):

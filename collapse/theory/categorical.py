@@ -17,7 +17,17 @@ Closed forms (n = number of fits on N_i tokens each):
   since E[Σ p̂ᵢ² | p] = 1/N + (1 − 1/N)·Σ pᵢ² for N multinomial draws.
 - ``replace`` and ``accumulate``: E[pₙ] = p₀ (each fit is an average of
   empirical frequencies of draws whose expectation is p₀), so the expected
-  tail mass stays at its initial value even as most trials lose the tail.
+  tail mass stays at its initial value even as most trials lose the tail;
+  so does ``augment``, whose fits average the human frequencies with draws
+  whose expectation is p₀.
+- ``accumulate`` and ``augment`` (derived here): the diversity from
+  Q_g = E[Σᵢ c_g,ᵢ²] of the fit's counts, 1 − Q_g/N_g². Adding Y ∼
+  Multinomial(k, c/N) to counts c gives E[Σ(c + Y)²] = Q·(1 + 2k/N + (k² − k)/N²) + k;
+  Q_0 = H = n + n(n − 1)·Σ p₀² for the n human tokens.
+  accumulate (k = m per generation, N_g = n + g·m): Q_g = Q_{g−1}(1 + 2m/N_{g−1} + (m² − m)/N_{g−1}²) + m.
+  augment (human counts h plus k = round(λ·n) draws, N = n + k): with
+  R_g = E[Σ hᵢ c_g,ᵢ], R_0 = H, R_g = H + k·R_{g−1}/N_{g−1} and
+  Q_g = H + 2k·R_{g−1}/N_{g−1} + k − k·Q_{g−1}/N_{g−1}² + k²·Q_{g−1}/N_{g−1}².
 No closed form is claimed for the other regimes.
 """
 
@@ -44,14 +54,38 @@ def tail_categories(p0: np.ndarray, fraction: float) -> np.ndarray:
     return np.sort(order[-n_tail:])
 
 
-def categorical_closed_form(regime: str, p0: np.ndarray, tail: np.ndarray, fit_sizes: Sequence[int]) -> dict[str, np.ndarray]:
-    """Closed forms per fit: ``diversity`` under replace, ``tail_mass`` under replace and accumulate."""
+def categorical_merge_diversity(regime: str, p0: np.ndarray, fits: int, human: int, added: int) -> np.ndarray:
+    """E[1 − Σ pₙ²] per fit under ``accumulate`` (``added`` = m tokens per
+    generation) or ``augment`` (``added`` = round(λ·n) tokens per training set)."""
+    n, k = float(human), float(added)
+    h = n + n * (n - 1.0) * float(np.sum(p0**2))
+    q = np.empty(fits)
+    sizes = np.empty(fits)
+    q[0], sizes[0], r = h, n, h
+    for g in range(1, fits):
+        big = sizes[g - 1]
+        if regime == "accumulate":
+            q[g] = q[g - 1] * (1.0 + 2.0 * k / big + (k * k - k) / big**2) + k
+        else:
+            q[g] = h + 2.0 * k * r / big + k - k * q[g - 1] / big**2 + k * k * q[g - 1] / big**2
+            r = h + k * r / big
+        sizes[g] = big + k if regime == "accumulate" else n + k
+    return 1.0 - q / sizes**2
+
+
+def categorical_closed_form(regime: str, p0: np.ndarray, tail: np.ndarray, fit_sizes: Sequence[int],
+                            sizes: MixSizes | None = None) -> dict[str, np.ndarray]:
+    """Closed forms per fit: ``diversity`` under replace (and accumulate and
+    augment when ``sizes`` is given), ``tail_mass`` under replace, accumulate and augment."""
     n_fits = len(fit_sizes)
     out: dict[str, np.ndarray] = {}
     if regime == "replace":
         n_i = np.asarray(fit_sizes, dtype=np.float64)
         out["diversity"] = np.cumprod(1.0 - 1.0 / n_i) * (1.0 - float(np.sum(p0**2)))
-    if regime in ("replace", "accumulate"):
+    if sizes is not None and regime in ("accumulate", "augment"):
+        added = sizes.synthetic if regime == "accumulate" else sizes.augment_count()
+        out["diversity"] = categorical_merge_diversity(regime, p0, n_fits, sizes.human, added)
+    if regime in ("replace", "accumulate", "augment"):
         out["tail_mass"] = np.full(n_fits, float(p0[tail].sum()))
     return out
 
@@ -116,12 +150,16 @@ class CategoricalModel(TheoryModel):
         }
 
     def closed_form(self, regime: str, fit_sizes: Sequence[int], sizes: MixSizes) -> dict[str, np.ndarray]:
-        return categorical_closed_form(regime, self.p0, self.tail, fit_sizes)
+        return categorical_closed_form(regime, self.p0, self.tail, fit_sizes, sizes)
 
     def closed_form_text(self, regime: str, sizes: MixSizes) -> dict[str, str]:
         out = {}
         if regime == "replace":
             out["diversity"] = "(1 - 1/M)^n·(1 - Σ_i p0_i²)"
-        if regime in ("replace", "accumulate"):
+        if regime == "accumulate":
+            out["diversity"] = "1 - Q_n/N_n², Q_n = Q_(n-1)(1 + 2m/N_(n-1) + (m² - m)/N_(n-1)²) + m, Q_1 = M + M(M-1)Σp0², N_n = M + (n-1)m"
+        if regime == "augment":
+            out["diversity"] = "1 - Q_n/N_n², Q_n = H + 2kR/N + k - kQ/N² + k²Q/N² (R, Q, N of fit n-1), R_n = H + kR/N, H = M + M(M-1)Σp0², k = round(λM)"
+        if regime in ("replace", "accumulate", "augment"):
             out["tail_mass"] = "Σ_(i in tail) p0_i (E[p_n] = p0)"
         return out

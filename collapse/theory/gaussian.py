@@ -17,7 +17,27 @@ on N_i samples, N_i = M throughout in the default sizes):
   for the unbiased estimator; the tracked ``w2`` sums over the d coordinates.
 
 c₄(M) = √(2/(M−1))·Γ(M/2)/Γ((M−1)/2) is E[s]/σ for the unbiased sample
-variance s² of M normal draws. No closed form is claimed for the other regimes.
+variance s² of M normal draws.
+
+Closed forms for ``sigma2`` and ``mu2`` under ``accumulate`` and ``augment``
+(derived here; exact, per coordinate): the fit of generation g is the mean μ_g
+and SS_g/(N_g − ddof) of its training set, SS_g the centred sum of squares.
+Merging a group of k new draws with mean ȳ into N points with mean μ adds
+SS_new + N·k/(N + k)·(ȳ − μ)² to SS, and every expectation below is linear in
+the previous ones, so E[σ²] and E[μ²] follow from recursions (S_g = E[σ_g²]):
+
+- accumulate (n human, m synthetic per generation, N_g = n + g·m): with
+  T_g = E[SS_g], T_0 = n − 1 and T_g = T_{g−1} + S_{g−1}·(m − 1 + N_{g−1}/N_g),
+  since the new pool is drawn around μ_{g−1} itself (E[(ȳ − μ_{g−1})²] = S_{g−1}/m);
+  E[μ_g²] = E[μ_{g−1}²] + m·S_{g−1}/N_g², E[μ_0²] = 1/n.
+- augment (the n human points, x̄_h their mean, plus N_s = round(λ·n) draws
+  of the previous fit, N = n + N_s): with D_g = E[(μ_g − x̄_h)²], D_0 = 0,
+  E[(ȳ − x̄_h)²] = D_{g−1} + S_{g−1}/N_s, D_g = (N_s/N)²·(D_{g−1} + S_{g−1}/N_s),
+  S_g = (n − 1 + (N_s − 1)·S_{g−1} + n·N_s/N·(D_{g−1} + S_{g−1}/N_s))/(N − ddof),
+  E[μ_g²] = 1/n + D_g (the cross term E[x̄_h·(μ_g − x̄_h)] is 0 by induction).
+
+E[σ] and W₂ need E[√σ²], which no such recursion gives: none is claimed
+there, nor for the other regimes.
 """
 
 from __future__ import annotations
@@ -56,6 +76,44 @@ def gaussian_closed_form(estimator: str, fit_sizes: Sequence[int], dim: int = 1)
     mu2 = np.cumsum(sigma2_before / n_i)
     w2 = dim * (mu2 + 1.0 + sigma2 - 2.0 * sigma)
     return {"sigma2": sigma2, "mu2": mu2, "sigma": sigma, "w2": w2}
+
+
+def gaussian_merge_closed_form(regime: str, estimator: str, fits: int, human: int, synthetic: int,
+                               augment: int = 0) -> dict[str, np.ndarray] | None:
+    """E[σₙ²] and E[μₙ²] per coordinate under ``accumulate`` (``synthetic``
+    samples per generation) or ``augment`` (``augment`` = N_s synthetic
+    samples per training set), one value per fit; None for other regimes."""
+    if estimator not in ("mle", "unbiased"):
+        raise ValueError(f"unknown estimator {estimator!r}")
+    ddof = 1 if estimator == "unbiased" else 0
+    n = float(human)
+    s = np.empty(fits)
+    mu2 = np.empty(fits)
+    s[0] = (n - 1.0) / (n - ddof)
+    mu2[0] = 1.0 / n
+    if regime == "accumulate":
+        m = float(synthetic)
+        t = n - 1.0
+        for g in range(1, fits):
+            n_prev, n_now = n + (g - 1) * m, n + g * m
+            t = t + s[g - 1] * (m - 1.0 + n_prev / n_now)
+            s[g] = t / (n_now - ddof)
+            mu2[g] = mu2[g - 1] + m * s[g - 1] / n_now**2
+    elif regime == "augment":
+        k = float(augment)
+        big = n + k
+        d = 0.0
+        for g in range(1, fits):
+            if k == 0:
+                s[g], mu2[g] = s[0], mu2[0]
+                continue
+            gap = d + s[g - 1] / k  # E[(ȳ − x̄_h)²]
+            d = (k / big) ** 2 * gap
+            s[g] = (n - 1.0 + (k - 1.0) * s[g - 1] + n * k / big * gap) / (big - ddof)
+            mu2[g] = 1.0 / n + d
+    else:
+        return None
+    return {"sigma2": s, "mu2": mu2}
 
 
 def centred_sum_squares(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -120,11 +178,20 @@ class GaussianModel(TheoryModel):
         }
 
     def closed_form(self, regime: str, fit_sizes: Sequence[int], sizes: MixSizes) -> dict[str, np.ndarray]:
+        if regime in ("accumulate", "augment"):
+            return gaussian_merge_closed_form(regime, self.estimator, len(fit_sizes), sizes.human, sizes.synthetic,
+                                              sizes.augment_count()) or {}
         if regime != "replace":
             return {}
         return gaussian_closed_form(self.estimator, fit_sizes, self.dim)
 
     def closed_form_text(self, regime: str, sizes: MixSizes) -> dict[str, str]:
+        if regime == "accumulate":
+            return {"sigma2": "T_n/(N_n - ddof), T_n = T_(n-1) + S_(n-1)(m - 1 + N_(n-1)/N_n), T_1 = M - 1, N_n = M + (n-1)m",
+                    "mu2": "E[mu_(n-1)^2] + m·S_(n-1)/N_n², E[mu_1^2] = 1/M"}
+        if regime == "augment":
+            return {"sigma2": "(M - 1 + (k - 1)S + M·k/(M+k)·(D + S/k))/(M + k - ddof), k = round(λM), S, D of fit n - 1",
+                    "mu2": "1/M + D_n, D_n = (k/(M+k))²·(D_(n-1) + S_(n-1)/k), D_1 = 0"}
         if regime != "replace":
             return {}
         d = "" if self.dim == 1 else f"{self.dim}·"

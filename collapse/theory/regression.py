@@ -25,6 +25,13 @@ where τ = E tr((XᵀX)⁻¹) = d/(T − d − 1) for ``per_trial`` (the inverse
 mean) and τ = tr((XᵀX)⁻¹) of the one X for ``shared``. Proof sketch for
 accumulate: with eₙ = ŵₙ − w* and P = (XᵀX)⁻¹Xᵀ, the n-th fit averages n
 label vectors, so n·eₙ = Σ_{i≤n} (e_{i−1} + P εᵢ), hence eₙ = e_{n−1} + P εₙ/n.
+- augment with λ a whole number and λ·T synthetic rows (every row of X once
+  as human data and λ times as synthetic data, the default sizes for λ ≥ 1):
+  σ²·τ·(1 + λ/(1 + 2λ)·(1 − ρ^(2(n−1)))), ρ = λ/(1 + λ), which tends to
+  (1 + λ/(1 + 2λ))·σ²·τ ≤ (3/2)·σ²·τ (derived here). With a = P ε₀ the
+  human noise and b̄ₙ the mean of the λ synthetic noise vectors of a row
+  (E‖P b̄‖² = σ²τ/λ), eₙ = (a + λ(e_{n−1} + P b̄ₙ))/(1 + λ); dₙ = eₙ − a obeys
+  dₙ = ρ(d_{n−1} + P b̄ₙ), d₁ = 0, so E‖dₙ‖² = ρ²(E‖d_{n−1}‖² + σ²τ/λ).
 No closed form is claimed for the other regimes.
 """
 
@@ -38,9 +45,13 @@ from collapse.mixing import MixSizes
 from collapse.theory.common import TheoryModel, per_trial_bincount
 
 
-def regression_closed_form(regime: str, fits: int, noise: float, tau: float) -> np.ndarray | None:
-    """E‖ŵₙ − w*‖² for n = 1..``fits``; τ = E tr((XᵀX)⁻¹). None for regimes without one."""
+def regression_closed_form(regime: str, fits: int, noise: float, tau: float, ratio: float = 1.0) -> np.ndarray | None:
+    """E‖ŵₙ − w*‖² for n = 1..``fits``; τ = E tr((XᵀX)⁻¹); ``ratio`` = λ of
+    augment (a whole number). None for regimes without one."""
     n = np.arange(1, fits + 1, dtype=np.float64)
+    if regime == "augment":
+        rho = ratio / (1.0 + ratio)
+        return noise * tau * (1.0 + ratio / (1.0 + 2.0 * ratio) * (1.0 - rho ** (2.0 * (n - 1.0))))
     if regime == "replace":
         return n * noise * tau
     if regime == "accumulate":
@@ -139,13 +150,18 @@ class RegressionModel(TheoryModel):
         return {"error": ((self.w - self.w_star) ** 2).sum(axis=1)}
 
     def _claims(self, regime: str, sizes: MixSizes) -> bool:
-        # The closed forms assume each pool holds every row of X once.
+        # The closed forms assume each pool holds every row of X once (augment:
+        # λ times, all of it taken).
+        if regime == "augment":
+            lam = sizes.synthetic_ratio
+            return (lam == int(lam) and sizes.human == self.rows
+                    and sizes.augment_count() in (0, sizes.synthetic) and sizes.synthetic % self.rows == 0)
         return regime in ("replace", "accumulate") and sizes.human == self.rows and sizes.synthetic == self.rows
 
     def closed_form(self, regime: str, fit_sizes: Sequence[int], sizes: MixSizes) -> dict[str, np.ndarray]:
         if not self._claims(regime, sizes):
             return {}
-        out = regression_closed_form(regime, len(fit_sizes), self.noise, self.tau)
+        out = regression_closed_form(regime, len(fit_sizes), self.noise, self.tau, sizes.synthetic_ratio)
         return {} if out is None else {"error": out}
 
     def closed_form_text(self, regime: str, sizes: MixSizes) -> dict[str, str]:
@@ -154,4 +170,6 @@ class RegressionModel(TheoryModel):
         tau = "d/(T - d - 1)" if self.design == "per_trial" else "tr((X^T X)^-1)"
         if regime == "replace":
             return {"error": f"n·σ²·{tau}"}
+        if regime == "augment":
+            return {"error": f"σ²·{tau}·(1 + λ/(1+2λ)·(1 - (λ/(1+λ))^(2(n-1))))"}
         return {"error": f"σ²·{tau}·Σ_(i=1..n) 1/i² ≤ (π²/6)·σ²·{tau}"}
