@@ -225,6 +225,94 @@ def test_augment_runs_for_every_model_and_sits_between_replace_and_the_start():
     assert aug.mean["error"][-1] < 1.5 * aug.closed["error"][0] + 4 * aug.se["error"][-1] < rep.mean["error"][-1] / 5
 
 
+# ------------------------------------------------------------------ tail cutting and verification
+
+@pytest.mark.parametrize("estimator,tau,dim", [("unbiased", 1.0, 1), ("mle", 1.5, 2)])
+def test_truncated_gaussian_closed_form_matches_simulation(estimator, tau, dim):
+    from collapse.theory.gaussian import truncated_variance
+
+    # v(τ) against scipy's truncated normal
+    assert truncated_variance(tau) == pytest.approx(stats.truncnorm(-tau, tau).var(), rel=1e-12)
+    r = simulate("gaussian", generations=8, samples=10, estimator=estimator, dim=dim, truncate=tau)
+    assert set(r.closed) == {"sigma2", "mu2"}
+    for q in r.closed:
+        assert max_abs_z(r, q) < Z, (q, r.mean[q], r.closed[q])
+    # collapse accelerates: the variance falls geometrically even when the untruncated chain keeps E[σ²]
+    n = np.arange(1, 10)
+    c = 1.0 if estimator == "unbiased" else 0.9
+    np.testing.assert_allclose(r.closed["sigma2"], c**n * truncated_variance(tau) ** (n - 1))
+    plain = simulate("gaussian", generations=8, samples=10, estimator=estimator, dim=dim)
+    assert r.mean["sigma2"][-1] < 0.5 * plain.mean["sigma2"][-1]
+
+
+def test_truncated_gaussian_draws_stay_inside_the_band():
+    from collapse.theory.gaussian import GaussianModel
+
+    g = GaussianModel(500, 0, dim=2, truncate=0.7)
+    g.mu, g.var = np.full((500, 2), 3.0), np.full((500, 2), 4.0)
+    x = g.sample(50, 1)
+    assert np.all(np.abs(x - 3.0) <= 0.7 * 2.0 + 1e-12)
+    assert abs(x.var() / 4.0 - stats.truncnorm(-0.7, 0.7).var()) < 0.01
+
+
+def test_categorical_top_k_and_top_p_cut_the_tail():
+    from collapse.theory.categorical import draw_from_counts, truncation_weights
+
+    counts = np.array([[5, 1, 3, 0, 1], [2, 2, 2, 2, 2]])
+    np.testing.assert_array_equal(truncation_weights(counts, ("top_k", 2)), [[5, 0, 3, 0, 0], [2, 2, 0, 0, 0]])
+    np.testing.assert_array_equal(truncation_weights(counts, ("top_p", 0.7)), [[5, 0, 3, 0, 0], [2, 2, 2, 2, 0]])
+    x = draw_from_counts(np.array([[1, 0, 3], [0, 2, 0]]), 40000, np.random.default_rng(0))
+    assert np.all(x[1] == 1) and not np.any(x[0] == 1)
+    assert abs(np.mean(x[0] == 2) - 0.75) < 0.01
+    top_k = simulate("categorical", generations=10, trials=1000, samples=50, truncate="top_k:5", keep_trials=True)
+    plain = simulate("categorical", generations=10, trials=1000, samples=50)
+    assert top_k.closed == {} and top_k.closed_forms == {}
+    assert np.all(top_k.trial_values["surviving"][1:] <= 5)
+    top_p = simulate("categorical", generations=10, trials=1000, samples=50, truncate="top_p:0.9")
+    for r in (top_k, top_p):  # the tail vanishes and diversity collapses faster than without truncation
+        assert r.mean["tail_mass"][-1] < 0.2 * plain.mean["tail_mass"][-1]
+        assert r.mean["entropy"][-1] < plain.mean["entropy"][-1] - 4 * r.se["entropy"][-1]
+
+
+def test_categorical_entropy_and_absorption():
+    r = simulate("categorical", generations=60, trials=2000, categories=3, samples=6, zipf=0.0, keep_trials=True)
+    c0 = r.trial_values["entropy"][0]
+    assert np.all(c0 <= math.log(3) + 1e-12)
+    absorbed = r.mean["absorbed"]
+    assert np.all(np.diff(absorbed) >= 0) and absorbed[-1] > 0.99  # absorption is for good under replace
+    assert np.all(r.trial_values["entropy"][r.trial_values["absorbed"] == 1] == 0)
+    # mean absorption time from the distribution function vs Littler's diffusion approximation
+    from collapse.theory.categorical import absorption_time_diffusion
+
+    mean_t = float(np.sum(1.0 - absorbed))  # generations until one category is left (generation 0 = fit 1)
+    approx = absorption_time_diffusion(np.full(3, 1 / 3), 6)
+    assert 0.7 * approx < mean_t + 1 < 1.3 * approx, (mean_t, approx)
+
+
+def test_verification_prevents_collapse_of_regression():
+    rep = simulate("regression", generations=10, trials=3000, samples=12, dim=3)
+    sel = run_theory(load_theory_config(None, {"run.model": "regression", "run.generations": 10, "run.trials": 3000,
+                                               "regression.samples": 12, "regression.dim": 3, "verify.keep": 0.5}))
+    noisy = run_theory(load_theory_config(None, {"run.model": "regression", "run.generations": 10, "run.trials": 3000,
+                                                 "regression.samples": 12, "regression.dim": 3, "verify.keep": 0.5,
+                                                 "verify.noise": 3.0}))
+    assert sel.closed == {} and rep.mean["error"][0] == sel.mean["error"][0]  # generation 0 fits human data
+    assert sel.mean["error"][-1] < sel.mean["error"][0] < rep.mean["error"][-1] / 10  # selection stops collapse
+    assert sel.mean["error"][-1] < noisy.mean["error"][-1] < rep.mean["error"][-1]  # a noisy verifier helps less
+
+
+def test_verifier_keeps_the_best_candidates():
+    from collapse.theory.gaussian import GaussianModel
+
+    g = GaussianModel(200, 0, dim=1)
+    g.mu, g.var = np.zeros((200, 1)), np.ones((200, 1))
+    g.verify = 0.25
+    x = g.sample(10, 1)[..., 0]  # the 10 of 40 candidates nearest 0
+    assert x.shape == (200, 10)
+    cand = g.draw(40, 1)[..., 0]
+    np.testing.assert_allclose(np.sort(np.abs(x), 1), np.sort(np.abs(cand), 1)[:, :10])
+
+
 # ------------------------------------------------------------------ ordering
 
 def _final(model, regime, quantity, **options):
@@ -515,6 +603,9 @@ def test_cli_table_figure_and_mlflow(tmp_path, capsys, monkeypatch):
     (["theory", "regression", "--samples", "11", "--dim", "10"], "T - d - 1 > 0"),
     (["theory", "regression", "--estimator", "mle"], "--estimator applies to gaussian"),
     (["theory", "gmm", "--distance", "kl"], "gmm.distance"),
+    (["theory", "categorical", "--truncate", "top_q:3"], "categorical.truncate: expected top_k:K"),
+    (["theory", "gmm", "--truncate", "1"], "--truncate applies to gaussian, categorical"),
+    (["theory", "gaussian", "--verify", "1.5"], "verify.keep: expected in (0, 1]"),
     (["theory", "gaussian", "gaussian.colour=1"], "gaussian.colour: unknown key"),
     (["theory"], "expected a model"),
     (["theory", "--config", "does/not/exist.yaml"], "config file not found"),

@@ -7,9 +7,23 @@ refit p̂ = counts/M, draw M tokens from p̂, and so on. A category that draws n
 token is gone for good under ``replace``.
 
 Tracked per generation: ``diversity`` (the Gini–Simpson index 1 − Σᵢ pᵢ²),
-``surviving`` (categories with pᵢ > 0) and ``tail_mass`` (the mass of the
+``surviving`` (categories with pᵢ > 0), ``tail_mass`` (the mass of the
 initial tail: the rarest ``tail_fraction`` of categories under p₀, ties broken
-towards the last index).
+towards the last index), ``entropy`` (Shannon, −Σ pᵢ ln pᵢ, nats) and
+``absorbed`` (the share of trials left with a single category: the
+distribution function of the time to absorption T, so the mean absorption
+time is Σ_g (1 − absorbed_g) once every trial is absorbed). Under ``replace``
+the chain is a neutral Wright–Fisher chain; the diffusion approximation of
+its mean absorption time from p (Littler 1975) is
+E[T] ≈ −2M·Σᵢ (1 − pᵢ)·ln(1 − pᵢ) generations, reported for the record next
+to the exact Gini–Simpson law (it is an approximation, not a closed form).
+
+Tail cutting (``truncate``; Dohmatob et al. 2024): ``top_k:K`` samples from
+the K most likely categories of the fit (ties: lower index first),
+``top_p:P`` from the smallest set of most likely categories whose mass
+reaches P, each renormalised. Under ``replace`` at most K categories survive
+the first truncated generation and the tail is gone for good; no closed form
+is claimed with truncation.
 
 Closed forms (n = number of fits on N_i tokens each):
 
@@ -54,6 +68,61 @@ def tail_categories(p0: np.ndarray, fraction: float) -> np.ndarray:
     return np.sort(order[-n_tail:])
 
 
+def absorption_time_diffusion(p: np.ndarray, samples: int) -> float:
+    """Littler's (1975) diffusion approximation of the mean number of
+    generations until one category is left, for M tokens per generation
+    started at p: −2M·Σ (1 − pᵢ) ln(1 − pᵢ)."""
+    p = np.asarray(p, dtype=np.float64)
+    q = 1.0 - p[p > 0]
+    return float(-2.0 * samples * np.sum(np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0)))
+
+
+def parse_truncate(text: str | None) -> tuple[str, float] | None:
+    """``top_k:K`` or ``top_p:P`` → (kind, value); None stays None. ValueError on anything else."""
+    if text is None:
+        return None
+    kind, _, value = str(text).partition(":")
+    try:
+        v = float(value)
+    except ValueError:
+        v = float("nan")
+    if kind == "top_k" and v == int(v) and v >= 1:
+        return kind, int(v)
+    if kind == "top_p" and 0.0 < v <= 1.0:
+        return kind, v
+    raise ValueError(f"expected top_k:K (K >= 1) or top_p:P (0 < P <= 1), got {text!r}")
+
+
+def truncation_weights(counts: np.ndarray, truncate: tuple[str, float]) -> np.ndarray:
+    """Counts (K, V) with every category outside the top-k / top-p set zeroed."""
+    kind, value = truncate
+    order = np.argsort(-counts, axis=1, kind="stable")  # most likely first; ties keep index order
+    ranked = np.take_along_axis(counts, order, axis=1)
+    if kind == "top_k":
+        keep_ranked = np.arange(counts.shape[1]) < value
+    else:
+        total = ranked.sum(axis=1, keepdims=True)
+        before = np.cumsum(ranked, axis=1) - ranked  # mass of the more likely categories
+        keep_ranked = before < value * total
+    keep = np.zeros(counts.shape, dtype=bool)
+    np.put_along_axis(keep, order, np.broadcast_to(keep_ranked, counts.shape), axis=1)
+    return np.where(keep, counts, 0)
+
+
+def draw_from_counts(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n categories per row drawn with probability ∝ integer ``weights`` (K, V) → (K, n) int32.
+
+    One searchsorted over the rows' cumulative weights laid end to end."""
+    k, v = weights.shape
+    cum = np.cumsum(weights, axis=1)  # (K, V)
+    total = cum[:, -1]
+    span = int(total.max()) + 1
+    base = np.arange(k, dtype=np.int64) * span
+    u = np.floor(rng.random((k, n)) * total[:, None]).astype(np.int64)  # uniform in [0, total)
+    flat = np.searchsorted((cum + base[:, None]).ravel(), (u + base[:, None]).ravel(), side="right")
+    return (flat.reshape(k, n) - (np.arange(k) * v)[:, None]).astype(np.int32)
+
+
 def categorical_merge_diversity(regime: str, p0: np.ndarray, fits: int, human: int, added: int) -> np.ndarray:
     """E[1 − Σ pₙ²] per fit under ``accumulate`` (``added`` = m tokens per
     generation) or ``augment`` (``added`` = round(λ·n) tokens per training set)."""
@@ -90,15 +159,27 @@ def categorical_closed_form(regime: str, p0: np.ndarray, tail: np.ndarray, fit_s
     return out
 
 
+def entropy_of_counts(c: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) of the distributions c/n, rows of counts (K, V) → (K,)."""
+    out = np.zeros(c.shape[0])
+    step = max(1, (1 << 20) // max(1, c.shape[1]))
+    for s in range(0, c.shape[0], step):
+        blk = c[s:s + step].astype(np.float64)
+        h = np.log(n[s:s + step]) - (blk * np.log(np.where(blk > 0, blk, 1.0))).sum(axis=1) / n[s:s + step]
+        out[s:s + step] = np.maximum(h, 0.0)  # rounding can leave -1e-16 for a single category
+    return out
+
+
 class CategoricalModel(TheoryModel):
     """K chains of a categorical distribution over V categories. Pools: (K, N) int32 tokens."""
 
     name = "categorical"
-    quantities = ("diversity", "surviving", "tail_mass")
+    quantities = ("diversity", "surviving", "tail_mass", "entropy", "absorbed")
 
     def __init__(self, trials: int, seed: int, categories: int = 100, samples: int = 100, zipf: float = 1.0,
-                 tail_fraction: float = 0.1):
+                 tail_fraction: float = 0.1, truncate: str | None = None):
         super().__init__(trials, seed)
+        self.truncate = parse_truncate(truncate)
         self.categories = int(categories)
         self.samples = int(samples)
         self.zipf = float(zipf)
@@ -109,8 +190,11 @@ class CategoricalModel(TheoryModel):
         self._train: np.ndarray | None = None
 
     def params(self) -> Mapping[str, Any]:
-        return {"categories": self.categories, "samples": self.samples, "zipf": self.zipf,
-                "tail_fraction": self.tail_fraction}
+        out: dict[str, Any] = {"categories": self.categories, "samples": self.samples, "zipf": self.zipf,
+                               "tail_fraction": self.tail_fraction}
+        if self.truncate is not None:
+            out["truncate"] = f"{self.truncate[0]}:{self.truncate[1]}"
+        return out
 
     def _draw_p0(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.choice(self.categories, size=(self.trials, n), p=self.p0).astype(np.int32)
@@ -132,9 +216,11 @@ class CategoricalModel(TheoryModel):
         """The fitted distributions (K, V)."""
         return self.counts / self.counts.sum(axis=1, keepdims=True)
 
-    def sample(self, n: int, generation: int) -> np.ndarray:
+    def draw(self, n: int, generation: int) -> np.ndarray:
         # p̂ is the empirical distribution of the training tokens, so a draw from
         # p̂ is a uniformly chosen training token: exact, and O(K·n) at any V.
+        if self.truncate is not None:
+            return draw_from_counts(truncation_weights(self.counts, self.truncate), n, self.rng(generation, "sample"))
         assert self._train is not None, "sample() before fit()"
         pick = self.rng(generation, "sample").integers(0, self._train.shape[1], size=(self.trials, n), dtype=np.int32)
         return np.take_along_axis(self._train, pick, axis=1)
@@ -147,13 +233,22 @@ class CategoricalModel(TheoryModel):
             "diversity": 1.0 - np.einsum("kv,kv->k", c, c) / n**2,
             "surviving": np.count_nonzero(c, axis=1).astype(np.float64),
             "tail_mass": c[:, self.tail].sum(axis=1) / n,
+            "entropy": entropy_of_counts(c, n),
+            "absorbed": (np.count_nonzero(c, axis=1) == 1).astype(np.float64),
         }
 
+    def true_loglik(self, samples: np.ndarray) -> np.ndarray:
+        return np.log(self.p0)[samples]
+
     def closed_form(self, regime: str, fit_sizes: Sequence[int], sizes: MixSizes) -> dict[str, np.ndarray]:
+        if self.truncate is not None or self.verify is not None:
+            return {}
         return categorical_closed_form(regime, self.p0, self.tail, fit_sizes, sizes)
 
     def closed_form_text(self, regime: str, sizes: MixSizes) -> dict[str, str]:
-        out = {}
+        out: dict[str, str] = {}
+        if self.truncate is not None or self.verify is not None:
+            return out
         if regime == "replace":
             out["diversity"] = "(1 - 1/M)^n·(1 - Σ_i p0_i²)"
         if regime == "accumulate":

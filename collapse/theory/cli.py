@@ -42,12 +42,13 @@ MODEL_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "separation": ("separation", ("gmm",)),
     "distance": ("distance", ("gmm",)),
     "em_iters": ("em_iters", ("gmm",)),
+    "truncate": ("truncate", ("gaussian", "categorical")),
 }
 RUN_FLAGS = {"regime": "run.regime", "generations": "run.generations", "trials": "run.trials", "seed": "run.seed",
              "out": "run.out"}
 MIX_FLAGS = {"synthetic_size": "mix.synthetic_size", "human_fraction": "mix.human_fraction",
              "subsample_size": "mix.subsample_size", "fresh_size": "mix.fresh_size",
-             "synthetic_ratio": "mix.synthetic_ratio"}
+             "synthetic_ratio": "mix.synthetic_ratio", "verify": "verify.keep", "verify_noise": "verify.noise"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -79,12 +80,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--separation", help="gmm: distance between neighbouring means at the start")
     m.add_argument("--distance", help="gmm: w2 | l2")
     m.add_argument("--em-iters", help="gmm: EM iterations per generation at most")
+    m.add_argument("--truncate", help="tail cutting: gaussian τ (sample |x - μ| <= τσ) | categorical top_k:K or top_p:P")
     x = t.add_argument_group("mixing")
     x.add_argument("--synthetic-size", help="synthetic samples per generation (default: --samples)")
     x.add_argument("--human-fraction", help="fixed_fraction: human share of each training set")
     x.add_argument("--subsample-size", help="accumulate_subsample: size of the draw (default: --samples)")
     x.add_argument("--fresh-size", help="fresh: new human samples per generation (default: --samples)")
     x.add_argument("--synthetic-ratio", metavar="λ", help="augment: synthetic samples per human sample in each training set (default 1)")
+    v = t.add_argument_group("verification")
+    v.add_argument("--verify", metavar="Q", help="keep the best fraction Q of drawn candidates by the true log-likelihood (Feng et al. 2024)")
+    v.add_argument("--verify-noise", help="noise on the verifier's score, in units of its spread (default 0: perfect)")
     o = t.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print one JSON object (per generation: mean, se, closed) and nothing else")
     o.add_argument("--out", help="folder for the figure (default: reports/theory)")
@@ -132,7 +137,8 @@ def config_from_args(args: argparse.Namespace):
             continue
         if model not in models:
             raise CollapseError(f"--{name.replace('_', '-')} applies to {', '.join(models)}, not {model}")
-        flags[f"{model}.{key}"] = v if name in ("estimator", "design", "distance") else _scalar(v)
+        text_value = name in ("estimator", "design", "distance") or (name == "truncate" and model == "categorical")
+        flags[f"{model}.{key}"] = v if text_value else _scalar(v)
     for name, key in MIX_FLAGS.items():
         v = getattr(args, name)
         if v is not None:

@@ -3,7 +3,8 @@
 Sections: ``run`` (model, regime, generations, trials, seed, output folder),
 one section per model (``gaussian``, ``regression``, ``categorical``, ``gmm``;
 only the chosen model's section is used), ``mix`` (the sizes the mixing
-regimes need) and ``tracking`` (MLflow). Built with the same machinery as the
+regimes need), ``verify`` (selection of the synthetic samples by a verifier,
+Feng et al. 2024) and ``tracking`` (MLflow). Built with the same machinery as the
 LM config (``collapse.config.build_dataclass``, ``apply_overrides``): unknown
 keys, wrong types and out-of-range values raise a one-line ``ConfigError``
 naming the key, and so do sizes a model cannot work with (M < 2 for the
@@ -47,6 +48,7 @@ class GaussianConfig:
     dim: int = _f(1, "dimension d (diagonal covariance: every coordinate runs the 1-D chain)", *_pos)
     samples: int = _f(100, "M: human samples of generation 0, and samples per generation unless mix.synthetic_size is set", *_pos)
     estimator: Literal["mle", "unbiased"] = _f("unbiased", "variance estimator: mle (divide by M) | unbiased (divide by M - 1)")
+    truncate: float | None = _f(None, "tail cutting: generations sample from the fit truncated to |x - μ| <= τσ per coordinate; null = no truncation", *_pos_or_none)
 
 
 @dataclass
@@ -63,6 +65,7 @@ class CategoricalConfig:
     samples: int = _f(100, "M: tokens drawn per generation", *_pos)
     zipf: float = _f(1.0, "β: starting distribution p_i ∝ i^-β (0 = uniform)", *_nonneg)
     tail_fraction: float = _f(0.1, "share of categories, the rarest under the start, whose mass is tracked as tail_mass", *_open_unit)
+    truncate: str | None = _f(None, "tail cutting: top_k:K (sample from the K most likely categories of the fit) | top_p:P (from the smallest most-likely set of mass >= P); null = none")
 
 
 @dataclass
@@ -85,6 +88,12 @@ class TheoryMixConfig:
 
 
 @dataclass
+class VerifyConfig:
+    keep: float | None = _f(None, "verification: draw samples/keep candidates per generation and keep the best by the verifier's score; null = no selection", lambda v: v is None or 0.0 < v <= 1.0, "in (0, 1] or null")
+    noise: float = _f(0.0, "verifier noise: Gaussian noise on its score (the true log-likelihood), in units of the score's spread over a trial's candidates; 0 = a perfect verifier", *_nonneg)
+
+
+@dataclass
 class TheoryTrackingConfig:
     enabled: bool = _f(False, "log the run to MLflow (params, per-generation metrics at step=generation, artifacts)")
     uri: str | None = _f(None, "MLflow tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db")
@@ -100,6 +109,7 @@ class TheoryConfig:
     categorical: CategoricalConfig = field(default_factory=CategoricalConfig)
     gmm: GMMConfig = field(default_factory=GMMConfig)
     mix: TheoryMixConfig = field(default_factory=TheoryMixConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     tracking: TheoryTrackingConfig = field(default_factory=TheoryTrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,7 +125,8 @@ class TheoryConfig:
 
     def resolved(self) -> dict[str, Any]:
         """The parts of the config that shape this run (logged as params)."""
-        return {"run": dataclasses.asdict(self.run), self.run.model: self.model_section(), "mix": dataclasses.asdict(self.mix)}
+        return {"run": dataclasses.asdict(self.run), self.run.model: self.model_section(), "mix": dataclasses.asdict(self.mix),
+                "verify": dataclasses.asdict(self.verify)}
 
 
 def synthetic_size(cfg: TheoryConfig) -> int:
@@ -167,6 +178,13 @@ def validate(cfg: TheoryConfig) -> None:
         for what, n in sizes.items():
             if n <= cfg.gmm.components:
                 raise ConfigError(f"{key[what]}: EM with {cfg.gmm.components} components needs more samples per fit than components, got {n}")
+    if run.model == "categorical" and cfg.categorical.truncate is not None:
+        from collapse.theory.categorical import parse_truncate
+
+        try:
+            parse_truncate(cfg.categorical.truncate)
+        except ValueError as e:
+            raise ConfigError(f"categorical.truncate: {e}") from None
     if cfg.tracking.experiment is not None and (not cfg.tracking.experiment or "/" in cfg.tracking.experiment):
         raise ConfigError(f"tracking.experiment: expected a non-empty name without '/', got {cfg.tracking.experiment!r}")
 

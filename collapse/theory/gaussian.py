@@ -38,6 +38,16 @@ the previous ones, so E[σ²] and E[μ²] follow from recursions (S_g = E[σ_g²
 
 E[σ] and W₂ need E[√σ²], which no such recursion gives: none is claimed
 there, nor for the other regimes.
+
+Tail cutting (``truncate`` = τ; Dohmatob et al. 2024): generations sample
+from the fit truncated to |x − μ| ≤ τσ per coordinate. A standard normal
+truncated to [−τ, τ] has variance v(τ) = 1 − 2τφ(τ)/(2Φ(τ) − 1) < 1, so each
+refit on truncated samples estimates v(τ)·σ² (the estimator is unbiased for
+the variance of whatever it is fed): under ``replace``
+E[σₙ²] = c^n·v(τ)^(n−1) with c = 1 (unbiased) or 1 − 1/M (mle), and
+E[μₙ²] = E[μ²_{n−1}] + v(τ)·E[σ²_{n−1}]/M, E[μ₁²] = 1/M: the variance
+collapses geometrically even with the unbiased estimator. Generation 0 fits
+the human data, which is never truncated. E[σ] and W₂ are not claimed.
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy.special import gammaln
+from scipy.special import gammaln, ndtr, ndtri
 
 from collapse.mixing import MixSizes
 from collapse.theory.common import TheoryModel
@@ -76,6 +86,26 @@ def gaussian_closed_form(estimator: str, fit_sizes: Sequence[int], dim: int = 1)
     mu2 = np.cumsum(sigma2_before / n_i)
     w2 = dim * (mu2 + 1.0 + sigma2 - 2.0 * sigma)
     return {"sigma2": sigma2, "mu2": mu2, "sigma": sigma, "w2": w2}
+
+
+def truncated_variance(tau: float) -> float:
+    """v(τ): the variance of a standard normal truncated to [−τ, τ]."""
+    phi = np.exp(-0.5 * tau * tau) / np.sqrt(2.0 * np.pi)
+    return float(1.0 - 2.0 * tau * phi / (2.0 * ndtr(tau) - 1.0))
+
+
+def gaussian_truncated_closed_form(estimator: str, fits: int, samples: int, tau: float) -> dict[str, np.ndarray]:
+    """E[σₙ²] and E[μₙ²] per coordinate under replace when every generation
+    samples from the fit truncated at |x − μ| ≤ τσ; one value per fit."""
+    m = float(samples)
+    c = 1.0 if estimator == "unbiased" else 1.0 - 1.0 / m
+    v = truncated_variance(tau)
+    n = np.arange(1, fits + 1, dtype=np.float64)
+    sigma2 = c**n * v ** (n - 1.0)
+    before = np.concatenate([[1.0], sigma2[:-1]])
+    feed = np.concatenate([[1.0], np.full(fits - 1, v)])  # generation 0 sees untruncated human data
+    mu2 = np.cumsum(before * feed / m)
+    return {"sigma2": sigma2, "mu2": mu2}
 
 
 def gaussian_merge_closed_form(regime: str, estimator: str, fits: int, human: int, synthetic: int,
@@ -136,16 +166,21 @@ class GaussianModel(TheoryModel):
     name = "gaussian"
     quantities = ("sigma2", "mu2", "sigma", "w2")
 
-    def __init__(self, trials: int, seed: int, dim: int = 1, samples: int = 100, estimator: str = "unbiased"):
+    def __init__(self, trials: int, seed: int, dim: int = 1, samples: int = 100, estimator: str = "unbiased",
+                 truncate: float | None = None):
         super().__init__(trials, seed)
         self.dim = int(dim)
         self.samples = int(samples)
         self.estimator = estimator
+        self.truncate = None if truncate is None else float(truncate)
         self.mu = np.zeros((self.trials, self.dim))  # (K, d)
         self.var = np.ones((self.trials, self.dim))  # (K, d)
 
     def params(self) -> Mapping[str, Any]:
-        return {"dim": self.dim, "samples": self.samples, "estimator": self.estimator}
+        out: dict[str, Any] = {"dim": self.dim, "samples": self.samples, "estimator": self.estimator}
+        if self.truncate is not None:
+            out["truncate"] = self.truncate
+        return out
 
     def human_pools(self, sizes: MixSizes, fresh_total: int) -> dict[str, np.ndarray]:
         pools = {"human": self.rng(0, "human").standard_normal((self.trials, sizes.human, self.dim))}
@@ -161,8 +196,14 @@ class GaussianModel(TheoryModel):
         self.var = centred_sum_squares(train, self.mu) / (n - ddof)  # (K, d)
         return {"train_size": float(n)}
 
-    def sample(self, n: int, generation: int) -> np.ndarray:
-        z = self.rng(generation, "sample").standard_normal((self.trials, n, self.dim))  # (K, n, d)
+    def draw(self, n: int, generation: int) -> np.ndarray:
+        rng = self.rng(generation, "sample")
+        if self.truncate is None:
+            z = rng.standard_normal((self.trials, n, self.dim))  # (K, n, d)
+        else:
+            # Inverse CDF on [Φ(−τ), Φ(τ)]: an exact draw of the truncated normal.
+            lo = ndtr(-self.truncate)
+            z = ndtri(lo + (1.0 - 2.0 * lo) * rng.random((self.trials, n, self.dim)))
         z *= np.sqrt(self.var)[:, None, :]
         z += self.mu[:, None, :]
         return z
@@ -177,7 +218,14 @@ class GaussianModel(TheoryModel):
             "w2": (self.mu**2 + (sigma - 1.0) ** 2).sum(axis=1),
         }
 
+    def true_loglik(self, samples: np.ndarray) -> np.ndarray:
+        return -0.5 * np.einsum("knd,knd->kn", samples, samples)
+
     def closed_form(self, regime: str, fit_sizes: Sequence[int], sizes: MixSizes) -> dict[str, np.ndarray]:
+        if self.truncate is not None or self.verify is not None:
+            if regime == "replace" and self.verify is None and all(f == self.samples for f in fit_sizes):
+                return gaussian_truncated_closed_form(self.estimator, len(fit_sizes), self.samples, self.truncate)
+            return {}
         if regime in ("accumulate", "augment"):
             return gaussian_merge_closed_form(regime, self.estimator, len(fit_sizes), sizes.human, sizes.synthetic,
                                               sizes.augment_count()) or {}
@@ -186,6 +234,12 @@ class GaussianModel(TheoryModel):
         return gaussian_closed_form(self.estimator, fit_sizes, self.dim)
 
     def closed_form_text(self, regime: str, sizes: MixSizes) -> dict[str, str]:
+        if self.truncate is not None or self.verify is not None:
+            if regime == "replace" and self.verify is None and sizes.synthetic == self.samples:
+                c = "" if self.estimator == "unbiased" else "(1 - 1/M)^n·"
+                return {"sigma2": f"{c}v(τ)^(n-1), v(τ) = 1 - 2τφ(τ)/(2Φ(τ) - 1)",
+                        "mu2": "E[mu_(n-1)^2] + v(τ)·E[sigma_(n-1)^2]/M (v = 1 for the human fit)"}
+            return {}
         if regime == "accumulate":
             return {"sigma2": "T_n/(N_n - ddof), T_n = T_(n-1) + S_(n-1)(m - 1 + N_(n-1)/N_n), T_1 = M - 1, N_n = M + (n-1)m",
                     "mu2": "E[mu_(n-1)^2] + m·S_(n-1)/N_n², E[mu_1^2] = 1/M"}

@@ -221,8 +221,14 @@ class GMMModel(TheoryModel):
         self.w, self.mu, self.var, used = em_fit(train, self.components, self.em_iters, self.em_tol)
         return {"train_size": float(train.shape[1]), "em_iterations": float(used)}
 
-    def sample(self, n: int, generation: int) -> np.ndarray:
+    def draw(self, n: int, generation: int) -> np.ndarray:
         return self._draw(self.w, self.mu, self.var, n, self.rng(generation, "sample"))
+
+    def true_loglik(self, samples: np.ndarray) -> np.ndarray:
+        d = samples[:, :, None] - self.mu0  # (K, n, C)
+        comp = np.log(self.w0) - 0.5 * (_LOG_2PI + np.log(self.var0)) - 0.5 * d * d / self.var0
+        top = comp.max(axis=2)
+        return top + np.log(np.exp(comp - top[..., None]).sum(axis=2))
 
     def measure(self) -> dict[str, np.ndarray]:
         mean = (self.w * self.mu).sum(axis=1)

@@ -143,8 +143,15 @@ class RegressionModel(TheoryModel):
                 self.w = (np.linalg.pinv(gram) @ b[..., None])[..., 0]
         return {"train_size": float(train.shape[1])}
 
-    def sample(self, n: int, generation: int) -> np.ndarray:
+    def draw(self, n: int, generation: int) -> np.ndarray:
         return self._labelled(self.w, n, self.rng(generation, "sample"))
+
+    def true_loglik(self, samples: np.ndarray) -> np.ndarray:
+        # log N(y; x·w*, σ²) up to a constant: how far each label is from the truth.
+        truth = np.einsum("ktd,d->kt", self.X, self.w_star)  # (K or 1, T)
+        rows = samples[..., 0].astype(np.int64)
+        mean = np.take_along_axis(np.broadcast_to(truth, (self.trials, self.rows)), rows, axis=1)
+        return -0.5 * (samples[..., 1] - mean) ** 2 / max(self.noise, 1e-300)
 
     def measure(self) -> dict[str, np.ndarray]:
         return {"error": ((self.w - self.w_star) ** 2).sum(axis=1)}
@@ -159,13 +166,13 @@ class RegressionModel(TheoryModel):
         return regime in ("replace", "accumulate") and sizes.human == self.rows and sizes.synthetic == self.rows
 
     def closed_form(self, regime: str, fit_sizes: Sequence[int], sizes: MixSizes) -> dict[str, np.ndarray]:
-        if not self._claims(regime, sizes):
+        if self.verify is not None or not self._claims(regime, sizes):
             return {}
         out = regression_closed_form(regime, len(fit_sizes), self.noise, self.tau, sizes.synthetic_ratio)
         return {} if out is None else {"error": out}
 
     def closed_form_text(self, regime: str, sizes: MixSizes) -> dict[str, str]:
-        if not self._claims(regime, sizes):
+        if self.verify is not None or not self._claims(regime, sizes):
             return {}
         tau = "d/(T - d - 1)" if self.design == "per_trial" else "tr((X^T X)^-1)"
         if regime == "replace":

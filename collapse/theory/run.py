@@ -50,7 +50,10 @@ MODEL_CLASSES: dict[str, type[TheoryModel]] = {
 
 
 def build_model(cfg: TheoryConfig) -> TheoryModel:
-    return MODEL_CLASSES[cfg.run.model](cfg.run.trials, cfg.run.seed, **cfg.model_section())
+    model = MODEL_CLASSES[cfg.run.model](cfg.run.trials, cfg.run.seed, **cfg.model_section())
+    model.verify = cfg.verify.keep
+    model.verify_noise = cfg.verify.noise
+    return model
 
 
 def mix_sizes(cfg: TheoryConfig) -> MixSizes:
@@ -187,7 +190,8 @@ def run_theory(
         seed=run.seed,
         params={**dict(model.params()), "synthetic_size": sizes.synthetic, "human_fraction": sizes.human_fraction,
                 "subsample_size": sizes.subsample or sizes.human, "fresh_size": sizes.fresh or sizes.human,
-                **({"synthetic_ratio": sizes.synthetic_ratio} if run.regime == "augment" else {})},
+                **({"synthetic_ratio": sizes.synthetic_ratio} if run.regime == "augment" else {}),
+                **({"verify_keep": cfg.verify.keep, "verify_noise": cfg.verify.noise} if cfg.verify.keep is not None else {})},
         quantities=quantities,
         mean={q: np.asarray(v) for q, v in mean.items()},
         se={q: np.asarray(v) for q, v in se.items()},
