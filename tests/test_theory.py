@@ -86,6 +86,35 @@ def test_a_wrong_gaussian_formula_is_rejected():
     assert max_abs_z(r, "sigma", c4(m) ** n) > 3 * Z  # forgets the √(1 − 1/M) of the MLE
 
 
+@pytest.mark.parametrize("estimator", ["mle", "unbiased"])
+def test_full_covariance_determinant_closed_forms(estimator):
+    from collapse.theory.gaussian import det_closed_form
+
+    r = simulate("gaussian", generations=8, samples=8, dim=3, covariance="full", estimator=estimator)
+    assert set(r.closed) == {"sigma2", "mu2", "sigma", "det_ratio", "logdet_ratio"}
+    assert r.quantities == ("sigma2", "mu2", "sigma", "w2", "det_ratio", "logdet_ratio")
+    for q in r.closed:
+        assert max_abs_z(r, q) < Z, (q, r.mean[q], r.closed[q])
+    # independently: E[det W] and E[ln det W] of W ∼ Wishart_3(7, I) by scipy's sampler
+    w = stats.wishart(df=7, scale=np.eye(3)).rvs(size=40000, random_state=3)
+    ddof = 1 if estimator == "unbiased" else 0
+    det = np.linalg.det(w) / (8 - ddof) ** 3
+    cf = det_closed_form(estimator, 1, 8, 3)
+    assert abs(det.mean() - cf["det_ratio"][0]) < Z * det.std() / math.sqrt(det.size)
+    assert abs(np.log(det).mean() - cf["logdet_ratio"][0]) < Z * np.log(det).std() / math.sqrt(det.size)
+    assert cf["det_ratio"][0] < 1  # the determinant collapses even for the unbiased estimator
+
+
+def test_full_covariance_recovers_a_correlated_fit():
+    from collapse.theory.gaussian import GaussianModel
+
+    g = GaussianModel(4, 0, dim=2, covariance="full")
+    g.mu, g.cov = np.zeros((4, 2)), np.broadcast_to(np.array([[2.0, 0.9], [0.9, 1.0]]), (4, 2, 2)).copy()
+    x = g.sample(20000, 1)
+    g.fit(x, 2)
+    np.testing.assert_allclose(g.cov, np.broadcast_to([[2.0, 0.9], [0.9, 1.0]], (4, 2, 2)), atol=0.06)
+
+
 # ------------------------------------------------------------------ regression
 
 @pytest.mark.parametrize("regime", ["replace", "accumulate"])
@@ -605,6 +634,8 @@ def test_cli_table_figure_and_mlflow(tmp_path, capsys, monkeypatch):
     (["theory", "gmm", "--distance", "kl"], "gmm.distance"),
     (["theory", "categorical", "--truncate", "top_q:3"], "categorical.truncate: expected top_k:K"),
     (["theory", "gmm", "--truncate", "1"], "--truncate applies to gaussian, categorical"),
+    (["theory", "gaussian", "--covariance", "full", "--dim", "3", "--samples", "3"], "more than d samples"),
+    (["theory", "gaussian", "--covariance", "full", "--dim", "2", "--truncate", "1"], "needs covariance: diagonal"),
     (["theory", "gaussian", "--verify", "1.5"], "verify.keep: expected in (0, 1]"),
     (["theory", "gaussian", "gaussian.colour=1"], "gaussian.colour: unknown key"),
     (["theory"], "expected a model"),

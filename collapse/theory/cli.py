@@ -43,6 +43,7 @@ MODEL_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "distance": ("distance", ("gmm",)),
     "em_iters": ("em_iters", ("gmm",)),
     "truncate": ("truncate", ("gaussian", "categorical")),
+    "covariance": ("covariance", ("gaussian",)),
 }
 RUN_FLAGS = {"regime": "run.regime", "generations": "run.generations", "trials": "run.trials", "seed": "run.seed",
              "out": "run.out"}
@@ -71,6 +72,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--dim", help="gaussian, regression: dimension d")
     m.add_argument("--samples", help="samples per generation: M (gaussian, categorical, gmm) or rows T (regression)")
     m.add_argument("--estimator", help="gaussian: mle | unbiased")
+    m.add_argument("--covariance", help="gaussian: diagonal | full (d >= 2; tracks det(Σn)/det(Σ0))")
     m.add_argument("--noise", help="regression: label noise variance σ²")
     m.add_argument("--design", help="regression: per_trial | shared")
     m.add_argument("--categories", help="categorical: number of categories")
@@ -137,7 +139,7 @@ def config_from_args(args: argparse.Namespace):
             continue
         if model not in models:
             raise CollapseError(f"--{name.replace('_', '-')} applies to {', '.join(models)}, not {model}")
-        text_value = name in ("estimator", "design", "distance") or (name == "truncate" and model == "categorical")
+        text_value = name in ("estimator", "design", "distance", "covariance") or (name == "truncate" and model == "categorical")
         flags[f"{model}.{key}"] = v if text_value else _scalar(v)
     for name, key in MIX_FLAGS.items():
         v = getattr(args, name)

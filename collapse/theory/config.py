@@ -49,6 +49,7 @@ class GaussianConfig:
     samples: int = _f(100, "M: human samples of generation 0, and samples per generation unless mix.synthetic_size is set", *_pos)
     estimator: Literal["mle", "unbiased"] = _f("unbiased", "variance estimator: mle (divide by M) | unbiased (divide by M - 1)")
     truncate: float | None = _f(None, "tail cutting: generations sample from the fit truncated to |x - μ| <= τσ per coordinate; null = no truncation", *_pos_or_none)
+    covariance: Literal["diagonal", "full"] = _f("diagonal", "diagonal: each coordinate runs the 1-D chain | full: full sample covariance (d >= 2), tracks det(Σ_n)/det(Σ_0)")
 
 
 @dataclass
@@ -178,6 +179,12 @@ def validate(cfg: TheoryConfig) -> None:
         for what, n in sizes.items():
             if n <= cfg.gmm.components:
                 raise ConfigError(f"{key[what]}: EM with {cfg.gmm.components} components needs more samples per fit than components, got {n}")
+    if run.model == "gaussian" and cfg.gaussian.covariance == "full":
+        if cfg.gaussian.truncate is not None:
+            raise ConfigError("gaussian.truncate: tail cutting is per coordinate and needs covariance: diagonal")
+        for what, n in sizes.items():
+            if n <= cfg.gaussian.dim:
+                raise ConfigError(f"{key[what]}: a full covariance in d = {cfg.gaussian.dim} dimensions needs more than d samples per fit, got {n}")
     if run.model == "categorical" and cfg.categorical.truncate is not None:
         from collapse.theory.categorical import parse_truncate
 

@@ -39,6 +39,23 @@ the previous ones, so E[σ²] and E[μ²] follow from recursions (S_g = E[σ_g²
 E[σ] and W₂ need E[√σ²], which no such recursion gives: none is claimed
 there, nor for the other regimes.
 
+Full covariance (``covariance: full``, d ≥ 2; Kazdan et al. 2024): the fit
+is the sample mean and the full sample covariance Σ = S/(M − ddof), S the
+scatter matrix, and ``det_ratio`` = det(Σₙ)/det(Σ₀) (Σ₀ = I) and
+``logdet_ratio`` = ln det(Σₙ) are tracked. Each coordinate's marginal is the
+1-D chain, so the ``sigma2``, ``mu2`` and ``sigma`` closed forms above hold
+unchanged (``w2`` becomes ‖μ‖² + tr(Σ + I − 2Σ^½), not claimed). Under
+``replace``, given the previous fit, S = Σ_{n−1}^½ W Σ_{n−1}^½ with
+W ∼ Wishart_d(M − 1, I), and by Bartlett's decomposition det W is a product
+of independent χ²_{M−1}, …, χ²_{M−d}; W is independent of the past, so
+
+  E[det Σₙ/det Σ₀] = (Π_{i=1..d} (M − i)/(M − ddof)^d)ⁿ,
+  E[ln det Σₙ] = n·(Σ_{i=1..d} (ψ((M − i)/2) + ln 2) − d·ln(M − ddof)),
+
+(the first fit is on human data with Σ₀ = I, so the same factor applies from
+n = 1). Both decay geometrically, for the unbiased estimator too (it is
+unbiased for Σ, not for det Σ): the determinant collapses.
+
 Tail cutting (``truncate`` = τ; Dohmatob et al. 2024): generations sample
 from the fit truncated to |x − μ| ≤ τσ per coordinate. A standard normal
 truncated to [−τ, τ] has variance v(τ) = 1 − 2τφ(τ)/(2Φ(τ) − 1) < 1, so each
@@ -55,7 +72,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy.special import gammaln, ndtr, ndtri
+from scipy.special import digamma, gammaln, ndtr, ndtri
 
 from collapse.mixing import MixSizes
 from collapse.theory.common import TheoryModel
@@ -86,6 +103,16 @@ def gaussian_closed_form(estimator: str, fit_sizes: Sequence[int], dim: int = 1)
     mu2 = np.cumsum(sigma2_before / n_i)
     w2 = dim * (mu2 + 1.0 + sigma2 - 2.0 * sigma)
     return {"sigma2": sigma2, "mu2": mu2, "sigma": sigma, "w2": w2}
+
+
+def det_closed_form(estimator: str, fits: int, samples: int, dim: int) -> dict[str, np.ndarray]:
+    """E[det Σₙ/det Σ₀] and E[ln det Σₙ] under replace, full covariance, M samples per fit."""
+    ddof = 1 if estimator == "unbiased" else 0
+    i = np.arange(1, dim + 1, dtype=np.float64)
+    n = np.arange(1, fits + 1, dtype=np.float64)
+    factor = float(np.prod((samples - i) / (samples - ddof)))
+    log_step = float(np.sum(digamma((samples - i) / 2.0) + np.log(2.0)) - dim * np.log(samples - ddof))
+    return {"det_ratio": factor**n, "logdet_ratio": n * log_step}
 
 
 def truncated_variance(tau: float) -> float:
@@ -160,6 +187,17 @@ def centred_sum_squares(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return out
 
 
+def scatter(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Σₙ (x − mean)(x − mean)ᵀ over axis 1 of x (K, N, d) → (K, d, d), block by block over trials."""
+    k, n, d = x.shape
+    out = np.empty((k, d, d))
+    step = max(1, (1 << 18) // max(1, n * d))
+    for s in range(0, k, step):
+        dev = x[s:s + step] - mean[s:s + step, None, :]
+        out[s:s + step] = np.einsum("knd,kne->kde", dev, dev)
+    return out
+
+
 class GaussianModel(TheoryModel):
     """K chains of a diagonal d-dimensional Gaussian. Pools: (K, samples, d) floats."""
 
@@ -167,19 +205,28 @@ class GaussianModel(TheoryModel):
     quantities = ("sigma2", "mu2", "sigma", "w2")
 
     def __init__(self, trials: int, seed: int, dim: int = 1, samples: int = 100, estimator: str = "unbiased",
-                 truncate: float | None = None):
+                 truncate: float | None = None, covariance: str = "diagonal"):
         super().__init__(trials, seed)
         self.dim = int(dim)
         self.samples = int(samples)
         self.estimator = estimator
         self.truncate = None if truncate is None else float(truncate)
+        self.full = covariance == "full"
         self.mu = np.zeros((self.trials, self.dim))  # (K, d)
-        self.var = np.ones((self.trials, self.dim))  # (K, d)
+        self.var = np.ones((self.trials, self.dim))  # (K, d); the diagonal of cov when full
+        self.cov = np.broadcast_to(np.eye(self.dim), (self.trials, self.dim, self.dim)).copy() if self.full else None
+
+    @property
+    def quantities(self) -> tuple[str, ...]:  # type: ignore[override]
+        base = ("sigma2", "mu2", "sigma", "w2")
+        return base + ("det_ratio", "logdet_ratio") if self.full else base
 
     def params(self) -> Mapping[str, Any]:
         out: dict[str, Any] = {"dim": self.dim, "samples": self.samples, "estimator": self.estimator}
         if self.truncate is not None:
             out["truncate"] = self.truncate
+        if self.full:
+            out["covariance"] = "full"
         return out
 
     def human_pools(self, sizes: MixSizes, fresh_total: int) -> dict[str, np.ndarray]:
@@ -193,7 +240,11 @@ class GaussianModel(TheoryModel):
         n = train.shape[1]
         self.mu = train.sum(axis=1) / n  # (K, d)
         ddof = 1 if self.estimator == "unbiased" else 0
-        self.var = centred_sum_squares(train, self.mu) / (n - ddof)  # (K, d)
+        if self.full:
+            self.cov = scatter(train, self.mu) / (n - ddof)  # (K, d, d)
+            self.var = np.diagonal(self.cov, axis1=1, axis2=2).copy()
+        else:
+            self.var = centred_sum_squares(train, self.mu) / (n - ddof)  # (K, d)
         return {"train_size": float(n)}
 
     def draw(self, n: int, generation: int) -> np.ndarray:
@@ -204,12 +255,29 @@ class GaussianModel(TheoryModel):
             # Inverse CDF on [Φ(−τ), Φ(τ)]: an exact draw of the truncated normal.
             lo = ndtr(-self.truncate)
             z = ndtri(lo + (1.0 - 2.0 * lo) * rng.random((self.trials, n, self.dim)))
-        z *= np.sqrt(self.var)[:, None, :]
+        if self.full:
+            chol = np.linalg.cholesky(self.cov + 1e-300 * np.eye(self.dim))  # (K, d, d)
+            z = np.einsum("knd,ked->kne", z, chol)
+        else:
+            z *= np.sqrt(self.var)[:, None, :]
         z += self.mu[:, None, :]
         return z
 
     def measure(self) -> dict[str, np.ndarray]:
         sigma = np.sqrt(self.var)
+        if self.full:
+            # W₂² between N(0, I) and N(μ, Σ) = ‖μ‖² + tr Σ + d − 2 tr Σ^½.
+            eig = np.maximum(np.linalg.eigvalsh(self.cov), 0.0)  # (K, d)
+            sign, logdet = np.linalg.slogdet(self.cov)
+            logdet = np.where(sign > 0, logdet, -np.inf)
+            return {
+                "sigma2": self.var.mean(axis=1),
+                "mu2": (self.mu**2).mean(axis=1),
+                "sigma": sigma.mean(axis=1),
+                "w2": (self.mu**2).sum(axis=1) + (eig + 1.0 - 2.0 * np.sqrt(eig)).sum(axis=1),
+                "det_ratio": np.exp(logdet),
+                "logdet_ratio": logdet,
+            }
         # W₂² between N(0, I) and N(μ, diag σ²) = Σ_j μ_j² + (σ_j − 1)².
         return {
             "sigma2": self.var.mean(axis=1),
@@ -231,7 +299,12 @@ class GaussianModel(TheoryModel):
                                               sizes.augment_count()) or {}
         if regime != "replace":
             return {}
-        return gaussian_closed_form(self.estimator, fit_sizes, self.dim)
+        out = gaussian_closed_form(self.estimator, fit_sizes, self.dim)
+        if self.full:
+            out.pop("w2")
+            if all(f == self.samples for f in fit_sizes):
+                out.update(det_closed_form(self.estimator, len(fit_sizes), self.samples, self.dim))
+        return out
 
     def closed_form_text(self, regime: str, sizes: MixSizes) -> dict[str, str]:
         if self.truncate is not None or self.verify is not None:
@@ -249,6 +322,16 @@ class GaussianModel(TheoryModel):
         if regime != "replace":
             return {}
         d = "" if self.dim == 1 else f"{self.dim}·"
+        if self.full:
+            ddof = "1" if self.estimator == "unbiased" else "0"
+            full = {"det_ratio": f"(Π_(i=1..d) (M - i)/(M - {ddof})^d)^n",
+                    "logdet_ratio": f"n·(Σ_(i=1..d) (ψ((M - i)/2) + ln 2) - d·ln(M - {ddof}))"}
+            base = self._replace_text(d)
+            base.pop("w2")
+            return {**base, **full} if sizes.synthetic == self.samples else base
+        return self._replace_text(d)
+
+    def _replace_text(self, d: str) -> dict[str, str]:
         if self.estimator == "mle":
             return {
                 "sigma2": "(1 - 1/M)^n",
