@@ -244,7 +244,7 @@ def test_categorical_accumulate_closed_form_equals_the_exact_chain():
 
 def test_augment_runs_for_every_model_and_sits_between_replace_and_the_start():
     for model, opts in (("gaussian", {"samples": 10}), ("regression", {"samples": 12, "dim": 3}),
-                        ("categorical", {"samples": 20}), ("gmm", {"samples": 40})):
+                        ("categorical", {"samples": 20}), ("gmm", {"samples": 40}), ("kde", {"samples": 20})):
         r = simulate(model, "augment", generations=3, trials=50, **opts)
         assert r.train[1:] == [{"human": opts["samples"], "synthetic": opts["samples"]}] * 3
         assert all(np.all(np.isfinite(r.mean[q])) for q in r.quantities)
@@ -450,6 +450,39 @@ def test_gmm_distance_to_the_start_grows_under_replace(distance):
     assert acc.mean[distance][-1] < d[-1]
 
 
+# ------------------------------------------------------------------ kde
+
+@pytest.mark.parametrize("bandwidth", ["scott", "silverman", "fixed"])
+def test_kde_variance_closed_form_matches_simulation(bandwidth):
+    r = simulate("kde", generations=8, trials=10000, samples=10, bandwidth=bandwidth)
+    assert set(r.closed) == {"variance"}
+    assert max_abs_z(r, "variance") < Z, (r.mean["variance"], r.closed["variance"])
+    assert r.mean["l2_gen0"][0] == 0 and r.mean["l2_gen0"][-1] > r.mean["l2_gen0"][1] > 0
+    if bandwidth != "fixed":  # smoothing inflates the variance every generation
+        assert r.closed["variance"][-1] > 5 and r.mean["variance"][-1] > 5
+
+
+def test_kde_l2_distance_and_bandwidth_rules_against_scipy():
+    from collapse.theory.kde import KDEModel, _cross
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 30))
+    for rule in ("scott", "silverman"):
+        m = KDEModel(2, 0, samples=30, bandwidth=rule)
+        m.fit(x, 0)
+        for t in range(2):
+            kde = stats.gaussian_kde(x[t], bw_method=rule)
+            assert m.h[t] == pytest.approx(math.sqrt(kde.covariance[0, 0]), rel=1e-12)
+    y = rng.standard_normal((2, 20)) * 1.5 + 0.5
+    ha, hb = np.array([0.3, 0.5]), np.array([0.2, 0.7])
+    xs = np.linspace(-15, 15, 200001)
+    f = lambda pts, h: stats.norm.pdf(xs[:, None], pts[None, :], h).mean(1)  # noqa: E731
+    for t in range(2):
+        num = np.trapezoid((f(x[t], ha[t]) - f(y[t], hb[t])) ** 2, xs)
+        exact = _cross(x, ha, x, ha)[t] - 2 * _cross(x, ha, y, hb)[t] + _cross(y, hb, y, hb)[t]
+        assert exact == pytest.approx(num, rel=1e-6)
+
+
 # ------------------------------------------------------------------ loop, regimes, reproducibility
 
 def test_theory_runs_through_the_shared_loop_and_plans(monkeypatch):
@@ -475,7 +508,7 @@ def test_theory_runs_through_the_shared_loop_and_plans(monkeypatch):
     assert ff.train[1:] == [{"human": 5, "synthetic": 15}] * 2
 
 
-@pytest.mark.parametrize("model", ["gaussian", "regression", "categorical", "gmm"])
+@pytest.mark.parametrize("model", ["gaussian", "regression", "categorical", "gmm", "kde"])
 @pytest.mark.parametrize("regime", ["accumulate_subsample", "fixed_fraction", "fresh"])
 def test_regimes_without_closed_forms_claim_none(model, regime):
     samples = 12 if model == "regression" else 20
@@ -537,7 +570,7 @@ def test_same_seed_same_output_and_trial_counts_agree():
 
 # ------------------------------------------------------------------ config and CLI
 
-@pytest.mark.parametrize("model", ["gaussian", "regression", "categorical", "gmm"])
+@pytest.mark.parametrize("model", ["gaussian", "regression", "categorical", "gmm", "kde"])
 def test_recipes_load_and_run(model):
     path = REPO / "experiments" / f"theory_{model}.yaml"
     cfg = load_theory_config(path)

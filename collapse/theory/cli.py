@@ -31,7 +31,7 @@ log = logging.getLogger("collapse")
 # flag → (config key in the model's section, models it applies to)
 MODEL_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "dim": ("dim", ("gaussian", "regression")),
-    "samples": ("samples", ("gaussian", "regression", "categorical", "gmm")),
+    "samples": ("samples", ("gaussian", "regression", "categorical", "gmm", "kde")),
     "estimator": ("estimator", ("gaussian",)),
     "noise": ("noise", ("regression",)),
     "design": ("design", ("regression",)),
@@ -44,6 +44,8 @@ MODEL_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "em_iters": ("em_iters", ("gmm",)),
     "truncate": ("truncate", ("gaussian", "categorical")),
     "covariance": ("covariance", ("gaussian",)),
+    "bandwidth": ("bandwidth", ("kde",)),
+    "fixed_bandwidth": ("fixed_bandwidth", ("kde",)),
 }
 RUN_FLAGS = {"regime": "run.regime", "generations": "run.generations", "trials": "run.trials", "seed": "run.seed",
              "out": "run.out"}
@@ -55,11 +57,11 @@ MIX_FLAGS = {"synthetic_size": "mix.synthetic_size", "human_fraction": "mix.huma
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     t = subparsers.add_parser(
         "theory",
-        help="analytic collapse models (gaussian, regression, categorical, gmm) beside their closed forms",
+        help="analytic collapse models (gaussian, regression, categorical, gmm, kde) beside their closed forms",
         description="Run K trials of an analytic model through the generation loop and compare with the closed forms.",
     )
     # Values are taken as strings and typed by the config, so a bad value is a one-line error.
-    t.add_argument("model", nargs="?", help="gaussian | regression | categorical | gmm (default: run.model of --config)")
+    t.add_argument("model", nargs="?", help="gaussian | regression | categorical | gmm | kde (default: run.model of --config)")
     t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. gaussian.samples=10")
     t.add_argument("--config", help="YAML recipe, e.g. experiments/theory_gaussian.yaml")
     t.add_argument("--help-config", action="store_true", help="list every theory config key with its type, default and doc")
@@ -70,7 +72,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--seed", metavar="S", help="seed")
     m = t.add_argument_group("model options")
     m.add_argument("--dim", help="gaussian, regression: dimension d")
-    m.add_argument("--samples", help="samples per generation: M (gaussian, categorical, gmm) or rows T (regression)")
+    m.add_argument("--samples", help="samples per generation: M (gaussian, categorical, gmm, kde) or rows T (regression)")
     m.add_argument("--estimator", help="gaussian: mle | unbiased")
     m.add_argument("--covariance", help="gaussian: diagonal | full (d >= 2; tracks det(Σn)/det(Σ0))")
     m.add_argument("--noise", help="regression: label noise variance σ²")
@@ -82,6 +84,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--separation", help="gmm: distance between neighbouring means at the start")
     m.add_argument("--distance", help="gmm: w2 | l2")
     m.add_argument("--em-iters", help="gmm: EM iterations per generation at most")
+    m.add_argument("--bandwidth", help="kde: scott | silverman | fixed")
+    m.add_argument("--fixed-bandwidth", help="kde: h of the fixed rule")
     m.add_argument("--truncate", help="tail cutting: gaussian τ (sample |x - μ| <= τσ) | categorical top_k:K or top_p:P")
     x = t.add_argument_group("mixing")
     x.add_argument("--synthetic-size", help="synthetic samples per generation (default: --samples)")
@@ -139,7 +143,7 @@ def config_from_args(args: argparse.Namespace):
             continue
         if model not in models:
             raise CollapseError(f"--{name.replace('_', '-')} applies to {', '.join(models)}, not {model}")
-        text_value = name in ("estimator", "design", "distance", "covariance") or (name == "truncate" and model == "categorical")
+        text_value = name in ("estimator", "design", "distance", "covariance", "bandwidth") or (name == "truncate" and model == "categorical")
         flags[f"{model}.{key}"] = v if text_value else _scalar(v)
     for name, key in MIX_FLAGS.items():
         v = getattr(args, name)

@@ -1,7 +1,7 @@
 """The typed configuration of a theory run (``experiments/theory_*.yaml``).
 
 Sections: ``run`` (model, regime, generations, trials, seed, output folder),
-one section per model (``gaussian``, ``regression``, ``categorical``, ``gmm``;
+one section per model (``gaussian``, ``regression``, ``categorical``, ``gmm``, ``kde``;
 only the chosen model's section is used), ``mix`` (the sizes the mixing
 regimes need), ``verify`` (selection of the synthetic samples by a verifier,
 Feng et al. 2024) and ``tracking`` (MLflow). Built with the same machinery as the
@@ -24,7 +24,7 @@ from typing import Any, Literal
 from collapse.config import REGIMES, _f, apply_overrides, build_dataclass, describe, read_yaml_mapping
 from collapse.errors import ConfigError
 
-MODELS = ("gaussian", "regression", "categorical", "gmm")
+MODELS = ("gaussian", "regression", "categorical", "gmm", "kde")
 
 _pos = (lambda v: v > 0, "> 0")
 _nonneg = (lambda v: v >= 0, ">= 0")
@@ -80,6 +80,13 @@ class GMMConfig:
 
 
 @dataclass
+class KDEConfig:
+    samples: int = _f(100, "M: samples per generation", *_pos)
+    bandwidth: Literal["scott", "silverman", "fixed"] = _f("scott", "bandwidth rule: scott h = s·M^(-1/5) | silverman h = s·(3M/4)^(-1/5) | fixed h = kde.fixed_bandwidth")
+    fixed_bandwidth: float = _f(0.3, "h of the fixed rule", *_pos)
+
+
+@dataclass
 class TheoryMixConfig:
     synthetic_size: int | None = _f(None, "synthetic samples per generation; null = the model's samples (M or T)", *_pos_or_none)
     human_fraction: float = _f(0.1, "fixed_fraction: share of each training set that is human", *_unit)
@@ -109,6 +116,7 @@ class TheoryConfig:
     regression: RegressionConfig = field(default_factory=RegressionConfig)
     categorical: CategoricalConfig = field(default_factory=CategoricalConfig)
     gmm: GMMConfig = field(default_factory=GMMConfig)
+    kde: KDEConfig = field(default_factory=KDEConfig)
     mix: TheoryMixConfig = field(default_factory=TheoryMixConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     tracking: TheoryTrackingConfig = field(default_factory=TheoryTrackingConfig)
@@ -175,6 +183,10 @@ def validate(cfg: TheoryConfig) -> None:
         for what, n in sizes.items():
             if n < r.dim:
                 raise ConfigError(f"{key[what]}: least squares in d = {r.dim} dimensions needs at least {r.dim} rows per fit, got {n}")
+    if run.model == "kde":
+        for what, n in sizes.items():
+            if n < 2:
+                raise ConfigError(f"{key[what]}: a KDE bandwidth rule needs at least 2 samples per fit, got {n}")
     if run.model == "gmm":
         for what, n in sizes.items():
             if n <= cfg.gmm.components:

@@ -39,6 +39,7 @@ from collapse.theory.common import TheoryModel
 from collapse.theory.config import TheoryConfig, synthetic_size, validate
 from collapse.theory.gaussian import GaussianModel
 from collapse.theory.gmm import GMMModel
+from collapse.theory.kde import KDEModel
 from collapse.theory.regression import RegressionModel
 
 MODEL_CLASSES: dict[str, type[TheoryModel]] = {
@@ -46,6 +47,7 @@ MODEL_CLASSES: dict[str, type[TheoryModel]] = {
     "regression": RegressionModel,
     "categorical": CategoricalModel,
     "gmm": GMMModel,
+    "kde": KDEModel,
 }
 
 
