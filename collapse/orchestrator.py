@@ -62,6 +62,26 @@ def _pool_size(pool: Any, axis: int) -> int:
     return pool.shape[axis] if isinstance(pool, np.ndarray) else len(pool)
 
 
+class _RunningStats:
+    """Sufficient statistics of the pools a plan takes whole, kept as a running
+    total: a plan that extends the previous one (accumulate) costs only the
+    statistics of its new pools, so a generation's fit takes constant time."""
+
+    def __init__(self, generator: Any):
+        self.generator = generator
+        self.names: list[str] = []
+        self.total: Any = None
+
+    def update(self, names: list[str], pools: Mapping[str, Any]) -> Any:
+        if names[:len(self.names)] != self.names:
+            self.names, self.total = [], None
+        for name in names[len(self.names):]:
+            stats = self.generator.pool_stats(pools[name])
+            self.total = stats if self.total is None else self.generator.merge_stats(self.total, stats)
+            self.names.append(name)
+        return self.total
+
+
 @dataclass
 class LoopResult:
     records: list[GenerationRecord] = field(default_factory=list)
@@ -83,6 +103,7 @@ def run_generations(
     on_generation: Callable[[GenerationRecord], None] | None = None,
     keep_samples: bool = True,
     per_trial: bool = False,
+    sufficient_stats: bool = True,
 ) -> LoopResult:
     """Run generations 0..``generations`` of one regime.
 
@@ -92,11 +113,24 @@ def run_generations(
     pools hold independent trials on axis 0 and examples on axis 1, and each
     trial draws its own subsets and composition
     (``collapse.mixing.apply_plan_trials``); the record keeps the plan drawn
-    for the generation and the per-trial counts."""
+    for the generation and the per-trial counts.
+
+    Under ``accumulate`` with ``per_trial``, a generator that offers
+    ``pool_stats(pool)``, ``merge_stats(a, b)`` and ``fit_stats(stats, g)``
+    is fitted from running sufficient statistics instead of the rebuilt
+    accumulated training set (constant time per generation), and without
+    ``keep_samples`` a pool is dropped once its statistics are in the total
+    (memory flat in the number of generations). ``sufficient_stats=False``
+    always builds the training set (the reference the fast path is tested
+    against)."""
     if per_trial and axis != 1:
         raise ValueError("per_trial needs array pools with trials on axis 0 and examples on axis 1 (axis=1)")
     store = store or MemoryStore()
     pools: dict[str, Any] = dict(human_pools)
+    use_stats = (per_trial and sufficient_stats and regime == "accumulate" and store.__class__ is MemoryStore
+                 and all(hasattr(generator, f) for f in ("pool_stats", "merge_stats", "fit_stats")))
+    running = _RunningStats(generator) if use_stats else None
+    dropped: dict[str, int] = {}  # sizes of pools whose statistics are kept but whose examples are not
     result = LoopResult()
     done = [g for g in range(generations + 1) if store.is_done(g)]
     # Generations are only ever completed in order, so the done ones form a prefix.
@@ -112,14 +146,24 @@ def run_generations(
                 on_generation(rec)
             continue
         rng = generation_rng(seed, g, "mix")
-        sizes_now = {k: _pool_size(v, axis) for k, v in pools.items()}
+        sizes_now = {**dropped, **{k: _pool_size(v, axis) for k, v in pools.items()}}
         plan = plan_mix(regime, g, sizes_now, sizes, rng)
         trial_counts = None
-        if per_trial:
-            train, trial_counts = apply_plan_trials(plan, pools, rng, union=pooled_union(regime, g))
+        train = None
+        if running is not None:
+            # accumulate takes every pool whole: the same for every trial, nothing drawn.
+            metrics = dict(generator.fit_stats(running.update([t.pool for t in plan], pools), g))
+            if not keep_samples:
+                for t in plan:
+                    if t.pool in pools:
+                        dropped[t.pool] = sizes_now[t.pool]
+                        del pools[t.pool]
         else:
-            train = apply_plan(plan, pools, rng, axis=axis)
-        metrics = dict(generator.fit(train, g))
+            if per_trial:
+                train, trial_counts = apply_plan_trials(plan, pools, rng, union=pooled_union(regime, g))
+            else:
+                train = apply_plan(plan, pools, rng, axis=axis)
+            metrics = dict(generator.fit(train, g))
         samples = generator.sample(sizes.synthetic, g)
         metrics.update(generator.evaluate(samples, g))
         rec = GenerationRecord(g, plan, metrics, samples, train, trial_counts)

@@ -495,9 +495,20 @@ def test_theory_runs_through_the_shared_loop_and_plans(monkeypatch):
         calls.append(next(iter(pools.values())).shape[0])  # trials on axis 0
         return real(plan, pools, rng, union=union)
 
+    plans = []
+    real_plan = orch.plan_mix
+
+    def plan_spy(regime, g, *args):
+        plans.append((regime, g))
+        return real_plan(regime, g, *args)
+
     monkeypatch.setattr(orch, "apply_plan_trials", spy)
+    monkeypatch.setattr(orch, "plan_mix", plan_spy)
+    simulate("gaussian", "augment", generations=3, trials=10, samples=4)
+    assert calls == [10, 10, 10, 10] and plans == [("augment", g) for g in range(4)]
+    # accumulate fits from running sufficient statistics: the same plans, no training set built
     r = simulate("gaussian", "accumulate", generations=3, trials=10, samples=4)
-    assert calls == [10, 10, 10, 10]
+    assert len(calls) == 4 and plans[4:] == [("accumulate", g) for g in range(4)]
     assert r.train == [{"human": 4, "synthetic": 0}, {"human": 4, "synthetic": 4},
                        {"human": 4, "synthetic": 8}, {"human": 4, "synthetic": 12}]
     rep = simulate("categorical", "replace", generations=2, trials=10, samples=6)
@@ -553,6 +564,37 @@ def test_every_trial_draws_its_own_composition_and_positions():
     sub, c = apply_plan_trials([Take(HUMAN, 4)], pools, rng)
     assert np.all(c[HUMAN] == 4) and len({tuple(row) for row in sub[:50]}) > 40
     assert np.allclose(np.bincount(sub.astype(int).ravel(), minlength=10) / sub.size, 0.1, atol=0.01)
+
+
+@pytest.mark.parametrize("model,options", [
+    ("gaussian", {"samples": 7}), ("gaussian", {"samples": 7, "dim": 3, "covariance": "full"}),
+    ("regression", {"samples": 12, "dim": 3}), ("categorical", {"samples": 9}),
+])
+def test_accumulate_from_sufficient_statistics_equals_the_rebuilt_pool(model, options):
+    overrides = {"run.model": model, "run.regime": "accumulate", "run.generations": 12, "run.trials": 300, "run.seed": 2}
+    overrides.update({f"{model}.{k}": v for k, v in options.items()})
+    cfg = load_theory_config(None, overrides)
+    fast = run_theory(cfg, keep_trials=True)
+    slow = run_theory(cfg, keep_trials=True, pool_based=True)
+    assert fast.train == slow.train
+    for q in fast.quantities:
+        np.testing.assert_allclose(fast.trial_values[q], slow.trial_values[q], rtol=1e-9, atol=1e-12)
+
+
+def test_accumulate_memory_is_flat_in_the_number_of_generations():
+    import tracemalloc
+
+    def peak(generations):
+        cfg = load_theory_config(None, {"run.model": "gaussian", "run.regime": "accumulate", "run.trials": 2000,
+                                        "run.generations": generations, "gaussian.samples": 100})
+        tracemalloc.start()
+        run_theory(cfg)
+        top = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return top
+
+    short, long = peak(5), peak(40)  # a kept pool is 1.6 MB: 40 of them would add 56 MB
+    assert long < short + 8e6, (short, long)
 
 
 def test_same_seed_same_output_and_trial_counts_agree():

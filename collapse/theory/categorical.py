@@ -160,14 +160,45 @@ def categorical_closed_form(regime: str, p0: np.ndarray, tail: np.ndarray, fit_s
 
 
 def entropy_of_counts(c: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Shannon entropy (nats) of the distributions c/n, rows of counts (K, V) → (K,)."""
+    """Shannon entropy (nats) of the distributions c/n, rows of counts (K, V) → (K,).
+
+    H = ln n − Σ c ln c / n, with c ln c looked up in a table of the integers
+    up to the largest count (a gather instead of a log per cell)."""
+    top = int(c.max()) if c.size else 0
+    table = np.arange(top + 1, dtype=np.float64)
+    table[1:] *= np.log(table[1:])
     out = np.zeros(c.shape[0])
     step = max(1, (1 << 20) // max(1, c.shape[1]))
     for s in range(0, c.shape[0], step):
-        blk = c[s:s + step].astype(np.float64)
-        h = np.log(n[s:s + step]) - (blk * np.log(np.where(blk > 0, blk, 1.0))).sum(axis=1) / n[s:s + step]
+        clogc = np.take(table, c[s:s + step]).sum(axis=1)
+        h = np.log(n[s:s + step]) - clogc / n[s:s + step]
         out[s:s + step] = np.maximum(h, 0.0)  # rounding can leave -1e-16 for a single category
     return out
+
+
+class TokenBuffer:
+    """The tokens of the pools merged so far, (K, N) laid end to end in a
+    buffer that grows by doubling: appending a pool costs its own size."""
+
+    def __init__(self, first: np.ndarray, categories: int):
+        # The smallest integer type that holds every category: gathers from a
+        # compact buffer touch less memory.
+        dtype = np.uint8 if categories <= 256 else np.uint16 if categories <= 65536 else np.int32
+        self.data = first.astype(dtype)
+        self.size = first.shape[1]
+
+    def append(self, pool: np.ndarray) -> "TokenBuffer":
+        end = self.size + pool.shape[1]
+        if end > self.data.shape[1]:
+            grown = np.empty((self.data.shape[0], max(end, 2 * self.data.shape[1])), dtype=self.data.dtype)
+            grown[:, :self.size] = self.data[:, :self.size]
+            self.data = grown
+        self.data[:, self.size:end] = pool
+        self.size = end
+        return self
+
+    def view(self) -> np.ndarray:
+        return self.data[:, :self.size]
 
 
 class CategoricalModel(TheoryModel):
@@ -211,6 +242,22 @@ class CategoricalModel(TheoryModel):
         self._train = train
         return {"train_size": float(train.shape[1])}
 
+    # Sufficient statistics for accumulate: counts (additive). A draw from p̂
+    # picks a uniform training token, so the tokens are kept too, in a
+    # TokenBuffer in plan order: the draws are those of the rebuilt training
+    # set, and memory grows with the pools (the counts alone cannot draw in O(n)).
+    def pool_stats(self, pool: np.ndarray) -> tuple[np.ndarray, Any]:
+        return per_trial_bincount(pool, self.categories), pool
+
+    def merge_stats(self, a: tuple, b: tuple) -> tuple[np.ndarray, TokenBuffer]:
+        buf = a[1] if isinstance(a[1], TokenBuffer) else TokenBuffer(a[1], self.categories)
+        return a[0] + b[0], buf.append(b[1])
+
+    def fit_stats(self, stats: tuple, generation: int) -> dict[str, float]:
+        self.counts, tokens = stats
+        self._train = tokens.view() if isinstance(tokens, TokenBuffer) else tokens
+        return {"train_size": float(self._train.shape[1])}
+
     @property
     def p(self) -> np.ndarray:
         """The fitted distributions (K, V)."""
@@ -223,7 +270,7 @@ class CategoricalModel(TheoryModel):
             return draw_from_counts(truncation_weights(self.counts, self.truncate), n, self.rng(generation, "sample"))
         assert self._train is not None, "sample() before fit()"
         pick = self.rng(generation, "sample").integers(0, self._train.shape[1], size=(self.trials, n), dtype=np.int32)
-        return np.take_along_axis(self._train, pick, axis=1)
+        return np.take_along_axis(self._train, pick, axis=1).astype(np.int32, copy=False)
 
     def measure(self) -> dict[str, np.ndarray]:
         # From the counts c (K, V) and N = Σc: Σ p² = Σ c²/N², no (K, V) float temporaries.

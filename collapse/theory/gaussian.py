@@ -247,6 +247,34 @@ class GaussianModel(TheoryModel):
             self.var = centred_sum_squares(train, self.mu) / (n - ddof)  # (K, d)
         return {"train_size": float(n)}
 
+    # Sufficient statistics (count, mean, centred sum of squares or scatter
+    # matrix), merged exactly (Chan et al.'s pairwise update) for accumulate.
+    def pool_stats(self, pool: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        n = pool.shape[1]
+        mean = pool.sum(axis=1) / n
+        return n, mean, scatter(pool, mean) if self.full else centred_sum_squares(pool, mean)
+
+    def merge_stats(self, a: tuple, b: tuple) -> tuple[int, np.ndarray, np.ndarray]:
+        (na, ma, sa), (nb, mb, sb) = a, b
+        n = na + nb
+        delta = mb - ma
+        if self.full:
+            extra = np.einsum("kd,ke->kde", delta, delta)
+        else:
+            extra = delta * delta
+        return n, ma + delta * (nb / n), sa + sb + extra * (na * nb / n)
+
+    def fit_stats(self, stats: tuple, generation: int) -> dict[str, float]:
+        n, mean, ss = stats
+        ddof = 1 if self.estimator == "unbiased" else 0
+        self.mu = mean.copy()
+        if self.full:
+            self.cov = ss / (n - ddof)
+            self.var = np.diagonal(self.cov, axis1=1, axis2=2).copy()
+        else:
+            self.var = ss / (n - ddof)
+        return {"train_size": float(n)}
+
     def draw(self, n: int, generation: int) -> np.ndarray:
         rng = self.rng(generation, "sample")
         if self.truncate is None:

@@ -120,6 +120,11 @@ class RegressionModel(TheoryModel):
         # bincount converts the row indices block by block.
         counts = per_trial_bincount(train[..., 0], self.rows)  # (K, T)
         ysum = per_trial_bincount(train[..., 0], self.rows, train[..., 1])  # (K, T)
+        self._solve(counts, ysum)
+        return {"train_size": float(train.shape[1])}
+
+    def _solve(self, counts: np.ndarray, ysum: np.ndarray) -> None:
+        """Weighted least squares from per-row counts W and label sums: XᵀWX ŵ = Xᵀ(label sums)."""
         if self.X.shape[0] == 1:
             b = ysum @ self.X[0]  # (K, d)
         else:
@@ -141,7 +146,17 @@ class RegressionModel(TheoryModel):
             except np.linalg.LinAlgError:
                 # Too few distinct rows in some trial: minimum-norm least squares.
                 self.w = (np.linalg.pinv(gram) @ b[..., None])[..., 0]
-        return {"train_size": float(train.shape[1])}
+
+    # Sufficient statistics for accumulate: per-row counts and label sums, additive.
+    def pool_stats(self, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (per_trial_bincount(pool[..., 0], self.rows), per_trial_bincount(pool[..., 0], self.rows, pool[..., 1]))
+
+    def merge_stats(self, a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray]:
+        return a[0] + b[0], a[1] + b[1]
+
+    def fit_stats(self, stats: tuple, generation: int) -> dict[str, float]:
+        self._solve(*stats)
+        return {"train_size": float(stats[0][0].sum())}
 
     def draw(self, n: int, generation: int) -> np.ndarray:
         return self._labelled(self.w, n, self.rng(generation, "sample"))

@@ -142,11 +142,15 @@ def run_theory(
     *,
     keep_trials: bool = False,
     on_generation: Callable[[int, dict[str, float]], None] | None = None,
+    pool_based: bool = False,
 ) -> TheoryResult:
     """Run generations 0..N of ``cfg.run.model`` under ``cfg.run.regime``.
 
     ``keep_trials`` keeps every trial's values (N + 1, K) per quantity;
-    ``on_generation(g, metrics)`` sees each generation's summary as it finishes."""
+    ``on_generation(g, metrics)`` sees each generation's summary as it finishes.
+    Under ``accumulate`` the gaussian, regression and categorical models refit
+    from running sufficient statistics; ``pool_based`` rebuilds the
+    accumulated training set every generation instead (the reference)."""
     validate(cfg)
     t0 = time.perf_counter()
     run = cfg.run
@@ -166,7 +170,7 @@ def run_theory(
 
     def collect(rec: GenerationRecord) -> None:
         rec.samples = None  # the loop's pools hold what later generations need; records need not
-        counts = rec.trial_counts if rec.trial_counts is not None else plan_counts(rec.plan)
+        counts = rec.trial_counts if rec.trial_counts is not None else plan_counts(rec.plan)  # whole pools: every trial alike
         train.append(_train_counts(counts))
         fit_sizes.append(int(sum(np.asarray(c).flat[0] for c in counts.values())))  # the same in every trial
         for q in quantities:
@@ -181,7 +185,7 @@ def run_theory(
             on_generation(rec.generation, rec.metrics)
 
     run_generations(model, pools, run.regime, sizes, run.generations, run.seed, axis=1,
-                    on_generation=collect, keep_samples=False, per_trial=True)
+                    on_generation=collect, keep_samples=False, per_trial=True, sufficient_stats=not pool_based)
     del pools
     closed = {q: np.asarray(v, dtype=np.float64) for q, v in model.closed_form(run.regime, fit_sizes, sizes).items()}
     return TheoryResult(
