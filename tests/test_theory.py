@@ -450,6 +450,50 @@ def test_gmm_distance_to_the_start_grows_under_replace(distance):
     assert acc.mean[distance][-1] < d[-1]
 
 
+def test_gmm_2d_l2_and_em_against_scikit_learn():
+    from sklearn.mixture import GaussianMixture
+
+    from collapse.theory.em2 import em2_fit, kmeans_labels, mixture_inner
+
+    # ∫ f g for 2-D mixtures against a grid integral
+    w = np.array([[0.3, 0.7]])
+    mu = np.array([[[-1.0, 0.5], [1.5, -0.2]]])
+    cov = np.array([[[[1.0, 0.3], [0.3, 0.6]], [[0.5, -0.1], [-0.1, 1.2]]]])
+    g = np.linspace(-9, 9, 721)
+    xx, yy = np.meshgrid(g, g, indexing="ij")
+    pts = np.stack([xx, yy], -1)
+    dens = sum(w[0, c] * stats.multivariate_normal(mu[0, c], cov[0, c]).pdf(pts) for c in range(2))
+    num = np.trapezoid(np.trapezoid(dens * dens, g, axis=1), g)
+    assert mixture_inner(w, mu, cov, w, mu, cov)[0] == pytest.approx(num, rel=1e-6)
+    # EM on two well-separated clusters lands where scikit-learn's does
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal((1, 150, 2)) + [-3, 0], rng.standard_normal((1, 100, 2)) * 0.7 + [3, 1]], axis=1)
+    labels = kmeans_labels(x, 2, np.random.default_rng(1))[0]
+    assert len(set(labels[:150])) == 1 and len(set(labels[150:])) == 1 and labels[0] != labels[-1]
+    for init in ("kmeans", "quantiles"):
+        ww, mm, cv, _ = em2_fit(x, 2, 300, 1e-10, init, np.random.default_rng(2))
+        ref = GaussianMixture(2, tol=1e-10, max_iter=300, random_state=0).fit(x[0])
+        order, ref_order = np.argsort(mm[0, :, 0]), np.argsort(ref.means_[:, 0])
+        np.testing.assert_allclose(mm[0, order], ref.means_[ref_order], atol=1e-4)
+        np.testing.assert_allclose(cv[0, order], ref.covariances_[ref_order], atol=1e-4)
+        np.testing.assert_allclose(ww[0, order], ref.weights_[ref_order], atol=1e-4)
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_gmm_drifts_from_its_generation_0_fit_and_names_the_init(dim, capsys):
+    opts = {"dim": dim, "distance": "l2"} if dim == 2 else {}
+    for init in ("quantiles", "kmeans"):
+        r = simulate("gmm", generations=8, trials=200, samples=40, init=init, keep_trials=True, **opts)
+        # medians: a component that shrinks onto a few points makes the squared L2 heavy-tailed
+        d = np.median(r.trial_values["l2_gen0"], axis=1)
+        assert d[0] == 0 and d[-1] > 3 * d[1] > 0
+        assert r.params["init"] == init and r.closed == {}
+    assert main(["theory", "gmm", "--json", "--dim", "2", "--distance", "l2", "--init", "kmeans", "--trials", "20",
+                 "--generations", "1", "--samples", "30"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"]["init"] == "kmeans" and out["quantities"] == ["l2_gen0", "l2", "variance"]
+
+
 # ------------------------------------------------------------------ kde
 
 @pytest.mark.parametrize("bandwidth", ["scott", "silverman", "fixed"])
@@ -707,6 +751,8 @@ def test_cli_table_figure_and_mlflow(tmp_path, capsys, monkeypatch):
     (["theory", "regression", "--samples", "11", "--dim", "10"], "T - d - 1 > 0"),
     (["theory", "regression", "--estimator", "mle"], "--estimator applies to gaussian"),
     (["theory", "gmm", "--distance", "kl"], "gmm.distance"),
+    (["theory", "gmm", "--dim", "2"], "gmm.distance: the 2-D mixture tracks the L2 distance only"),
+    (["theory", "gmm", "--init", "random"], "gmm.init"),
     (["theory", "categorical", "--truncate", "top_q:3"], "categorical.truncate: expected top_k:K"),
     (["theory", "gmm", "--truncate", "1"], "--truncate applies to gaussian, categorical"),
     (["theory", "gaussian", "--covariance", "full", "--dim", "3", "--samples", "3"], "more than d samples"),

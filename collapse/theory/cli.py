@@ -30,7 +30,7 @@ log = logging.getLogger("collapse")
 
 # flag → (config key in the model's section, models it applies to)
 MODEL_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "dim": ("dim", ("gaussian", "regression")),
+    "dim": ("dim", ("gaussian", "regression", "gmm")),
     "samples": ("samples", ("gaussian", "regression", "categorical", "gmm", "kde")),
     "estimator": ("estimator", ("gaussian",)),
     "noise": ("noise", ("regression",)),
@@ -45,6 +45,7 @@ MODEL_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "truncate": ("truncate", ("gaussian", "categorical")),
     "covariance": ("covariance", ("gaussian",)),
     "bandwidth": ("bandwidth", ("kde",)),
+    "init": ("init", ("gmm",)),
     "fixed_bandwidth": ("fixed_bandwidth", ("kde",)),
 }
 RUN_FLAGS = {"regime": "run.regime", "generations": "run.generations", "trials": "run.trials", "seed": "run.seed",
@@ -71,7 +72,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--trials", metavar="K", help="independent trials run at once")
     g.add_argument("--seed", metavar="S", help="seed")
     m = t.add_argument_group("model options")
-    m.add_argument("--dim", help="gaussian, regression: dimension d")
+    m.add_argument("--dim", help="gaussian, regression: dimension d; gmm: 1 or 2")
     m.add_argument("--samples", help="samples per generation: M (gaussian, categorical, gmm, kde) or rows T (regression)")
     m.add_argument("--estimator", help="gaussian: mle | unbiased")
     m.add_argument("--covariance", help="gaussian: diagonal | full (d >= 2; tracks det(Σn)/det(Σ0))")
@@ -84,6 +85,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--separation", help="gmm: distance between neighbouring means at the start")
     m.add_argument("--distance", help="gmm: w2 | l2")
     m.add_argument("--em-iters", help="gmm: EM iterations per generation at most")
+    m.add_argument("--init", help="gmm: EM initialisation quantiles | kmeans (as scikit-learn)")
     m.add_argument("--bandwidth", help="kde: scott | silverman | fixed")
     m.add_argument("--fixed-bandwidth", help="kde: h of the fixed rule")
     m.add_argument("--truncate", help="tail cutting: gaussian τ (sample |x - μ| <= τσ) | categorical top_k:K or top_p:P")
@@ -143,7 +145,7 @@ def config_from_args(args: argparse.Namespace):
             continue
         if model not in models:
             raise CollapseError(f"--{name.replace('_', '-')} applies to {', '.join(models)}, not {model}")
-        text_value = name in ("estimator", "design", "distance", "covariance", "bandwidth") or (name == "truncate" and model == "categorical")
+        text_value = name in ("estimator", "design", "distance", "covariance", "bandwidth", "init") or (name == "truncate" and model == "categorical")
         flags[f"{model}.{key}"] = v if text_value else _scalar(v)
     for name, key in MIX_FLAGS.items():
         v = getattr(args, name)

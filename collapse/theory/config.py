@@ -77,6 +77,8 @@ class GMMConfig:
     distance: Literal["w2", "l2"] = _f("w2", "distance to the start: w2 (2-Wasserstein) | l2 (L2 norm of the density difference)")
     em_iters: int = _f(100, "EM iterations per generation at most", *_pos)
     em_tol: float = _f(1e-5, "EM stops in a trial when its mean log-likelihood per sample improves by less than this", *_pos)
+    dim: int = _f(1, "1 or 2: the 2-D mixture of Shumailov et al.'s notebook (full covariances; tracks l2_gen0, l2 to the start, variance)", lambda v: v in (1, 2), "1 or 2")
+    init: Literal["quantiles", "kmeans"] = _f("quantiles", "EM initialisation: quantiles (means at the (i + 1/2)/C quantiles, overall variance, equal weights) | kmeans (k-means++ and Lloyd, as scikit-learn's GaussianMixture)")
 
 
 @dataclass
@@ -183,6 +185,8 @@ def validate(cfg: TheoryConfig) -> None:
         for what, n in sizes.items():
             if n < r.dim:
                 raise ConfigError(f"{key[what]}: least squares in d = {r.dim} dimensions needs at least {r.dim} rows per fit, got {n}")
+    if run.model == "gmm" and cfg.gmm.dim == 2 and cfg.gmm.distance != "l2":
+        raise ConfigError("gmm.distance: the 2-D mixture tracks the L2 distance only; set gmm.distance: l2 with gmm.dim: 2")
     if run.model == "kde":
         for what, n in sizes.items():
             if n < 2:
