@@ -737,7 +737,9 @@ def test_cli_table_figure_and_mlflow(tmp_path, capsys, monkeypatch):
                "--tracking-uri", uri, "--experiment", "cat"])
     assert rc == 0
     assert json.loads(capsys.readouterr().out)["model"] == "categorical"
-    assert client.get_experiment_by_name("cat") is not None
+    cat = client.get_experiment_by_name("cat")
+    (cat_run,) = client.search_runs([cat.experiment_id])
+    assert {"entropy", "entropy_se", "absorbed", "diversity_closed"} <= set(cat_run.data.metrics)
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -2,6 +2,7 @@
 
     collapse theory MODEL [key=value ...] [--config experiments/theory_X.yaml]
         [--regime R] [--generations N] [--trials K] [--seed S] [model options]
+        [--synthetic-ratio λ] [--truncate T] [--verify Q [--verify-noise S]]
         [--json] [--out DIR] [--mlflow] [--tracking-uri URI]
 
 Thin: flags become config overrides (merged after the YAML recipe and the
