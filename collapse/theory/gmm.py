@@ -7,7 +7,11 @@ fitted with full covariances (``collapse.theory.em2``); tracked are
 distance to the start, and ``variance``, the trace of the fit's covariance.
 ``init`` chooses the EM initialisation: ``quantiles`` (below; per coordinate
 in 2-D) or ``kmeans`` (as scikit-learn's GaussianMixture; see
-``collapse.theory.em2``); it is named in the run's params.
+``collapse.theory.em2``); it is named in the run's params. Measured at the
+default options (2 components 4 apart, M = 100, 1,000 trials, seed 3), the
+squared L2 distance to the generation-0 fit at generation 10 is about the same
+for both: k-means/quantiles = 0.97 (means) and 1.06 (medians) in 1-D, 0.85
+and 1.00 in 2-D — no 30 % faster drift with k-means at these settings.
 
 Start from C unit-variance components with equal weights, means
 ``separation`` apart and centred on 0. Each generation fits a C-component
