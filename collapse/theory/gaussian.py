@@ -199,10 +199,9 @@ def scatter(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 
 class GaussianModel(TheoryModel):
-    """K chains of a diagonal d-dimensional Gaussian. Pools: (K, samples, d) floats."""
+    """K chains of a d-dimensional Gaussian, diagonal or full covariance. Pools: (K, samples, d) floats."""
 
     name = "gaussian"
-    quantities = ("sigma2", "mu2", "sigma", "w2")
 
     def __init__(self, trials: int, seed: int, dim: int = 1, samples: int = 100, estimator: str = "unbiased",
                  truncate: float | None = None, covariance: str = "diagonal"):
