@@ -320,8 +320,8 @@ def apply_plan_trials(plan: Plan, pools: Mapping[str, np.ndarray], rng: np.rando
             if not c.any():
                 continue
             pool = pools[p]
-            if np.all(c == avail[j]):
-                out[:, offset[0]:offset[0] + avail[j]] = pool  # every trial takes the whole pool
+            if np.all(c == avail[j]) and np.all(offset == offset[0]):
+                out[:, offset[0]:offset[0] + avail[j]] = pool  # every trial takes the whole pool, at the same place
             else:
                 mask = _uniform_masks(rng, k, int(avail[j]), c)
                 rows, cols = np.nonzero(mask)  # row-major: each row's picks in order

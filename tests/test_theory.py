@@ -605,6 +605,25 @@ def test_every_trial_draws_its_own_composition_and_positions():
     assert abs(h.mean() - 2.5) < 0.1 and abs(h.var() - stats.hypergeom(40, 10, 10).var()) < 0.15
     # every position equally likely, and trials differ
     assert np.allclose(np.bincount(train[train < 100].astype(int), minlength=10) / h.sum(), 0.1, atol=0.01)
+    # a pool every trial takes whole, after pools taken in varying amounts
+    tiny = {HUMAN: pools[HUMAN], synthetic_pool(0): np.full((k, 1), 500.0)}
+    both, cnt = apply_plan_trials([Take(HUMAN, 10), Take(synthetic_pool(0), 1)], tiny, rng,
+                                  union=[synthetic_pool(0), HUMAN])
+    assert np.all(cnt[synthetic_pool(0)] == 1) and np.all((both == 500).sum(axis=1) == 1)
+    pools3 = {**tiny, synthetic_pool(1): np.full((k, 1), 700.0)}
+    three, cnt3 = apply_plan_trials([Take(HUMAN, 3), Take(synthetic_pool(1), 1)], pools3, rng,
+                                    union=[HUMAN, synthetic_pool(0), synthetic_pool(1)])
+    for v, name in ((500, synthetic_pool(0)), (700, synthetic_pool(1))):
+        assert np.all((three == v).sum(axis=1) == cnt3[name])
+    assert np.all((three < 100).sum(axis=1) == cnt3[HUMAN]) and three.shape == (k, 4)
+    # a middle pool every trial takes whole while the later pool's counts vary (so do the offsets)
+    small = {HUMAN: np.broadcast_to(np.arange(10.0), (3, 10)).copy(), synthetic_pool(0): np.full((3, 1), 500.0),
+             synthetic_pool(1): np.broadcast_to(700.0 + np.arange(3), (3, 3)).copy()}
+    for seed in range(20):
+        got, cs = apply_plan_trials([Take(HUMAN, 12)], small, np.random.default_rng(seed),
+                                    union=[HUMAN, synthetic_pool(0), synthetic_pool(1)])
+        for row, h, s0, s1 in zip(got, cs[HUMAN], cs[synthetic_pool(0)], cs[synthetic_pool(1)]):
+            assert len(set(row)) == 12 and (row < 100).sum() == h and (row == 500).sum() == s0 and (row >= 700).sum() == s1
     sub, c = apply_plan_trials([Take(HUMAN, 4)], pools, rng)
     assert np.all(c[HUMAN] == 4) and len({tuple(row) for row in sub[:50]}) > 40
     assert np.allclose(np.bincount(sub.astype(int).ravel(), minlength=10) / sub.size, 0.1, atol=0.01)
