@@ -24,7 +24,7 @@ import yaml
 
 from collapse.errors import ConfigError
 
-REGIMES = ("replace", "accumulate", "accumulate_subsample", "fixed_fraction", "fresh")
+REGIMES = ("replace", "accumulate", "accumulate_subsample", "fixed_fraction", "fresh", "augment")
 
 
 def _f(default: Any, doc: str, check: typing.Callable[[Any], bool] | None = None, expect: str = ""):
@@ -141,6 +141,7 @@ class MixConfig:
     human_fraction: float = _f(0.1, "fixed_fraction: share of each training set that is human (Shumailov et al. use 0.1)", *_unit)
     subsample_size: int | None = _f(None, "accumulate_subsample: size of the draw from the accumulated pool; null = the human pool's size", *_pos_or_none)
     fresh_size: int | None = _f(None, "fresh: new human examples per generation; null = the human pool's size", *_pos_or_none)
+    synthetic_ratio: float = _f(1.0, "augment: λ, each training set is the whole human pool plus round(λ·n) synthetic examples of the newest generation", *_nonneg)
 
 
 @dataclass

@@ -24,6 +24,16 @@ generation):
   Shumailov et al.'s setting.
 - ``fresh``: a new, never-used chunk of human data plus the newest synthetic
   pool (the "fresh data loop" of Alemohammad et al. 2024, Bertrand et al. 2024).
+- ``augment``: the whole human pool plus round(λ·n) samples of the newest
+  synthetic pool (a uniform subset without replacement; the whole pool when
+  it holds exactly that many), λ = ``synthetic_ratio`` (the "synthetic
+  augmentation loop" of Alemohammad et al. 2024; Bertrand et al. 2024).
+
+Array pools of independent trials (theory models: shape (K, samples, ...),
+examples on axis 1) go through :func:`apply_plan_trials`, which gives every
+trial its own draw: its own subset positions, and under
+``accumulate_subsample`` its own composition. One shared draw would be a
+common random effect that standard errors over trials cannot see.
 """
 
 from __future__ import annotations
@@ -64,6 +74,11 @@ class MixSizes:
     human_fraction: float = 0.1
     subsample: int | None = None  # accumulate_subsample draw size (default n)
     fresh: int | None = None  # fresh: human examples per generation (default n)
+    synthetic_ratio: float = 1.0  # augment: λ, synthetic examples per human example
+
+    def augment_count(self) -> int:
+        """augment: synthetic examples per training set, round(λ·n)."""
+        return int(round(self.synthetic_ratio * self.human))
 
 
 Plan = list[Take]
@@ -140,12 +155,24 @@ def plan_fresh(g: int, pool_sizes: Mapping[str, int], sizes: MixSizes, rng: np.r
     return [Take(HUMAN_FRESH, chunk, (g - 1) * chunk), Take(synthetic_pool(g - 1), pool_sizes[synthetic_pool(g - 1)])]
 
 
+def plan_augment(g: int, pool_sizes: Mapping[str, int], sizes: MixSizes, rng: np.random.Generator) -> Plan:
+    if g == 0:
+        return _gen0(sizes)
+    n_s = sizes.augment_count()
+    plan: Plan = [Take(HUMAN, sizes.human)]
+    if n_s:
+        # A count above the pool's size is caught by plan_mix with a one-line error.
+        plan.append(Take(synthetic_pool(g - 1), n_s))
+    return plan
+
+
 REGIMES: dict[str, Callable[[int, Mapping[str, int], MixSizes, np.random.Generator], Plan]] = {
     "replace": plan_replace,
     "accumulate": plan_accumulate,
     "accumulate_subsample": plan_accumulate_subsample,
     "fixed_fraction": plan_fixed_fraction,
     "fresh": plan_fresh,
+    "augment": plan_augment,
 }
 
 
@@ -187,6 +214,11 @@ def check_sizes(regime: str, generations: int, sizes: MixSizes, human_available:
         raise CollapseError(
             f"{regime}: {generations} generations need {need} {what} but the human train split holds {human_available}"
             " (lower data.train_size, mix.fresh_size or run.generations, or use a larger corpus)"
+        )
+    if regime == "augment" and generations > 0 and sizes.augment_count() > sizes.synthetic:
+        raise CollapseError(
+            f"augment: each training set needs round({sizes.synthetic_ratio:g}·{sizes.human}) = {sizes.augment_count()}"
+            f" synthetic examples but mix.synthetic_size is {sizes.synthetic} (raise mix.synthetic_size or lower mix.synthetic_ratio)"
         )
     if regime == "fixed_fraction" and generations > 0:
         n_s = sizes.human - int(round(sizes.human_fraction * sizes.human))
@@ -238,7 +270,85 @@ def apply_plan(plan: Plan, pools: Mapping[str, Any], rng: np.random.Generator, a
     return chunks[0] if len(chunks) == 1 else concatenate_datasets(chunks)
 
 
+def pooled_union(regime: str, generation: int) -> list[str] | None:
+    """The pools a regime's training set is one uniform draw from, when its plan
+    is such a draw (``accumulate_subsample``, g ≥ 1: its per-pool counts are a
+    multivariate hypergeometric draw); else None."""
+    if regime == "accumulate_subsample" and generation >= 1:
+        return [HUMAN] + [synthetic_pool(i) for i in range(generation)]
+    return None
+
+
+def _uniform_subsets(rng: np.random.Generator, k: int, n: int, count: int) -> np.ndarray:
+    """Column indices (k, count), sorted per row, of an independent uniform
+    subset of ``count`` of ``n`` positions for each of k rows."""
+    keys = rng.random((k, n))
+    return np.sort(np.argpartition(keys, count - 1, axis=1)[:, :count], axis=1)
+
+
+def _uniform_masks(rng: np.random.Generator, k: int, n: int, counts: np.ndarray) -> np.ndarray:
+    """A (k, n) mask whose row r marks a uniform subset of ``counts[r]`` of the n positions."""
+    order = np.argsort(rng.random((k, n)), axis=1)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(n), (k, n)), axis=1)
+    return rank < counts[:, None]
+
+
+def apply_plan_trials(plan: Plan, pools: Mapping[str, np.ndarray], rng: np.random.Generator,
+                      union: Sequence[str] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Build K independent trials' training sets (K, N, ...) from array pools
+    (K, size, ...), every trial drawing its own subsets.
+
+    Whole-pool takes and contiguous slices are the same for every trial (they
+    draw nothing). A subset take (count < pool size) picks its own uniform
+    positions in each trial. With ``union`` (see :func:`pooled_union`) the plan
+    is one uniform draw of its total from the union of those pools: each trial
+    draws its own per-pool counts (multivariate hypergeometric) and positions.
+    Returns the training sets and the per-trial count of every pool (K,)."""
+    first = pools[plan[0].pool]
+    k = first.shape[0]
+    tail = first.shape[2:]
+    if union is not None:
+        total = sum(t.count for t in plan)
+        avail = np.array([pools[p].shape[1] for p in union], dtype=np.int64)
+        counts = rng.multivariate_hypergeometric(avail, total, size=k)  # (K, pools)
+        out = np.empty((k, total) + tail, dtype=first.dtype)
+        offset = np.zeros(k, dtype=np.int64)
+        per_pool: dict[str, np.ndarray] = {}
+        for j, p in enumerate(union):
+            c = counts[:, j]
+            per_pool[p] = c
+            if not c.any():
+                continue
+            pool = pools[p]
+            if np.all(c == avail[j]) and np.all(offset == offset[0]):
+                out[:, offset[0]:offset[0] + avail[j]] = pool  # every trial takes the whole pool, at the same place
+            else:
+                mask = _uniform_masks(rng, k, int(avail[j]), c)
+                rows, cols = np.nonzero(mask)  # row-major: each row's picks in order
+                pos = offset[rows] + (np.cumsum(mask, axis=1) - 1)[rows, cols]
+                out[rows, pos] = pool[rows, cols]
+            offset += c
+        return out, per_pool
+    arrays = []
+    per_pool = {}
+    for t in plan:
+        pool = pools[t.pool]
+        n = pool.shape[1]
+        if t.start is not None:
+            arrays.append(pool[:, t.start:t.start + t.count])
+        elif t.count == n:
+            arrays.append(pool)
+        else:
+            cols = _uniform_subsets(rng, k, n, t.count)
+            arrays.append(np.take_along_axis(pool, cols.reshape(cols.shape + (1,) * len(tail)), axis=1))
+        per_pool[t.pool] = per_pool.get(t.pool, 0) + np.full(k, t.count, dtype=np.int64)
+    train = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
+    return train, per_pool
+
+
 __all__: Sequence[str] = [
-    "HUMAN", "HUMAN_FRESH", "Take", "MixSizes", "Plan", "REGIMES", "plan_mix", "apply_plan", "plan_indices",
+    "HUMAN", "HUMAN_FRESH", "Take", "MixSizes", "Plan", "REGIMES", "plan_mix", "apply_plan", "apply_plan_trials",
+    "pooled_union", "plan_indices",
     "plan_counts", "plan_to_dict", "check_sizes", "required_human", "synthetic_pool", "generation_rng", "torch_seed",
 ]

@@ -18,7 +18,8 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 
 from collapse.generator import Generator
-from collapse.mixing import MixSizes, Plan, apply_plan, plan_mix, synthetic_pool
+from collapse.mixing import (MixSizes, Plan, apply_plan, apply_plan_trials, plan_mix, pooled_union,
+                             synthetic_pool)
 from collapse.seeding import generation_rng
 
 log = logging.getLogger("collapse")
@@ -31,6 +32,7 @@ class GenerationRecord:
     metrics: dict[str, float]
     samples: Any = None
     train: Any = None
+    trial_counts: dict[str, np.ndarray] | None = None  # per_trial: examples of each pool per trial (K,)
 
 
 class GenerationStore(Protocol):
@@ -61,6 +63,26 @@ def _pool_size(pool: Any, axis: int) -> int:
     return pool.shape[axis] if isinstance(pool, np.ndarray) else len(pool)
 
 
+class _RunningStats:
+    """Sufficient statistics of the pools a plan takes whole, kept as a running
+    total: a plan that extends the previous one (accumulate) costs only the
+    statistics of its new pools, so a generation's fit takes constant time."""
+
+    def __init__(self, generator: Any):
+        self.generator = generator
+        self.names: list[str] = []
+        self.total: Any = None
+
+    def update(self, names: list[str], pools: Mapping[str, Any]) -> Any:
+        if names[:len(self.names)] != self.names:
+            self.names, self.total = [], None
+        for name in names[len(self.names):]:
+            stats = self.generator.pool_stats(pools[name])
+            self.total = stats if self.total is None else self.generator.merge_stats(self.total, stats)
+            self.names.append(name)
+        return self.total
+
+
 @dataclass
 class LoopResult:
     records: list[GenerationRecord] = field(default_factory=list)
@@ -81,14 +103,35 @@ def run_generations(
     axis: int = 0,
     on_generation: Callable[[GenerationRecord], None] | None = None,
     keep_samples: bool = True,
+    per_trial: bool = False,
+    sufficient_stats: bool = True,
 ) -> LoopResult:
     """Run generations 0..``generations`` of one regime.
 
     ``human_pools`` maps ``human`` (and ``human_fresh`` for the fresh regime)
     to the human data. ``axis`` is the example axis of array pools (theory
-    models keep trials on axis 0 and samples on axis 1)."""
+    models keep trials on axis 0 and samples on axis 1). ``per_trial``: array
+    pools hold independent trials on axis 0 and examples on axis 1, and each
+    trial draws its own subsets and composition
+    (``collapse.mixing.apply_plan_trials``); the record keeps the plan drawn
+    for the generation and the per-trial counts.
+
+    Under ``accumulate`` with ``per_trial``, a generator that offers
+    ``pool_stats(pool)``, ``merge_stats(a, b)`` and ``fit_stats(stats, g)``
+    is fitted from running sufficient statistics instead of the rebuilt
+    accumulated training set (constant time per generation), and without
+    ``keep_samples`` a pool is dropped once its statistics are in the total
+    (memory flat in the number of generations). ``sufficient_stats=False``
+    always builds the training set (the reference the fast path is tested
+    against)."""
+    if per_trial and axis != 1:
+        raise ValueError("per_trial needs array pools with trials on axis 0 and examples on axis 1 (axis=1)")
     store = store or MemoryStore()
     pools: dict[str, Any] = dict(human_pools)
+    use_stats = (per_trial and sufficient_stats and regime == "accumulate" and store.__class__ is MemoryStore
+                 and all(hasattr(generator, f) for f in ("pool_stats", "merge_stats", "fit_stats")))
+    running = _RunningStats(generator) if use_stats else None
+    dropped: dict[str, int] = {}  # sizes of pools whose statistics are kept but whose examples are not
     result = LoopResult()
     done = [g for g in range(generations + 1) if store.is_done(g)]
     # Generations are only ever completed in order, so the done ones form a prefix.
@@ -104,13 +147,27 @@ def run_generations(
                 on_generation(rec)
             continue
         rng = generation_rng(seed, g, "mix")
-        sizes_now = {k: _pool_size(v, axis) for k, v in pools.items()}
+        sizes_now = {**dropped, **{k: _pool_size(v, axis) for k, v in pools.items()}}
         plan = plan_mix(regime, g, sizes_now, sizes, rng)
-        train = apply_plan(plan, pools, rng, axis=axis)
-        metrics = dict(generator.fit(train, g))
+        trial_counts = None
+        train = None
+        if running is not None:
+            # accumulate takes every pool whole: the same for every trial, nothing drawn.
+            metrics = dict(generator.fit_stats(running.update([t.pool for t in plan], pools), g))
+            if not keep_samples:
+                for t in plan:
+                    if t.pool in pools:
+                        dropped[t.pool] = sizes_now[t.pool]
+                        del pools[t.pool]
+        else:
+            if per_trial:
+                train, trial_counts = apply_plan_trials(plan, pools, rng, union=pooled_union(regime, g))
+            else:
+                train = apply_plan(plan, pools, rng, axis=axis)
+            metrics = dict(generator.fit(train, g))
         samples = generator.sample(sizes.synthetic, g)
         metrics.update(generator.evaluate(samples, g))
-        rec = GenerationRecord(g, plan, metrics, samples, train)
+        rec = GenerationRecord(g, plan, metrics, samples, train, trial_counts)
         store.commit(rec, generator)
         rec.train = None  # the store has what it needs; do not hold every training set
         pools[synthetic_pool(g)] = samples

@@ -163,3 +163,36 @@ def test_fixed_fraction_keeps_its_fraction_when_gates_leave_fewer_samples():
     assert full == {HUMAN: 20, synthetic_pool(0): 80}
     short = {t.pool: t.count for t in plan_fixed_fraction(1, {HUMAN: 100, synthetic_pool(0): 40}, sizes, rng)}
     assert short == {HUMAN: 10, synthetic_pool(0): 40}  # 10 / 50 = 0.2 still
+
+
+@pytest.mark.parametrize("ratio, n_s", [(1.0, 40), (0.5, 20), (0.0, 0), (0.74, 30)])
+def test_augment_keeps_every_human_example_and_adds_a_ratio_of_synthetic(ratio, n_s):
+    g = run("augment", synthetic=N, synthetic_ratio=ratio)
+    assert composition(g.trained[0]) == Counter({("human", -1): N})
+    for gen in range(1, 5):
+        c = composition(g.trained[gen])
+        want = Counter({("human", -1): N, ("synthetic", gen - 1): n_s})
+        assert c == +want
+        assert len(set(g.trained[gen]["text"])) == N + n_s  # without replacement
+    plan = plan_mix("augment", 2, {HUMAN: N, synthetic_pool(1): N}, MixSizes(N, N, synthetic_ratio=ratio),
+                    generation_rng(0, 2, "mix"))
+    assert [(t.pool, t.count) for t in plan] == [(HUMAN, N)] + ([(synthetic_pool(1), n_s)] if n_s else [])
+
+
+def test_augment_needs_enough_synthetic_samples():
+    sizes = MixSizes(human=N, synthetic=M, synthetic_ratio=1.5)
+    with pytest.raises(CollapseError, match=r"augment: each training set needs round\(1.5·40\) = 60 synthetic examples but mix.synthetic_size is 30"):
+        check_sizes("augment", 3, sizes, 1000)
+    check_sizes("augment", 0, sizes, 1000)  # generation 0 is human only
+    with pytest.raises(CollapseError, match="needs 60 examples from 'synthetic_0' but it holds 30"):
+        plan_mix("augment", 1, {HUMAN: N, synthetic_pool(0): M}, sizes, np.random.default_rng(0))
+
+
+def test_augment_validates_in_lm_recipes():
+    from collapse.config import load_config
+    from collapse.errors import ConfigError
+
+    cfg = load_config(None, ["mix.regime=augment", "mix.synthetic_ratio=0.5"])
+    assert cfg.regimes == ["augment"] and cfg.mix.synthetic_ratio == 0.5
+    with pytest.raises(ConfigError, match="mix.synthetic_ratio: expected >= 0"):
+        load_config(None, ["mix.synthetic_ratio=-1"])

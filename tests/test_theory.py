@@ -86,6 +86,35 @@ def test_a_wrong_gaussian_formula_is_rejected():
     assert max_abs_z(r, "sigma", c4(m) ** n) > 3 * Z  # forgets the √(1 − 1/M) of the MLE
 
 
+@pytest.mark.parametrize("estimator", ["mle", "unbiased"])
+def test_full_covariance_determinant_closed_forms(estimator):
+    from collapse.theory.gaussian import det_closed_form
+
+    r = simulate("gaussian", generations=8, samples=8, dim=3, covariance="full", estimator=estimator)
+    assert set(r.closed) == {"sigma2", "mu2", "sigma", "det_ratio", "logdet_ratio"}
+    assert r.quantities == ("sigma2", "mu2", "sigma", "w2", "det_ratio", "logdet_ratio")
+    for q in r.closed:
+        assert max_abs_z(r, q) < Z, (q, r.mean[q], r.closed[q])
+    # independently: E[det W] and E[ln det W] of W ∼ Wishart_3(7, I) by scipy's sampler
+    w = stats.wishart(df=7, scale=np.eye(3)).rvs(size=40000, random_state=3)
+    ddof = 1 if estimator == "unbiased" else 0
+    det = np.linalg.det(w) / (8 - ddof) ** 3
+    cf = det_closed_form(estimator, 1, 8, 3)
+    assert abs(det.mean() - cf["det_ratio"][0]) < Z * det.std() / math.sqrt(det.size)
+    assert abs(np.log(det).mean() - cf["logdet_ratio"][0]) < Z * np.log(det).std() / math.sqrt(det.size)
+    assert cf["det_ratio"][0] < 1  # the determinant collapses even for the unbiased estimator
+
+
+def test_full_covariance_recovers_a_correlated_fit():
+    from collapse.theory.gaussian import GaussianModel
+
+    g = GaussianModel(4, 0, dim=2, covariance="full")
+    g.mu, g.cov = np.zeros((4, 2)), np.broadcast_to(np.array([[2.0, 0.9], [0.9, 1.0]]), (4, 2, 2)).copy()
+    x = g.sample(20000, 1)
+    g.fit(x, 2)
+    np.testing.assert_allclose(g.cov, np.broadcast_to([[2.0, 0.9], [0.9, 1.0]], (4, 2, 2)), atol=0.06)
+
+
 # ------------------------------------------------------------------ regression
 
 @pytest.mark.parametrize("regime", ["replace", "accumulate"])
@@ -131,6 +160,186 @@ def test_regression_accumulate_stays_below_pi2_over_6_times_the_first_error():
     # replace grows past the bound within two generations and never looks back
     rep = simulate("regression", "replace", generations=30, samples=12, dim=3)
     assert rep.mean["error"][-1] > 10 * bound
+
+
+# ------------------------------------------------------------------ accumulate and augment closed forms
+
+@pytest.mark.parametrize("model,regime,options,mix", [
+    ("gaussian", "accumulate", {"samples": 5, "estimator": "mle"}, {}),
+    ("gaussian", "accumulate", {"samples": 6, "dim": 2}, {"synthetic_size": 3}),
+    ("gaussian", "augment", {"samples": 5}, {"synthetic_ratio": 0.6}),
+    ("gaussian", "augment", {"samples": 6, "estimator": "mle"}, {"synthetic_ratio": 2}),
+    ("categorical", "accumulate", {"samples": 10, "categories": 8}, {}),
+    ("categorical", "augment", {"samples": 10, "categories": 8}, {"synthetic_ratio": 1.5}),
+    ("regression", "augment", {"samples": 12, "dim": 3}, {}),
+    ("regression", "augment", {"samples": 12, "dim": 3}, {"synthetic_ratio": 2}),
+])
+def test_accumulate_and_augment_closed_forms_match_simulation(model, regime, options, mix):
+    r = simulate(model, regime, generations=8, mix=mix, **options)
+    want = {"gaussian": {"sigma2", "mu2"}, "categorical": {"diversity", "tail_mass"}, "regression": {"error"}}[model]
+    assert set(r.closed) == want and set(r.closed_forms) == want
+    for q in r.closed:
+        assert max_abs_z(r, q) < Z, (q, r.mean[q], r.closed[q])
+
+
+def test_augment_closed_forms_against_an_independent_simulation():
+    # The augment chains written out directly (no loop, no plans), K trials at once.
+    from collapse.mixing import MixSizes
+    from collapse.theory.categorical import categorical_merge_diversity
+    from collapse.theory.gaussian import gaussian_merge_closed_form
+
+    rng = np.random.default_rng(11)
+    k, n, ns, fits = 40000, 5, 3, 7
+    h = rng.standard_normal((k, n))
+    x = h
+    s2, m2 = [], []
+    for _ in range(fits):
+        mu, var = x.mean(1), x.var(1, ddof=1)
+        s2.append(var), m2.append(mu**2)
+        x = np.concatenate([h, mu[:, None] + np.sqrt(var)[:, None] * rng.standard_normal((k, ns))], axis=1)
+    cf = gaussian_merge_closed_form("augment", "unbiased", fits, n, n, ns)
+    for sim, closed in ((s2, cf["sigma2"]), (m2, cf["mu2"])):
+        sim = np.array(sim)
+        assert np.all(np.abs(sim.mean(1) - closed) < Z * sim.std(1) / math.sqrt(k)), (sim.mean(1), closed)
+    # categorical augment: counts of the n human tokens plus ns draws of the fit
+    p0 = zipf_probabilities(4, 1.0)
+    hc = rng.multinomial(8, p0, size=k)
+    c = hc
+    div = []
+    for _ in range(fits):
+        p = c / c.sum(1, keepdims=True)
+        div.append(1 - (p**2).sum(1))
+        c = hc + _multinomial_rows(rng, 6, p)
+    div = np.array(div)
+    closed = categorical_merge_diversity("augment", p0, fits, 8, 6)
+    assert np.all(np.abs(div.mean(1) - closed) < Z * div.std(1) / math.sqrt(k)), (div.mean(1), closed)
+    assert MixSizes(8, 8, synthetic_ratio=0.75).augment_count() == 6
+
+
+def _multinomial_rows(rng, n, p):
+    """One Multinomial(n, p_r) draw per row of p (K, V), by inverse-CDF draws."""
+    u = rng.random((p.shape[0], n))
+    cat = (u[:, :, None] > np.cumsum(p, 1)[:, None, :-1]).sum(2)
+    return np.stack([(cat == v).sum(1) for v in range(p.shape[1])], axis=1)
+
+
+def test_categorical_accumulate_closed_form_equals_the_exact_chain():
+    # Two categories, small sizes: the exact law of the count of category 0 by
+    # enumeration (state: count among N_g tokens), no simulation.
+    n, m, a, fits = 4, 3, 0.7, 5
+    law = {int(c): stats.binom.pmf(c, n, a) for c in range(n + 1)}
+    size, exact = n, []
+    for _ in range(fits):
+        exact.append(sum(pr * (1 - (c / size) ** 2 - (1 - c / size) ** 2) for c, pr in law.items()))
+        nxt: dict[int, float] = {}
+        for c, pr in law.items():
+            for y in range(m + 1):
+                nxt[c + y] = nxt.get(c + y, 0.0) + pr * stats.binom.pmf(y, m, c / size)
+        law, size = nxt, size + m
+    from collapse.theory.categorical import categorical_merge_diversity
+
+    np.testing.assert_allclose(categorical_merge_diversity("accumulate", np.array([a, 1 - a]), fits, n, m), exact,
+                               rtol=1e-10)
+
+
+def test_augment_runs_for_every_model_and_sits_between_replace_and_the_start():
+    for model, opts in (("gaussian", {"samples": 10}), ("regression", {"samples": 12, "dim": 3}),
+                        ("categorical", {"samples": 20}), ("gmm", {"samples": 40}), ("kde", {"samples": 20})):
+        r = simulate(model, "augment", generations=3, trials=50, **opts)
+        assert r.train[1:] == [{"human": opts["samples"], "synthetic": opts["samples"]}] * 3
+        assert all(np.all(np.isfinite(r.mean[q])) for q in r.quantities)
+    # the human data anchors the chain: far less error than replace
+    aug = simulate("regression", "augment", generations=10, trials=4000, samples=12, dim=3)
+    rep = simulate("regression", "replace", generations=10, trials=4000, samples=12, dim=3)
+    assert aug.mean["error"][-1] < 1.5 * aug.closed["error"][0] + 4 * aug.se["error"][-1] < rep.mean["error"][-1] / 5
+
+
+# ------------------------------------------------------------------ tail cutting and verification
+
+@pytest.mark.parametrize("estimator,tau,dim", [("unbiased", 1.0, 1), ("mle", 1.5, 2)])
+def test_truncated_gaussian_closed_form_matches_simulation(estimator, tau, dim):
+    from collapse.theory.gaussian import truncated_variance
+
+    # v(τ) against scipy's truncated normal
+    assert truncated_variance(tau) == pytest.approx(stats.truncnorm(-tau, tau).var(), rel=1e-12)
+    r = simulate("gaussian", generations=8, samples=10, estimator=estimator, dim=dim, truncate=tau)
+    assert set(r.closed) == {"sigma2", "mu2"}
+    for q in r.closed:
+        assert max_abs_z(r, q) < Z, (q, r.mean[q], r.closed[q])
+    # collapse accelerates: the variance falls geometrically even when the untruncated chain keeps E[σ²]
+    n = np.arange(1, 10)
+    c = 1.0 if estimator == "unbiased" else 0.9
+    np.testing.assert_allclose(r.closed["sigma2"], c**n * truncated_variance(tau) ** (n - 1))
+    plain = simulate("gaussian", generations=8, samples=10, estimator=estimator, dim=dim)
+    assert r.mean["sigma2"][-1] < 0.5 * plain.mean["sigma2"][-1]
+
+
+def test_truncated_gaussian_draws_stay_inside_the_band():
+    from collapse.theory.gaussian import GaussianModel
+
+    g = GaussianModel(500, 0, dim=2, truncate=0.7)
+    g.mu, g.var = np.full((500, 2), 3.0), np.full((500, 2), 4.0)
+    x = g.sample(50, 1)
+    assert np.all(np.abs(x - 3.0) <= 0.7 * 2.0 + 1e-12)
+    assert abs(x.var() / 4.0 - stats.truncnorm(-0.7, 0.7).var()) < 0.01
+
+
+def test_categorical_top_k_and_top_p_cut_the_tail():
+    from collapse.theory.categorical import draw_from_counts, truncation_weights
+
+    counts = np.array([[5, 1, 3, 0, 1], [2, 2, 2, 2, 2]])
+    np.testing.assert_array_equal(truncation_weights(counts, ("top_k", 2)), [[5, 0, 3, 0, 0], [2, 2, 0, 0, 0]])
+    np.testing.assert_array_equal(truncation_weights(counts, ("top_p", 0.7)), [[5, 0, 3, 0, 0], [2, 2, 2, 2, 0]])
+    x = draw_from_counts(np.array([[1, 0, 3], [0, 2, 0]]), 40000, np.random.default_rng(0))
+    assert np.all(x[1] == 1) and not np.any(x[0] == 1)
+    assert abs(np.mean(x[0] == 2) - 0.75) < 0.01
+    top_k = simulate("categorical", generations=10, trials=1000, samples=50, truncate="top_k:5", keep_trials=True)
+    plain = simulate("categorical", generations=10, trials=1000, samples=50)
+    assert top_k.closed == {} and top_k.closed_forms == {}
+    assert np.all(top_k.trial_values["surviving"][1:] <= 5)
+    top_p = simulate("categorical", generations=10, trials=1000, samples=50, truncate="top_p:0.9")
+    for r in (top_k, top_p):  # the tail vanishes and diversity collapses faster than without truncation
+        assert r.mean["tail_mass"][-1] < 0.2 * plain.mean["tail_mass"][-1]
+        assert r.mean["entropy"][-1] < plain.mean["entropy"][-1] - 4 * r.se["entropy"][-1]
+
+
+def test_categorical_entropy_and_absorption():
+    r = simulate("categorical", generations=60, trials=2000, categories=3, samples=6, zipf=0.0, keep_trials=True)
+    c0 = r.trial_values["entropy"][0]
+    assert np.all(c0 <= math.log(3) + 1e-12)
+    absorbed = r.mean["absorbed"]
+    assert np.all(np.diff(absorbed) >= 0) and absorbed[-1] > 0.99  # absorption is for good under replace
+    assert np.all(r.trial_values["entropy"][r.trial_values["absorbed"] == 1] == 0)
+    # mean absorption time from the distribution function vs Littler's diffusion approximation
+    from collapse.theory.categorical import absorption_time_diffusion
+
+    mean_t = float(np.sum(1.0 - absorbed))  # generations until one category is left (generation 0 = fit 1)
+    approx = absorption_time_diffusion(np.full(3, 1 / 3), 6)
+    assert 0.7 * approx < mean_t + 1 < 1.3 * approx, (mean_t, approx)
+
+
+def test_verification_prevents_collapse_of_regression():
+    rep = simulate("regression", generations=10, trials=3000, samples=12, dim=3)
+    sel = run_theory(load_theory_config(None, {"run.model": "regression", "run.generations": 10, "run.trials": 3000,
+                                               "regression.samples": 12, "regression.dim": 3, "verify.keep": 0.5}))
+    noisy = run_theory(load_theory_config(None, {"run.model": "regression", "run.generations": 10, "run.trials": 3000,
+                                                 "regression.samples": 12, "regression.dim": 3, "verify.keep": 0.5,
+                                                 "verify.noise": 3.0}))
+    assert sel.closed == {} and rep.mean["error"][0] == sel.mean["error"][0]  # generation 0 fits human data
+    assert sel.mean["error"][-1] < sel.mean["error"][0] < rep.mean["error"][-1] / 10  # selection stops collapse
+    assert sel.mean["error"][-1] < noisy.mean["error"][-1] < rep.mean["error"][-1]  # a noisy verifier helps less
+
+
+def test_verifier_keeps_the_best_candidates():
+    from collapse.theory.gaussian import GaussianModel
+
+    g = GaussianModel(200, 0, dim=1)
+    g.mu, g.var = np.zeros((200, 1)), np.ones((200, 1))
+    g.verify = 0.25
+    x = g.sample(10, 1)[..., 0]  # the 10 of 40 candidates nearest 0
+    assert x.shape == (200, 10)
+    cand = g.draw(40, 1)[..., 0]
+    np.testing.assert_allclose(np.sort(np.abs(x), 1), np.sort(np.abs(cand), 1)[:, :10])
 
 
 # ------------------------------------------------------------------ ordering
@@ -241,21 +450,109 @@ def test_gmm_distance_to_the_start_grows_under_replace(distance):
     assert acc.mean[distance][-1] < d[-1]
 
 
+def test_gmm_2d_l2_and_em_against_scikit_learn():
+    from sklearn.mixture import GaussianMixture
+
+    from collapse.theory.em2 import em2_fit, kmeans_labels, mixture_inner
+
+    # ∫ f g for 2-D mixtures against a grid integral
+    w = np.array([[0.3, 0.7]])
+    mu = np.array([[[-1.0, 0.5], [1.5, -0.2]]])
+    cov = np.array([[[[1.0, 0.3], [0.3, 0.6]], [[0.5, -0.1], [-0.1, 1.2]]]])
+    g = np.linspace(-9, 9, 721)
+    xx, yy = np.meshgrid(g, g, indexing="ij")
+    pts = np.stack([xx, yy], -1)
+    dens = sum(w[0, c] * stats.multivariate_normal(mu[0, c], cov[0, c]).pdf(pts) for c in range(2))
+    num = np.trapezoid(np.trapezoid(dens * dens, g, axis=1), g)
+    assert mixture_inner(w, mu, cov, w, mu, cov)[0] == pytest.approx(num, rel=1e-6)
+    # EM on two well-separated clusters lands where scikit-learn's does
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal((1, 150, 2)) + [-3, 0], rng.standard_normal((1, 100, 2)) * 0.7 + [3, 1]], axis=1)
+    labels = kmeans_labels(x, 2, np.random.default_rng(1))[0]
+    assert len(set(labels[:150])) == 1 and len(set(labels[150:])) == 1 and labels[0] != labels[-1]
+    for init in ("kmeans", "quantiles"):
+        ww, mm, cv, _ = em2_fit(x, 2, 300, 1e-10, init, np.random.default_rng(2))
+        ref = GaussianMixture(2, tol=1e-10, max_iter=300, random_state=0).fit(x[0])
+        order, ref_order = np.argsort(mm[0, :, 0]), np.argsort(ref.means_[:, 0])
+        np.testing.assert_allclose(mm[0, order], ref.means_[ref_order], atol=1e-4)
+        np.testing.assert_allclose(cv[0, order], ref.covariances_[ref_order], atol=1e-4)
+        np.testing.assert_allclose(ww[0, order], ref.weights_[ref_order], atol=1e-4)
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_gmm_drifts_from_its_generation_0_fit_and_names_the_init(dim, capsys):
+    opts = {"dim": dim, "distance": "l2"} if dim == 2 else {}
+    for init in ("quantiles", "kmeans"):
+        r = simulate("gmm", generations=8, trials=200, samples=40, init=init, keep_trials=True, **opts)
+        # medians: a component that shrinks onto a few points makes the squared L2 heavy-tailed
+        d = np.median(r.trial_values["l2_gen0"], axis=1)
+        assert d[0] == 0 and d[-1] > 3 * d[1] > 0
+        assert r.params["init"] == init and r.closed == {}
+    assert main(["theory", "gmm", "--json", "--dim", "2", "--distance", "l2", "--init", "kmeans", "--trials", "20",
+                 "--generations", "1", "--samples", "30"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"]["init"] == "kmeans" and out["quantities"] == ["l2_gen0", "l2", "variance"]
+
+
+# ------------------------------------------------------------------ kde
+
+@pytest.mark.parametrize("bandwidth", ["scott", "silverman", "fixed"])
+def test_kde_variance_closed_form_matches_simulation(bandwidth):
+    r = simulate("kde", generations=8, trials=10000, samples=10, bandwidth=bandwidth)
+    assert set(r.closed) == {"variance"}
+    assert max_abs_z(r, "variance") < Z, (r.mean["variance"], r.closed["variance"])
+    assert r.mean["l2_gen0"][0] == 0 and r.mean["l2_gen0"][-1] > r.mean["l2_gen0"][1] > 0
+    if bandwidth != "fixed":  # smoothing inflates the variance every generation
+        assert r.closed["variance"][-1] > 5 and r.mean["variance"][-1] > 5
+
+
+def test_kde_l2_distance_and_bandwidth_rules_against_scipy():
+    from collapse.theory.kde import KDEModel, _cross
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 30))
+    for rule in ("scott", "silverman"):
+        m = KDEModel(2, 0, samples=30, bandwidth=rule)
+        m.fit(x, 0)
+        for t in range(2):
+            kde = stats.gaussian_kde(x[t], bw_method=rule)
+            assert m.h[t] == pytest.approx(math.sqrt(kde.covariance[0, 0]), rel=1e-12)
+    y = rng.standard_normal((2, 20)) * 1.5 + 0.5
+    ha, hb = np.array([0.3, 0.5]), np.array([0.2, 0.7])
+    xs = np.linspace(-15, 15, 200001)
+    f = lambda pts, h: stats.norm.pdf(xs[:, None], pts[None, :], h).mean(1)  # noqa: E731
+    for t in range(2):
+        num = np.trapezoid((f(x[t], ha[t]) - f(y[t], hb[t])) ** 2, xs)
+        exact = _cross(x, ha, x, ha)[t] - 2 * _cross(x, ha, y, hb)[t] + _cross(y, hb, y, hb)[t]
+        assert exact == pytest.approx(num, rel=1e-6)
+
+
 # ------------------------------------------------------------------ loop, regimes, reproducibility
 
 def test_theory_runs_through_the_shared_loop_and_plans(monkeypatch):
     import collapse.orchestrator as orch
 
     calls = []
-    real = orch.apply_plan
+    real = orch.apply_plan_trials
 
-    def spy(plan, pools, rng, axis=0):
-        calls.append(axis)
-        return real(plan, pools, rng, axis=axis)
+    def spy(plan, pools, rng, union=None):
+        calls.append(next(iter(pools.values())).shape[0])  # trials on axis 0
+        return real(plan, pools, rng, union=union)
 
-    monkeypatch.setattr(orch, "apply_plan", spy)
+    plans = []
+    real_plan = orch.plan_mix
+
+    def plan_spy(regime, g, *args):
+        plans.append((regime, g))
+        return real_plan(regime, g, *args)
+
+    monkeypatch.setattr(orch, "apply_plan_trials", spy)
+    monkeypatch.setattr(orch, "plan_mix", plan_spy)
+    simulate("gaussian", "augment", generations=3, trials=10, samples=4)
+    assert calls == [10, 10, 10, 10] and plans == [("augment", g) for g in range(4)]
+    # accumulate fits from running sufficient statistics: the same plans, no training set built
     r = simulate("gaussian", "accumulate", generations=3, trials=10, samples=4)
-    assert calls == [1, 1, 1, 1]
+    assert len(calls) == 4 and plans[4:] == [("accumulate", g) for g in range(4)]
     assert r.train == [{"human": 4, "synthetic": 0}, {"human": 4, "synthetic": 4},
                        {"human": 4, "synthetic": 8}, {"human": 4, "synthetic": 12}]
     rep = simulate("categorical", "replace", generations=2, trials=10, samples=6)
@@ -266,7 +563,7 @@ def test_theory_runs_through_the_shared_loop_and_plans(monkeypatch):
     assert ff.train[1:] == [{"human": 5, "synthetic": 15}] * 2
 
 
-@pytest.mark.parametrize("model", ["gaussian", "regression", "categorical", "gmm"])
+@pytest.mark.parametrize("model", ["gaussian", "regression", "categorical", "gmm", "kde"])
 @pytest.mark.parametrize("regime", ["accumulate_subsample", "fixed_fraction", "fresh"])
 def test_regimes_without_closed_forms_claim_none(model, regime):
     samples = 12 if model == "regression" else 20
@@ -274,6 +571,93 @@ def test_regimes_without_closed_forms_claim_none(model, regime):
     r = simulate(model, regime, generations=3, trials=20, samples=samples, **options)
     assert r.closed == {} and r.closed_forms == {}
     assert all(np.all(np.isfinite(r.mean[q])) for q in r.quantities)
+
+
+@pytest.mark.parametrize("regime", ["accumulate_subsample", "fixed_fraction"])
+def test_reported_standard_error_matches_the_spread_across_seeds(regime):
+    # Trials must be independent: the standard error over trials has to
+    # describe how much the mean moves from seed to seed. One composition
+    # shared by all trials made the spread 2.4× the reported s.e. here.
+    means, ses = [], []
+    for seed in range(16):
+        r = simulate("regression", regime, generations=20, trials=500, seed=seed, samples=32, dim=10)
+        means.append(r.mean["error"][-1])
+        ses.append(r.se["error"][-1])
+    ratio = np.std(means, ddof=1) / np.mean(ses)
+    assert 0.6 <= ratio <= 1.6, ratio
+
+
+def test_every_trial_draws_its_own_composition_and_positions():
+    from collapse.mixing import HUMAN, Take, apply_plan_trials, pooled_union, synthetic_pool
+
+    k = 4000
+    pools = {HUMAN: np.broadcast_to(np.arange(10.0), (k, 10)).copy(),
+             synthetic_pool(0): np.broadcast_to(100 + np.arange(30.0), (k, 30)).copy()}
+    rng = np.random.default_rng(0)
+    union = pooled_union("accumulate_subsample", 1)
+    train, counts = apply_plan_trials([Take(HUMAN, 3), Take(synthetic_pool(0), 7)], pools, rng, union=union)
+    assert train.shape == (k, 10)
+    assert np.all(counts[HUMAN] + counts[synthetic_pool(0)] == 10)
+    assert np.all((train < 100).sum(axis=1) == counts[HUMAN])  # the counts say what was taken
+    assert np.all(np.diff(np.sort(train, axis=1), axis=1) > 0)  # without replacement
+    # per-trial human counts: hypergeometric(10 of 40, 10 drawn), not one shared draw
+    h = counts[HUMAN]
+    assert abs(h.mean() - 2.5) < 0.1 and abs(h.var() - stats.hypergeom(40, 10, 10).var()) < 0.15
+    # every position equally likely, and trials differ
+    assert np.allclose(np.bincount(train[train < 100].astype(int), minlength=10) / h.sum(), 0.1, atol=0.01)
+    # a pool every trial takes whole, after pools taken in varying amounts
+    tiny = {HUMAN: pools[HUMAN], synthetic_pool(0): np.full((k, 1), 500.0)}
+    both, cnt = apply_plan_trials([Take(HUMAN, 10), Take(synthetic_pool(0), 1)], tiny, rng,
+                                  union=[synthetic_pool(0), HUMAN])
+    assert np.all(cnt[synthetic_pool(0)] == 1) and np.all((both == 500).sum(axis=1) == 1)
+    pools3 = {**tiny, synthetic_pool(1): np.full((k, 1), 700.0)}
+    three, cnt3 = apply_plan_trials([Take(HUMAN, 3), Take(synthetic_pool(1), 1)], pools3, rng,
+                                    union=[HUMAN, synthetic_pool(0), synthetic_pool(1)])
+    for v, name in ((500, synthetic_pool(0)), (700, synthetic_pool(1))):
+        assert np.all((three == v).sum(axis=1) == cnt3[name])
+    assert np.all((three < 100).sum(axis=1) == cnt3[HUMAN]) and three.shape == (k, 4)
+    # a middle pool every trial takes whole while the later pool's counts vary (so do the offsets)
+    small = {HUMAN: np.broadcast_to(np.arange(10.0), (3, 10)).copy(), synthetic_pool(0): np.full((3, 1), 500.0),
+             synthetic_pool(1): np.broadcast_to(700.0 + np.arange(3), (3, 3)).copy()}
+    for seed in range(20):
+        got, cs = apply_plan_trials([Take(HUMAN, 12)], small, np.random.default_rng(seed),
+                                    union=[HUMAN, synthetic_pool(0), synthetic_pool(1)])
+        for row, h, s0, s1 in zip(got, cs[HUMAN], cs[synthetic_pool(0)], cs[synthetic_pool(1)]):
+            assert len(set(row)) == 12 and (row < 100).sum() == h and (row == 500).sum() == s0 and (row >= 700).sum() == s1
+    sub, c = apply_plan_trials([Take(HUMAN, 4)], pools, rng)
+    assert np.all(c[HUMAN] == 4) and len({tuple(row) for row in sub[:50]}) > 40
+    assert np.allclose(np.bincount(sub.astype(int).ravel(), minlength=10) / sub.size, 0.1, atol=0.01)
+
+
+@pytest.mark.parametrize("model,options", [
+    ("gaussian", {"samples": 7}), ("gaussian", {"samples": 7, "dim": 3, "covariance": "full"}),
+    ("regression", {"samples": 12, "dim": 3}), ("categorical", {"samples": 9}),
+])
+def test_accumulate_from_sufficient_statistics_equals_the_rebuilt_pool(model, options):
+    overrides = {"run.model": model, "run.regime": "accumulate", "run.generations": 12, "run.trials": 300, "run.seed": 2}
+    overrides.update({f"{model}.{k}": v for k, v in options.items()})
+    cfg = load_theory_config(None, overrides)
+    fast = run_theory(cfg, keep_trials=True)
+    slow = run_theory(cfg, keep_trials=True, pool_based=True)
+    assert fast.train == slow.train
+    for q in fast.quantities:
+        np.testing.assert_allclose(fast.trial_values[q], slow.trial_values[q], rtol=1e-9, atol=1e-12)
+
+
+def test_accumulate_memory_is_flat_in_the_number_of_generations():
+    import tracemalloc
+
+    def peak(generations):
+        cfg = load_theory_config(None, {"run.model": "gaussian", "run.regime": "accumulate", "run.trials": 2000,
+                                        "run.generations": generations, "gaussian.samples": 100})
+        tracemalloc.start()
+        run_theory(cfg)
+        top = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return top
+
+    short, long = peak(5), peak(40)  # a kept pool is 1.6 MB: 40 of them would add 56 MB
+    assert long < short + 8e6, (short, long)
 
 
 def test_same_seed_same_output_and_trial_counts_agree():
@@ -291,7 +675,7 @@ def test_same_seed_same_output_and_trial_counts_agree():
 
 # ------------------------------------------------------------------ config and CLI
 
-@pytest.mark.parametrize("model", ["gaussian", "regression", "categorical", "gmm"])
+@pytest.mark.parametrize("model", ["gaussian", "regression", "categorical", "gmm", "kde"])
 def test_recipes_load_and_run(model):
     path = REPO / "experiments" / f"theory_{model}.yaml"
     cfg = load_theory_config(path)
@@ -327,10 +711,22 @@ def test_cli_json_prints_one_object_with_the_documented_fields(capsys):
             assert set(row[q]) == {"mean", "se", "closed"}
             assert row[q]["se"] > 0
         assert row["sigma2"]["closed"] == pytest.approx(0.9**n)
-    noclosed = main(["theory", "gaussian", "--json", "--generations", "1", "--trials", "50", "--regime", "accumulate"])
+    noclosed = main(["theory", "gaussian", "--json", "--generations", "1", "--trials", "50", "--regime", "fresh"])
     assert noclosed == 0
     row = json.loads(capsys.readouterr().out)["per_generation"][1]
     assert row["sigma2"]["closed"] is None and row["train"] == {"human": 100, "synthetic": 100}
+
+
+def test_cli_augment_with_synthetic_ratio(capsys):
+    rc = main(["theory", "regression", "--json", "--regime", "augment", "--synthetic-ratio", "2", "--generations", "2",
+               "--trials", "200", "--samples", "12", "--dim", "3"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"]["synthetic_ratio"] == 2 and out["params"]["synthetic_size"] == 24
+    assert out["per_generation"][2]["train"] == {"human": 12, "synthetic": 24}
+    assert out["per_generation"][2]["error"]["closed"] > 0
+    assert main(["theory", "gaussian", "--regime", "augment", "--synthetic-ratio", "2", "--synthetic-size", "10"]) == 2
+    assert "augment needs round(2·100) = 200 synthetic samples" in capsys.readouterr().err
 
 
 def test_cli_table_figure_and_mlflow(tmp_path, capsys, monkeypatch):
@@ -360,7 +756,9 @@ def test_cli_table_figure_and_mlflow(tmp_path, capsys, monkeypatch):
                "--tracking-uri", uri, "--experiment", "cat"])
     assert rc == 0
     assert json.loads(capsys.readouterr().out)["model"] == "categorical"
-    assert client.get_experiment_by_name("cat") is not None
+    cat = client.get_experiment_by_name("cat")
+    (cat_run,) = client.search_runs([cat.experiment_id])
+    assert {"entropy", "entropy_se", "absorbed", "diversity_closed"} <= set(cat_run.data.metrics)
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -374,6 +772,13 @@ def test_cli_table_figure_and_mlflow(tmp_path, capsys, monkeypatch):
     (["theory", "regression", "--samples", "11", "--dim", "10"], "T - d - 1 > 0"),
     (["theory", "regression", "--estimator", "mle"], "--estimator applies to gaussian"),
     (["theory", "gmm", "--distance", "kl"], "gmm.distance"),
+    (["theory", "gmm", "--dim", "2"], "gmm.distance: the 2-D mixture tracks the L2 distance only"),
+    (["theory", "gmm", "--init", "random"], "gmm.init"),
+    (["theory", "categorical", "--truncate", "top_q:3"], "categorical.truncate: expected top_k:K"),
+    (["theory", "gmm", "--truncate", "1"], "--truncate applies to gaussian, categorical"),
+    (["theory", "gaussian", "--covariance", "full", "--dim", "3", "--samples", "3"], "more than d samples"),
+    (["theory", "gaussian", "--covariance", "full", "--dim", "2", "--truncate", "1"], "needs covariance: diagonal"),
+    (["theory", "gaussian", "--verify", "1.5"], "verify.keep: expected in (0, 1]"),
     (["theory", "gaussian", "gaussian.colour=1"], "gaussian.colour: unknown key"),
     (["theory"], "expected a model"),
     (["theory", "--config", "does/not/exist.yaml"], "config file not found"),

@@ -7,9 +7,23 @@ refit p̂ = counts/M, draw M tokens from p̂, and so on. A category that draws n
 token is gone for good under ``replace``.
 
 Tracked per generation: ``diversity`` (the Gini–Simpson index 1 − Σᵢ pᵢ²),
-``surviving`` (categories with pᵢ > 0) and ``tail_mass`` (the mass of the
+``surviving`` (categories with pᵢ > 0), ``tail_mass`` (the mass of the
 initial tail: the rarest ``tail_fraction`` of categories under p₀, ties broken
-towards the last index).
+towards the last index), ``entropy`` (Shannon, −Σ pᵢ ln pᵢ, nats) and
+``absorbed`` (the share of trials left with a single category: the
+distribution function of the time to absorption T, so the mean absorption
+time is Σ_g (1 − absorbed_g) once every trial is absorbed). Under ``replace``
+the chain is a neutral Wright–Fisher chain; the diffusion approximation of
+its mean absorption time from p (Littler 1975) is
+E[T] ≈ −2M·Σᵢ (1 − pᵢ)·ln(1 − pᵢ) generations, reported for the record next
+to the exact Gini–Simpson law (it is an approximation, not a closed form).
+
+Tail cutting (``truncate``; Dohmatob et al. 2024): ``top_k:K`` samples from
+the K most likely categories of the fit (ties: lower index first),
+``top_p:P`` from the smallest set of most likely categories whose mass
+reaches P, each renormalised. Under ``replace`` at most K categories survive
+the first truncated generation and the tail is gone for good; no closed form
+is claimed with truncation.
 
 Closed forms (n = number of fits on N_i tokens each):
 
@@ -17,7 +31,17 @@ Closed forms (n = number of fits on N_i tokens each):
   since E[Σ p̂ᵢ² | p] = 1/N + (1 − 1/N)·Σ pᵢ² for N multinomial draws.
 - ``replace`` and ``accumulate``: E[pₙ] = p₀ (each fit is an average of
   empirical frequencies of draws whose expectation is p₀), so the expected
-  tail mass stays at its initial value even as most trials lose the tail.
+  tail mass stays at its initial value even as most trials lose the tail;
+  so does ``augment``, whose fits average the human frequencies with draws
+  whose expectation is p₀.
+- ``accumulate`` and ``augment`` (derived here): the diversity from
+  Q_g = E[Σᵢ c_g,ᵢ²] of the fit's counts, 1 − Q_g/N_g². Adding Y ∼
+  Multinomial(k, c/N) to counts c gives E[Σ(c + Y)²] = Q·(1 + 2k/N + (k² − k)/N²) + k;
+  Q_0 = H = n + n(n − 1)·Σ p₀² for the n human tokens.
+  accumulate (k = m per generation, N_g = n + g·m): Q_g = Q_{g−1}(1 + 2m/N_{g−1} + (m² − m)/N_{g−1}²) + m.
+  augment (human counts h plus k = round(λ·n) draws, N = n + k): with
+  R_g = E[Σ hᵢ c_g,ᵢ], R_0 = H, R_g = H + k·R_{g−1}/N_{g−1} and
+  Q_g = H + 2k·R_{g−1}/N_{g−1} + k − k·Q_{g−1}/N_{g−1}² + k²·Q_{g−1}/N_{g−1}².
 No closed form is claimed for the other regimes.
 """
 
@@ -44,27 +68,149 @@ def tail_categories(p0: np.ndarray, fraction: float) -> np.ndarray:
     return np.sort(order[-n_tail:])
 
 
-def categorical_closed_form(regime: str, p0: np.ndarray, tail: np.ndarray, fit_sizes: Sequence[int]) -> dict[str, np.ndarray]:
-    """Closed forms per fit: ``diversity`` under replace, ``tail_mass`` under replace and accumulate."""
+def absorption_time_diffusion(p: np.ndarray, samples: int) -> float:
+    """Littler's (1975) diffusion approximation of the mean number of
+    generations until one category is left, for M tokens per generation
+    started at p: −2M·Σ (1 − pᵢ) ln(1 − pᵢ)."""
+    p = np.asarray(p, dtype=np.float64)
+    q = 1.0 - p[p > 0]
+    return float(-2.0 * samples * np.sum(np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0)))
+
+
+def parse_truncate(text: str | None) -> tuple[str, float] | None:
+    """``top_k:K`` or ``top_p:P`` → (kind, value); None stays None. ValueError on anything else."""
+    if text is None:
+        return None
+    kind, _, value = str(text).partition(":")
+    try:
+        v = float(value)
+    except ValueError:
+        v = float("nan")
+    if kind == "top_k" and v == int(v) and v >= 1:
+        return kind, int(v)
+    if kind == "top_p" and 0.0 < v <= 1.0:
+        return kind, v
+    raise ValueError(f"expected top_k:K (K >= 1) or top_p:P (0 < P <= 1), got {text!r}")
+
+
+def truncation_weights(counts: np.ndarray, truncate: tuple[str, float]) -> np.ndarray:
+    """Counts (K, V) with every category outside the top-k / top-p set zeroed."""
+    kind, value = truncate
+    order = np.argsort(-counts, axis=1, kind="stable")  # most likely first; ties keep index order
+    ranked = np.take_along_axis(counts, order, axis=1)
+    if kind == "top_k":
+        keep_ranked = np.arange(counts.shape[1]) < value
+    else:
+        total = ranked.sum(axis=1, keepdims=True)
+        before = np.cumsum(ranked, axis=1) - ranked  # mass of the more likely categories
+        keep_ranked = before < value * total
+    keep = np.zeros(counts.shape, dtype=bool)
+    np.put_along_axis(keep, order, np.broadcast_to(keep_ranked, counts.shape), axis=1)
+    return np.where(keep, counts, 0)
+
+
+def draw_from_counts(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n categories per row drawn with probability ∝ integer ``weights`` (K, V) → (K, n) int32.
+
+    One searchsorted over the rows' cumulative weights laid end to end."""
+    k, v = weights.shape
+    cum = np.cumsum(weights, axis=1)  # (K, V)
+    total = cum[:, -1]
+    span = int(total.max()) + 1
+    base = np.arange(k, dtype=np.int64) * span
+    u = np.floor(rng.random((k, n)) * total[:, None]).astype(np.int64)  # uniform in [0, total)
+    flat = np.searchsorted((cum + base[:, None]).ravel(), (u + base[:, None]).ravel(), side="right")
+    return (flat.reshape(k, n) - (np.arange(k) * v)[:, None]).astype(np.int32)
+
+
+def categorical_merge_diversity(regime: str, p0: np.ndarray, fits: int, human: int, added: int) -> np.ndarray:
+    """E[1 − Σ pₙ²] per fit under ``accumulate`` (``added`` = m tokens per
+    generation) or ``augment`` (``added`` = round(λ·n) tokens per training set)."""
+    n, k = float(human), float(added)
+    h = n + n * (n - 1.0) * float(np.sum(p0**2))
+    q = np.empty(fits)
+    sizes = np.empty(fits)
+    q[0], sizes[0], r = h, n, h
+    for g in range(1, fits):
+        big = sizes[g - 1]
+        if regime == "accumulate":
+            q[g] = q[g - 1] * (1.0 + 2.0 * k / big + (k * k - k) / big**2) + k
+        else:
+            q[g] = h + 2.0 * k * r / big + k - k * q[g - 1] / big**2 + k * k * q[g - 1] / big**2
+            r = h + k * r / big
+        sizes[g] = big + k if regime == "accumulate" else n + k
+    return 1.0 - q / sizes**2
+
+
+def categorical_closed_form(regime: str, p0: np.ndarray, tail: np.ndarray, fit_sizes: Sequence[int],
+                            sizes: MixSizes | None = None) -> dict[str, np.ndarray]:
+    """Closed forms per fit: ``diversity`` under replace (and accumulate and
+    augment when ``sizes`` is given), ``tail_mass`` under replace, accumulate and augment."""
     n_fits = len(fit_sizes)
     out: dict[str, np.ndarray] = {}
     if regime == "replace":
         n_i = np.asarray(fit_sizes, dtype=np.float64)
         out["diversity"] = np.cumprod(1.0 - 1.0 / n_i) * (1.0 - float(np.sum(p0**2)))
-    if regime in ("replace", "accumulate"):
+    if sizes is not None and regime in ("accumulate", "augment"):
+        added = sizes.synthetic if regime == "accumulate" else sizes.augment_count()
+        out["diversity"] = categorical_merge_diversity(regime, p0, n_fits, sizes.human, added)
+    if regime in ("replace", "accumulate", "augment"):
         out["tail_mass"] = np.full(n_fits, float(p0[tail].sum()))
     return out
+
+
+def entropy_of_counts(c: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) of the distributions c/n, rows of counts (K, V) → (K,).
+
+    H = ln n − Σ c ln c / n, with c ln c looked up in a table of the integers
+    up to the largest count (a gather instead of a log per cell)."""
+    top = int(c.max()) if c.size else 0
+    table = np.arange(top + 1, dtype=np.float64)
+    table[1:] *= np.log(table[1:])
+    out = np.zeros(c.shape[0])
+    step = max(1, (1 << 20) // max(1, c.shape[1]))
+    for s in range(0, c.shape[0], step):
+        clogc = np.take(table, c[s:s + step]).sum(axis=1)
+        h = np.log(n[s:s + step]) - clogc / n[s:s + step]
+        out[s:s + step] = np.maximum(h, 0.0)  # rounding can leave -1e-16 for a single category
+    return out
+
+
+class TokenBuffer:
+    """The tokens of the pools merged so far, (K, N) laid end to end in a
+    buffer that grows by doubling: appending a pool costs its own size."""
+
+    def __init__(self, first: np.ndarray, categories: int):
+        # The smallest integer type that holds every category: gathers from a
+        # compact buffer touch less memory.
+        dtype = np.uint8 if categories <= 256 else np.uint16 if categories <= 65536 else np.int32
+        self.data = first.astype(dtype)
+        self.size = first.shape[1]
+
+    def append(self, pool: np.ndarray) -> "TokenBuffer":
+        end = self.size + pool.shape[1]
+        if end > self.data.shape[1]:
+            grown = np.empty((self.data.shape[0], max(end, 2 * self.data.shape[1])), dtype=self.data.dtype)
+            grown[:, :self.size] = self.data[:, :self.size]
+            self.data = grown
+        self.data[:, self.size:end] = pool
+        self.size = end
+        return self
+
+    def view(self) -> np.ndarray:
+        return self.data[:, :self.size]
 
 
 class CategoricalModel(TheoryModel):
     """K chains of a categorical distribution over V categories. Pools: (K, N) int32 tokens."""
 
     name = "categorical"
-    quantities = ("diversity", "surviving", "tail_mass")
+    quantities = ("diversity", "surviving", "tail_mass", "entropy", "absorbed")
 
     def __init__(self, trials: int, seed: int, categories: int = 100, samples: int = 100, zipf: float = 1.0,
-                 tail_fraction: float = 0.1):
+                 tail_fraction: float = 0.1, truncate: str | None = None):
         super().__init__(trials, seed)
+        self.truncate = parse_truncate(truncate)
         self.categories = int(categories)
         self.samples = int(samples)
         self.zipf = float(zipf)
@@ -75,8 +221,11 @@ class CategoricalModel(TheoryModel):
         self._train: np.ndarray | None = None
 
     def params(self) -> Mapping[str, Any]:
-        return {"categories": self.categories, "samples": self.samples, "zipf": self.zipf,
-                "tail_fraction": self.tail_fraction}
+        out: dict[str, Any] = {"categories": self.categories, "samples": self.samples, "zipf": self.zipf,
+                               "tail_fraction": self.tail_fraction}
+        if self.truncate is not None:
+            out["truncate"] = f"{self.truncate[0]}:{self.truncate[1]}"
+        return out
 
     def _draw_p0(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.choice(self.categories, size=(self.trials, n), p=self.p0).astype(np.int32)
@@ -93,17 +242,35 @@ class CategoricalModel(TheoryModel):
         self._train = train
         return {"train_size": float(train.shape[1])}
 
+    # Sufficient statistics for accumulate: counts (additive). A draw from p̂
+    # picks a uniform training token, so the tokens are kept too, in a
+    # TokenBuffer in plan order: the draws are those of the rebuilt training
+    # set, and memory grows with the pools (the counts alone cannot draw in O(n)).
+    def pool_stats(self, pool: np.ndarray) -> tuple[np.ndarray, Any]:
+        return per_trial_bincount(pool, self.categories), pool
+
+    def merge_stats(self, a: tuple, b: tuple) -> tuple[np.ndarray, TokenBuffer]:
+        buf = a[1] if isinstance(a[1], TokenBuffer) else TokenBuffer(a[1], self.categories)
+        return a[0] + b[0], buf.append(b[1])
+
+    def fit_stats(self, stats: tuple, generation: int) -> dict[str, float]:
+        self.counts, tokens = stats
+        self._train = tokens.view() if isinstance(tokens, TokenBuffer) else tokens
+        return {"train_size": float(self._train.shape[1])}
+
     @property
     def p(self) -> np.ndarray:
         """The fitted distributions (K, V)."""
         return self.counts / self.counts.sum(axis=1, keepdims=True)
 
-    def sample(self, n: int, generation: int) -> np.ndarray:
+    def draw(self, n: int, generation: int) -> np.ndarray:
         # p̂ is the empirical distribution of the training tokens, so a draw from
         # p̂ is a uniformly chosen training token: exact, and O(K·n) at any V.
+        if self.truncate is not None:
+            return draw_from_counts(truncation_weights(self.counts, self.truncate), n, self.rng(generation, "sample"))
         assert self._train is not None, "sample() before fit()"
         pick = self.rng(generation, "sample").integers(0, self._train.shape[1], size=(self.trials, n), dtype=np.int32)
-        return np.take_along_axis(self._train, pick, axis=1)
+        return np.take_along_axis(self._train, pick, axis=1).astype(np.int32, copy=False)
 
     def measure(self) -> dict[str, np.ndarray]:
         # From the counts c (K, V) and N = Σc: Σ p² = Σ c²/N², no (K, V) float temporaries.
@@ -113,15 +280,28 @@ class CategoricalModel(TheoryModel):
             "diversity": 1.0 - np.einsum("kv,kv->k", c, c) / n**2,
             "surviving": np.count_nonzero(c, axis=1).astype(np.float64),
             "tail_mass": c[:, self.tail].sum(axis=1) / n,
+            "entropy": entropy_of_counts(c, n),
+            "absorbed": (np.count_nonzero(c, axis=1) == 1).astype(np.float64),
         }
 
+    def true_loglik(self, samples: np.ndarray) -> np.ndarray:
+        return np.log(self.p0)[samples]
+
     def closed_form(self, regime: str, fit_sizes: Sequence[int], sizes: MixSizes) -> dict[str, np.ndarray]:
-        return categorical_closed_form(regime, self.p0, self.tail, fit_sizes)
+        if self.truncate is not None or self.verify is not None:
+            return {}
+        return categorical_closed_form(regime, self.p0, self.tail, fit_sizes, sizes)
 
     def closed_form_text(self, regime: str, sizes: MixSizes) -> dict[str, str]:
-        out = {}
+        out: dict[str, str] = {}
+        if self.truncate is not None or self.verify is not None:
+            return out
         if regime == "replace":
             out["diversity"] = "(1 - 1/M)^n·(1 - Σ_i p0_i²)"
-        if regime in ("replace", "accumulate"):
+        if regime == "accumulate":
+            out["diversity"] = "1 - Q_n/N_n², Q_n = Q_(n-1)(1 + 2m/N_(n-1) + (m² - m)/N_(n-1)²) + m, Q_1 = M + M(M-1)Σp0², N_n = M + (n-1)m"
+        if regime == "augment":
+            out["diversity"] = "1 - Q_n/N_n², Q_n = H + 2kR/N + k - kQ/N² + k²Q/N² (R, Q, N of fit n-1), R_n = H + kR/N, H = M + M(M-1)Σp0², k = round(λM)"
+        if regime in ("replace", "accumulate", "augment"):
             out["tail_mass"] = "Σ_(i in tail) p0_i (E[p_n] = p0)"
         return out

@@ -2,6 +2,7 @@
 
     collapse theory MODEL [key=value ...] [--config experiments/theory_X.yaml]
         [--regime R] [--generations N] [--trials K] [--seed S] [model options]
+        [--synthetic-ratio λ] [--truncate T] [--verify Q [--verify-noise S]]
         [--json] [--out DIR] [--mlflow] [--tracking-uri URI]
 
 Thin: flags become config overrides (merged after the YAML recipe and the
@@ -30,8 +31,8 @@ log = logging.getLogger("collapse")
 
 # flag → (config key in the model's section, models it applies to)
 MODEL_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "dim": ("dim", ("gaussian", "regression")),
-    "samples": ("samples", ("gaussian", "regression", "categorical", "gmm")),
+    "dim": ("dim", ("gaussian", "regression", "gmm")),
+    "samples": ("samples", ("gaussian", "regression", "categorical", "gmm", "kde")),
     "estimator": ("estimator", ("gaussian",)),
     "noise": ("noise", ("regression",)),
     "design": ("design", ("regression",)),
@@ -42,33 +43,40 @@ MODEL_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "separation": ("separation", ("gmm",)),
     "distance": ("distance", ("gmm",)),
     "em_iters": ("em_iters", ("gmm",)),
+    "truncate": ("truncate", ("gaussian", "categorical")),
+    "covariance": ("covariance", ("gaussian",)),
+    "bandwidth": ("bandwidth", ("kde",)),
+    "init": ("init", ("gmm",)),
+    "fixed_bandwidth": ("fixed_bandwidth", ("kde",)),
 }
 RUN_FLAGS = {"regime": "run.regime", "generations": "run.generations", "trials": "run.trials", "seed": "run.seed",
              "out": "run.out"}
 MIX_FLAGS = {"synthetic_size": "mix.synthetic_size", "human_fraction": "mix.human_fraction",
-             "subsample_size": "mix.subsample_size", "fresh_size": "mix.fresh_size"}
+             "subsample_size": "mix.subsample_size", "fresh_size": "mix.fresh_size",
+             "synthetic_ratio": "mix.synthetic_ratio", "verify": "verify.keep", "verify_noise": "verify.noise"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     t = subparsers.add_parser(
         "theory",
-        help="analytic collapse models (gaussian, regression, categorical, gmm) beside their closed forms",
+        help="analytic collapse models (gaussian, regression, categorical, gmm, kde) beside their closed forms",
         description="Run K trials of an analytic model through the generation loop and compare with the closed forms.",
     )
     # Values are taken as strings and typed by the config, so a bad value is a one-line error.
-    t.add_argument("model", nargs="?", help="gaussian | regression | categorical | gmm (default: run.model of --config)")
+    t.add_argument("model", nargs="?", help="gaussian | regression | categorical | gmm | kde (default: run.model of --config)")
     t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. gaussian.samples=10")
     t.add_argument("--config", help="YAML recipe, e.g. experiments/theory_gaussian.yaml")
     t.add_argument("--help-config", action="store_true", help="list every theory config key with its type, default and doc")
     g = t.add_argument_group("run")
-    g.add_argument("--regime", help="replace | accumulate | accumulate_subsample | fixed_fraction | fresh")
+    g.add_argument("--regime", help="replace | accumulate | accumulate_subsample | fixed_fraction | fresh | augment")
     g.add_argument("--generations", metavar="N", help="generations after generation 0")
     g.add_argument("--trials", metavar="K", help="independent trials run at once")
     g.add_argument("--seed", metavar="S", help="seed")
     m = t.add_argument_group("model options")
-    m.add_argument("--dim", help="gaussian, regression: dimension d")
-    m.add_argument("--samples", help="samples per generation: M (gaussian, categorical, gmm) or rows T (regression)")
+    m.add_argument("--dim", help="gaussian, regression: dimension d; gmm: 1 or 2")
+    m.add_argument("--samples", help="samples per generation: M (gaussian, categorical, gmm, kde) or rows T (regression)")
     m.add_argument("--estimator", help="gaussian: mle | unbiased")
+    m.add_argument("--covariance", help="gaussian: diagonal | full (d >= 2; tracks det(Σn)/det(Σ0))")
     m.add_argument("--noise", help="regression: label noise variance σ²")
     m.add_argument("--design", help="regression: per_trial | shared")
     m.add_argument("--categories", help="categorical: number of categories")
@@ -78,11 +86,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--separation", help="gmm: distance between neighbouring means at the start")
     m.add_argument("--distance", help="gmm: w2 | l2")
     m.add_argument("--em-iters", help="gmm: EM iterations per generation at most")
+    m.add_argument("--init", help="gmm: EM initialisation quantiles | kmeans (as scikit-learn)")
+    m.add_argument("--bandwidth", help="kde: scott | silverman | fixed")
+    m.add_argument("--fixed-bandwidth", help="kde: h of the fixed rule")
+    m.add_argument("--truncate", help="tail cutting: gaussian τ (sample |x - μ| <= τσ) | categorical top_k:K or top_p:P")
     x = t.add_argument_group("mixing")
     x.add_argument("--synthetic-size", help="synthetic samples per generation (default: --samples)")
     x.add_argument("--human-fraction", help="fixed_fraction: human share of each training set")
     x.add_argument("--subsample-size", help="accumulate_subsample: size of the draw (default: --samples)")
     x.add_argument("--fresh-size", help="fresh: new human samples per generation (default: --samples)")
+    x.add_argument("--synthetic-ratio", metavar="λ", help="augment: synthetic samples per human sample in each training set (default 1)")
+    v = t.add_argument_group("verification")
+    v.add_argument("--verify", metavar="Q", help="keep the best fraction Q of drawn candidates by the true log-likelihood (Feng et al. 2024)")
+    v.add_argument("--verify-noise", help="noise on the verifier's score, in units of its spread (default 0: perfect)")
     o = t.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print one JSON object (per generation: mean, se, closed) and nothing else")
     o.add_argument("--out", help="folder for the figure (default: reports/theory)")
@@ -130,7 +146,8 @@ def config_from_args(args: argparse.Namespace):
             continue
         if model not in models:
             raise CollapseError(f"--{name.replace('_', '-')} applies to {', '.join(models)}, not {model}")
-        flags[f"{model}.{key}"] = v if name in ("estimator", "design", "distance") else _scalar(v)
+        text_value = name in ("estimator", "design", "distance", "covariance", "bandwidth", "init") or (name == "truncate" and model == "categorical")
+        flags[f"{model}.{key}"] = v if text_value else _scalar(v)
     for name, key in MIX_FLAGS.items():
         v = getattr(args, name)
         if v is not None:

@@ -9,6 +9,13 @@ the K trials); the per-trial values themselves stay on ``trial_values`` for
 callers that need them (tests, the runner). Generation g's model is the
 (g + 1)-th fit of the chain, so closed forms are indexed by n = g + 1.
 
+Verification (Feng et al. 2024): with ``verify`` = q ∈ (0, 1], ``sample``
+draws ⌈n/q⌉ candidates per trial and keeps the n that a verifier scores
+highest. The verifier's score is the log-likelihood under the true
+(generation-0) distribution, plus Gaussian noise of ``verify_noise`` times the
+score's standard deviation over the trial's candidates (0: a perfect
+verifier; large: random selection, i.e. no verification).
+
 The models and their closed forms follow Shumailov et al. 2024 (Gaussian,
 mixture, tails), Bertrand et al. 2024 (Gaussian), Dohmatob et al. 2024 and
 Gerstgrasser et al. 2024 (regression, replace vs accumulate) and Kazdan et
@@ -65,6 +72,8 @@ class TheoryModel(ABC):
         self.trials = int(trials)
         self.seed = int(seed)
         self.trial_values: dict[str, np.ndarray] = {}
+        self.verify: float | None = None  # fraction of candidates kept by the verifier; None = no selection
+        self.verify_noise: float = 0.0
 
     # -------------------------------------------------------------- protocol
     @abstractmethod
@@ -72,8 +81,24 @@ class TheoryModel(ABC):
         """Refit every trial's model on its training set (K, N, ...)."""
 
     @abstractmethod
-    def sample(self, n: int, generation: int) -> np.ndarray:
+    def draw(self, n: int, generation: int) -> np.ndarray:
         """Draw n samples per trial from the fitted models: (K, n, ...)."""
+
+    def true_loglik(self, samples: np.ndarray) -> np.ndarray:
+        """Log-likelihood (K, n) of samples (K, n, ...) under the true distribution: the verifier's score."""
+        raise NotImplementedError(f"{self.name}: no verifier")
+
+    def sample(self, n: int, generation: int) -> np.ndarray:
+        """n samples per trial: ``draw``, or with ``verify`` the best n of ⌈n/q⌉ drawn candidates."""
+        if self.verify is None or self.verify >= 1.0:
+            return self.draw(n, generation)
+        cand = self.draw(int(np.ceil(n / self.verify)), generation)
+        score = self.true_loglik(cand)  # (K, m)
+        if self.verify_noise > 0:
+            spread = score.std(axis=1, keepdims=True)
+            score = score + self.verify_noise * spread * self.rng(generation, "verify").standard_normal(score.shape)
+        keep = np.sort(np.argpartition(-score, n - 1, axis=1)[:, :n], axis=1)  # (K, n)
+        return np.take_along_axis(cand, keep.reshape(keep.shape + (1,) * (cand.ndim - 2)), axis=1)
 
     @abstractmethod
     def measure(self) -> dict[str, np.ndarray]:

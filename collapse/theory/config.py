@@ -1,9 +1,10 @@
 """The typed configuration of a theory run (``experiments/theory_*.yaml``).
 
 Sections: ``run`` (model, regime, generations, trials, seed, output folder),
-one section per model (``gaussian``, ``regression``, ``categorical``, ``gmm``;
+one section per model (``gaussian``, ``regression``, ``categorical``, ``gmm``, ``kde``;
 only the chosen model's section is used), ``mix`` (the sizes the mixing
-regimes need) and ``tracking`` (MLflow). Built with the same machinery as the
+regimes need), ``verify`` (selection of the synthetic samples by a verifier,
+Feng et al. 2024) and ``tracking`` (MLflow). Built with the same machinery as the
 LM config (``collapse.config.build_dataclass``, ``apply_overrides``): unknown
 keys, wrong types and out-of-range values raise a one-line ``ConfigError``
 naming the key, and so do sizes a model cannot work with (M < 2 for the
@@ -23,7 +24,7 @@ from typing import Any, Literal
 from collapse.config import REGIMES, _f, apply_overrides, build_dataclass, describe, read_yaml_mapping
 from collapse.errors import ConfigError
 
-MODELS = ("gaussian", "regression", "categorical", "gmm")
+MODELS = ("gaussian", "regression", "categorical", "gmm", "kde")
 
 _pos = (lambda v: v > 0, "> 0")
 _nonneg = (lambda v: v >= 0, ">= 0")
@@ -47,6 +48,8 @@ class GaussianConfig:
     dim: int = _f(1, "dimension d (diagonal covariance: every coordinate runs the 1-D chain)", *_pos)
     samples: int = _f(100, "M: human samples of generation 0, and samples per generation unless mix.synthetic_size is set", *_pos)
     estimator: Literal["mle", "unbiased"] = _f("unbiased", "variance estimator: mle (divide by M) | unbiased (divide by M - 1)")
+    truncate: float | None = _f(None, "tail cutting: generations sample from the fit truncated to |x - μ| <= τσ per coordinate; null = no truncation", *_pos_or_none)
+    covariance: Literal["diagonal", "full"] = _f("diagonal", "diagonal: each coordinate runs the 1-D chain | full: full sample covariance (d >= 2), tracks det(Σ_n)/det(Σ_0)")
 
 
 @dataclass
@@ -63,6 +66,7 @@ class CategoricalConfig:
     samples: int = _f(100, "M: tokens drawn per generation", *_pos)
     zipf: float = _f(1.0, "β: starting distribution p_i ∝ i^-β (0 = uniform)", *_nonneg)
     tail_fraction: float = _f(0.1, "share of categories, the rarest under the start, whose mass is tracked as tail_mass", *_open_unit)
+    truncate: str | None = _f(None, "tail cutting: top_k:K (sample from the K most likely categories of the fit) | top_p:P (from the smallest most-likely set of mass >= P); null = none")
 
 
 @dataclass
@@ -73,6 +77,15 @@ class GMMConfig:
     distance: Literal["w2", "l2"] = _f("w2", "distance to the start: w2 (2-Wasserstein) | l2 (L2 norm of the density difference)")
     em_iters: int = _f(100, "EM iterations per generation at most", *_pos)
     em_tol: float = _f(1e-5, "EM stops in a trial when its mean log-likelihood per sample improves by less than this", *_pos)
+    dim: int = _f(1, "1 or 2: the 2-D mixture of Shumailov et al.'s notebook (full covariances; tracks l2_gen0, l2 to the start, variance)", lambda v: v in (1, 2), "1 or 2")
+    init: Literal["quantiles", "kmeans"] = _f("quantiles", "EM initialisation: quantiles (means at the (i + 1/2)/C quantiles, overall variance, equal weights) | kmeans (k-means++ and Lloyd, as scikit-learn's GaussianMixture)")
+
+
+@dataclass
+class KDEConfig:
+    samples: int = _f(100, "M: samples per generation", *_pos)
+    bandwidth: Literal["scott", "silverman", "fixed"] = _f("scott", "bandwidth rule: scott h = s·M^(-1/5) | silverman h = s·(3M/4)^(-1/5) | fixed h = kde.fixed_bandwidth")
+    fixed_bandwidth: float = _f(0.3, "h of the fixed rule", *_pos)
 
 
 @dataclass
@@ -81,6 +94,13 @@ class TheoryMixConfig:
     human_fraction: float = _f(0.1, "fixed_fraction: share of each training set that is human", *_unit)
     subsample_size: int | None = _f(None, "accumulate_subsample: size of the draw from the accumulated pool; null = the model's samples", *_pos_or_none)
     fresh_size: int | None = _f(None, "fresh: new human samples per generation; null = the model's samples", *_pos_or_none)
+    synthetic_ratio: float = _f(1.0, "augment: λ, each training set is the M human samples plus round(λ·M) synthetic ones (synthetic_size defaults to max(M, round(λ·M)))", *_nonneg)
+
+
+@dataclass
+class VerifyConfig:
+    keep: float | None = _f(None, "verification: draw samples/keep candidates per generation and keep the best by the verifier's score; null = no selection", lambda v: v is None or 0.0 < v <= 1.0, "in (0, 1] or null")
+    noise: float = _f(0.0, "verifier noise: Gaussian noise on its score (the true log-likelihood), in units of the score's spread over a trial's candidates; 0 = a perfect verifier", *_nonneg)
 
 
 @dataclass
@@ -98,7 +118,9 @@ class TheoryConfig:
     regression: RegressionConfig = field(default_factory=RegressionConfig)
     categorical: CategoricalConfig = field(default_factory=CategoricalConfig)
     gmm: GMMConfig = field(default_factory=GMMConfig)
+    kde: KDEConfig = field(default_factory=KDEConfig)
     mix: TheoryMixConfig = field(default_factory=TheoryMixConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     tracking: TheoryTrackingConfig = field(default_factory=TheoryTrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,7 +136,19 @@ class TheoryConfig:
 
     def resolved(self) -> dict[str, Any]:
         """The parts of the config that shape this run (logged as params)."""
-        return {"run": dataclasses.asdict(self.run), self.run.model: self.model_section(), "mix": dataclasses.asdict(self.mix)}
+        return {"run": dataclasses.asdict(self.run), self.run.model: self.model_section(), "mix": dataclasses.asdict(self.mix),
+                "verify": dataclasses.asdict(self.verify)}
+
+
+def synthetic_size(cfg: TheoryConfig) -> int:
+    """Synthetic samples per generation: mix.synthetic_size, else the model's
+    samples (under augment at least round(λ·M), so every λ works by default)."""
+    if cfg.mix.synthetic_size:
+        return cfg.mix.synthetic_size
+    m = cfg.samples
+    if cfg.run.regime == "augment":
+        return max(m, int(round(cfg.mix.synthetic_ratio * m)))
+    return m
 
 
 def validate(cfg: TheoryConfig) -> None:
@@ -126,11 +160,15 @@ def validate(cfg: TheoryConfig) -> None:
         raise ConfigError(f"run.regime: unknown regime {run.regime!r} (known: {', '.join(REGIMES)})")
     m = cfg.samples
     mix = cfg.mix
-    synthetic = mix.synthetic_size or m
+    synthetic = synthetic_size(cfg)
     # The smallest training set any generation of this regime can see.
     sizes = {"human": m, "synthetic": synthetic}
     if run.regime == "accumulate_subsample":
         sizes["subsample"] = mix.subsample_size or m
+    if run.regime == "augment":
+        need = int(round(mix.synthetic_ratio * m))
+        if need > synthetic:
+            raise ConfigError(f"mix.synthetic_size: augment needs round({mix.synthetic_ratio:g}·{m}) = {need} synthetic samples per generation, got {synthetic}")
     if run.regime == "fixed_fraction":
         n_h = int(round(mix.human_fraction * m))
         if m - n_h > synthetic:
@@ -147,10 +185,29 @@ def validate(cfg: TheoryConfig) -> None:
         for what, n in sizes.items():
             if n < r.dim:
                 raise ConfigError(f"{key[what]}: least squares in d = {r.dim} dimensions needs at least {r.dim} rows per fit, got {n}")
+    if run.model == "gmm" and cfg.gmm.dim == 2 and cfg.gmm.distance != "l2":
+        raise ConfigError("gmm.distance: the 2-D mixture tracks the L2 distance only; set gmm.distance: l2 with gmm.dim: 2")
+    if run.model == "kde":
+        for what, n in sizes.items():
+            if n < 2:
+                raise ConfigError(f"{key[what]}: a KDE bandwidth rule needs at least 2 samples per fit, got {n}")
     if run.model == "gmm":
         for what, n in sizes.items():
             if n <= cfg.gmm.components:
                 raise ConfigError(f"{key[what]}: EM with {cfg.gmm.components} components needs more samples per fit than components, got {n}")
+    if run.model == "gaussian" and cfg.gaussian.covariance == "full":
+        if cfg.gaussian.truncate is not None:
+            raise ConfigError("gaussian.truncate: tail cutting is per coordinate and needs covariance: diagonal")
+        for what, n in sizes.items():
+            if n <= cfg.gaussian.dim:
+                raise ConfigError(f"{key[what]}: a full covariance in d = {cfg.gaussian.dim} dimensions needs more than d samples per fit, got {n}")
+    if run.model == "categorical" and cfg.categorical.truncate is not None:
+        from collapse.theory.categorical import parse_truncate
+
+        try:
+            parse_truncate(cfg.categorical.truncate)
+        except ValueError as e:
+            raise ConfigError(f"categorical.truncate: {e}") from None
     if cfg.tracking.experiment is not None and (not cfg.tracking.experiment or "/" in cfg.tracking.experiment):
         raise ConfigError(f"tracking.experiment: expected a non-empty name without '/', got {cfg.tracking.experiment!r}")
 

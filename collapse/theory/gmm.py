@@ -1,4 +1,17 @@
-"""A 1-D Gaussian mixture refitted by EM each generation: Shumailov et al. 2024's mixture experiment.
+"""A Gaussian mixture (1-D or 2-D) refitted by EM each generation: Shumailov et al. 2024's mixture experiment.
+
+``dim: 2`` runs the 2-D mixture of Shumailov et al.'s notebook: components
+with identity covariance, means ``separation`` apart along the first axis,
+fitted with full covariances (``collapse.theory.em2``); tracked are
+``l2_gen0``, the squared L2 distance to the generation-0 fit, ``l2``, the L2
+distance to the start, and ``variance``, the trace of the fit's covariance.
+``init`` chooses the EM initialisation: ``quantiles`` (below; per coordinate
+in 2-D) or ``kmeans`` (as scikit-learn's GaussianMixture; see
+``collapse.theory.em2``); it is named in the run's params. Measured at the
+default options (2 components 4 apart, M = 100, 1,000 trials, seed 3), the
+squared L2 distance to the generation-0 fit at generation 10 is about the same
+for both: k-means/quantiles = 0.97 (means) and 1.06 (medians) in 1-D, 0.85
+and 1.00 in 2-D — no 30 % faster drift with k-means at these settings.
 
 Start from C unit-variance components with equal weights, means
 ``separation`` apart and centred on 0. Each generation fits a C-component
@@ -11,7 +24,9 @@ from the fit. Tracked: the distance of the fitted mixture to the start, either
   Gauss–Hermite quadrature and a tabulated F₀⁻¹, or
 - ``l2``: ‖f − f₀‖₂, exact from ∫N(x; a, s²)N(x; b, t²)dx = N(a − b; 0, s² + t²),
 
-and ``variance``, the fitted mixture's total variance. No closed form exists
+``variance``, the fitted mixture's total variance, and ``l2_gen0``, the
+squared L2 distance ∫(fₙ − f₀)² to the trial's generation-0 fit (the quantity
+of Shumailov et al.'s notebook). No closed form exists
 for EM on a mixture; the tests check the qualitative result (the distance grows
 under ``replace``).
 """
@@ -25,12 +40,14 @@ from scipy.special import ndtr
 
 from collapse.mixing import MixSizes
 from collapse.theory.common import TheoryModel
+from collapse.theory.em2 import em2_fit, init_from_labels, kmeans_labels, mixture_inner
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 _VAR_FLOOR = 1e-10
 
 
-def em_fit(x: np.ndarray, components: int, iters: int, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def em_fit(x: np.ndarray, components: int, iters: int, tol: float,
+           init: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """EM for a 1-D mixture on every row of ``x`` (K, N) → weights, means,
     variances (each (K, C)) and the most iterations any trial used.
 
@@ -46,21 +63,27 @@ def em_fit(x: np.ndarray, components: int, iters: int, tol: float) -> tuple[np.n
     block = int(np.clip((1 << 19) // (components * n), 16, 4096))
     for s in range(0, k, block):
         blk = slice(s, min(s + block, k))
-        w[:, blk], mu[:, blk], var[:, blk], used = _em_block(x[blk], components, iters, tol)
+        start = None if init is None else tuple(a[:, blk] for a in init)
+        w[:, blk], mu[:, blk], var[:, blk], used = _em_block(x[blk], components, iters, tol, start)
         most = max(most, used)
     return w.T.copy(), mu.T.copy(), var.T.copy(), most
 
 
-def _em_block(x: np.ndarray, c: int, iters: int, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _em_block(x: np.ndarray, c: int, iters: int, tol: float,
+              init: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     # Layout (C, k, N): samples contiguous, so sums over samples and the
     # max/sum over components are fast elementwise passes.
     k, n = x.shape
-    q = np.minimum(((np.arange(c) + 0.5) / c * n).astype(np.int64), n - 1)
-    mu = np.sort(x, axis=1)[:, q].T.copy()  # (C, k)
-    var = np.repeat(np.maximum(x.var(axis=1), _VAR_FLOOR)[None, :], c, axis=0)  # (C, k)
-    w = np.full((c, k), 1.0 / c)
+    if init is not None:
+        w, mu, var = (np.array(a, dtype=np.float64) for a in init)  # (C, k) each, e.g. from k-means
+        var = np.maximum(var, _VAR_FLOOR)
+    else:
+        q = np.minimum(((np.arange(c) + 0.5) / c * n).astype(np.int64), n - 1)
+        mu = np.sort(x, axis=1)[:, q].T.copy()  # (C, k)
+        var = np.repeat(np.maximum(x.var(axis=1), _VAR_FLOOR)[None, :], c, axis=0)  # (C, k)
+        w = np.full((c, k), 1.0 / c)
     if c == 1:
-        return w, x.mean(axis=1)[None, :], var, 1
+        return w, x.mean(axis=1)[None, :], np.repeat(np.maximum(x.var(axis=1), _VAR_FLOOR)[None, :], 1, axis=0), 1
     out = [w.copy(), mu.copy(), var.copy()]
     # Work buffers reused by every step (fresh GB-scale temporaries cost more
     # in page faults than the arithmetic); active trials use the first rows.
@@ -121,6 +144,19 @@ def _em_step(x: np.ndarray, w: np.ndarray, mu: np.ndarray, var: np.ndarray, work
     return ll, w_new, mu_new, var_new
 
 
+def l2sq_mixtures(w: np.ndarray, mu: np.ndarray, var: np.ndarray, w0: np.ndarray, mu0: np.ndarray,
+                  var0: np.ndarray) -> np.ndarray:
+    """∫(f − f₀)² between K pairs of 1-D mixtures, every argument (K, C)."""
+
+    def cross(wa, ma, va, wb, mb, vb):
+        s = va[:, :, None] + vb[:, None, :]
+        g = np.exp(-((ma[:, :, None] - mb[:, None, :]) ** 2) / (2.0 * s)) / np.sqrt(2.0 * np.pi * s)
+        return np.einsum("ka,kab,kb->k", wa, g, wb)
+
+    sq = cross(w, mu, var, w, mu, var) - 2.0 * cross(w, mu, var, w0, mu0, var0) + cross(w0, mu0, var0, w0, mu0, var0)
+    return np.maximum(sq, 0.0)
+
+
 def mixture_cdf(x: np.ndarray, w: np.ndarray, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
     """F(x) of K mixtures at points x (K, P) → (K, P); parameters (K, C)."""
     z = (x[:, :, None] - mu[:, None, :]) / np.sqrt(var)[:, None, :]
@@ -177,8 +213,12 @@ class GMMModel(TheoryModel):
     name = "gmm"
 
     def __init__(self, trials: int, seed: int, components: int = 2, samples: int = 100, separation: float = 4.0,
-                 distance: str = "w2", em_iters: int = 100, em_tol: float = 1e-5):
+                 distance: str = "w2", em_iters: int = 100, em_tol: float = 1e-5, dim: int = 1,
+                 init: str = "quantiles"):
         super().__init__(trials, seed)
+        self.dim = int(dim)
+        self.init = init
+        self.fit0: tuple[np.ndarray, ...] | None = None  # the generation-0 fit, for l2_gen0
         self.components = int(components)
         self.samples = int(samples)
         self.separation = float(separation)
@@ -189,18 +229,39 @@ class GMMModel(TheoryModel):
         self.w0 = np.full(c, 1.0 / c)
         self.mu0 = self.separation * (np.arange(c) - (c - 1) / 2.0)
         self.var0 = np.ones(c)
-        self.ref_quantile = ReferenceQuantile(self.w0, self.mu0, self.var0) if distance == "w2" else None
+        self.ref_quantile = ReferenceQuantile(self.w0, self.mu0, self.var0) if distance == "w2" and self.dim == 1 else None
+        if self.dim == 2:
+            self.mu0_2 = np.stack([self.mu0, np.zeros(c)], axis=1)  # (C, 2)
+            self.cov0_2 = np.broadcast_to(np.eye(2), (c, 2, 2)).copy()
+            self.cov = np.broadcast_to(self.cov0_2, (self.trials, c, 2, 2)).copy()
+            self.mu = np.broadcast_to(self.mu0_2, (self.trials, c, 2)).copy()
         self.w = np.broadcast_to(self.w0, (self.trials, c)).copy()
         self.mu = np.broadcast_to(self.mu0, (self.trials, c)).copy()
         self.var = np.broadcast_to(self.var0, (self.trials, c)).copy()
+        if self.dim == 2:
+            self.mu = np.broadcast_to(self.mu0_2, (self.trials, c, 2)).copy()
 
     @property
     def quantities(self) -> tuple[str, ...]:  # type: ignore[override]
-        return (self.distance, "variance")
+        if self.dim == 2:
+            return ("l2_gen0", "l2", "variance")
+        return (self.distance, "variance", "l2_gen0")
 
     def params(self) -> Mapping[str, Any]:
         return {"components": self.components, "samples": self.samples, "separation": self.separation,
-                "distance": self.distance, "em_iters": self.em_iters, "em_tol": self.em_tol}
+                "distance": self.distance if self.dim == 1 else "l2", "em_iters": self.em_iters, "em_tol": self.em_tol,
+                "dim": self.dim, "init": self.init}
+
+    def _draw2(self, w: np.ndarray, mu: np.ndarray, cov: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n draws from each of K 2-D mixtures, weights (K, C), means (K, C, 2), covariances (K, C, 2, 2) → (K, n, 2)."""
+        u = rng.random((self.trials, n))
+        z = rng.standard_normal((self.trials, n, 2))
+        cum = np.cumsum(w, axis=1)
+        comp = (u[:, :, None] > cum[:, None, :-1]).sum(axis=2)  # (K, n)
+        chol = np.linalg.cholesky(cov)  # (K, C, 2, 2)
+        m = np.take_along_axis(mu, comp[..., None], axis=1)  # (K, n, 2)
+        lo = np.take_along_axis(chol.reshape(self.trials, -1, 4), comp[..., None], axis=1).reshape(self.trials, n, 2, 2)
+        return m + np.einsum("knij,knj->kni", lo, z)
 
     def _draw(self, w: np.ndarray, mu: np.ndarray, var: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
         """n draws from each of K mixtures (K, C) → (K, n)."""
@@ -211,6 +272,14 @@ class GMMModel(TheoryModel):
         return np.take_along_axis(mu, comp, axis=1) + np.sqrt(np.take_along_axis(var, comp, axis=1)) * z
 
     def human_pools(self, sizes: MixSizes, fresh_total: int) -> dict[str, np.ndarray]:
+        if self.dim == 2:
+            k, c = self.trials, self.components
+            start2 = (np.broadcast_to(self.w0, (k, c)), np.broadcast_to(self.mu0_2, (k, c, 2)),
+                      np.broadcast_to(self.cov0_2, (k, c, 2, 2)))
+            pools = {"human": self._draw2(*start2, sizes.human, self.rng(0, "human"))}
+            if fresh_total:
+                pools["human_fresh"] = self._draw2(*start2, fresh_total, self.rng(0, "hfresh"))
+            return pools
         start = [np.broadcast_to(a, (self.trials, self.components)) for a in (self.w0, self.mu0, self.var0)]
         pools = {"human": self._draw(*start, sizes.human, self.rng(0, "human"))}
         if fresh_total:
@@ -218,17 +287,54 @@ class GMMModel(TheoryModel):
         return pools
 
     def fit(self, train: np.ndarray, generation: int) -> dict[str, float]:
-        self.w, self.mu, self.var, used = em_fit(train, self.components, self.em_iters, self.em_tol)
+        if self.dim == 2:
+            self.w, self.mu, self.cov, used = em2_fit(train, self.components, self.em_iters, self.em_tol, self.init,
+                                                      self.rng(generation, "init"))
+        else:
+            init = None
+            if self.init == "kmeans":
+                init = init_from_labels(train[..., None], kmeans_labels(train[..., None], self.components,
+                                                                        self.rng(generation, "init")), self.components)
+            self.w, self.mu, self.var, used = em_fit(train, self.components, self.em_iters, self.em_tol, init)
+        if self.fit0 is None:
+            self.fit0 = (self.w.copy(), self.mu.copy(), (self.cov if self.dim == 2 else self.var).copy())
         return {"train_size": float(train.shape[1]), "em_iterations": float(used)}
 
-    def sample(self, n: int, generation: int) -> np.ndarray:
+    def draw(self, n: int, generation: int) -> np.ndarray:
+        if self.dim == 2:
+            return self._draw2(self.w, self.mu, self.cov, n, self.rng(generation, "sample"))
         return self._draw(self.w, self.mu, self.var, n, self.rng(generation, "sample"))
 
+    def true_loglik(self, samples: np.ndarray) -> np.ndarray:
+        if self.dim == 2:
+            d = samples[:, :, None, :] - self.mu0_2  # (K, n, C, 2); identity covariances
+            comp = np.log(self.w0) - _LOG_2PI - 0.5 * (d * d).sum(axis=3)
+            top = comp.max(axis=2)
+            return top + np.log(np.exp(comp - top[..., None]).sum(axis=2))
+        d = samples[:, :, None] - self.mu0  # (K, n, C)
+        comp = np.log(self.w0) - 0.5 * (_LOG_2PI + np.log(self.var0)) - 0.5 * d * d / self.var0
+        top = comp.max(axis=2)
+        return top + np.log(np.exp(comp - top[..., None]).sum(axis=2))
+
     def measure(self) -> dict[str, np.ndarray]:
+        assert self.fit0 is not None
+        if self.dim == 2:
+            k = self.trials
+            w0, mu0, cov0 = self.fit0
+            start = (np.broadcast_to(self.w0, (k, self.components)), np.broadcast_to(self.mu0_2, (k, self.components, 2)),
+                     np.broadcast_to(self.cov0_2, (k, self.components, 2, 2)))
+            me = (self.w, self.mu, self.cov)
+            ff = mixture_inner(*me, *me)
+            gen0 = ff - 2.0 * mixture_inner(*me, w0, mu0, cov0) + mixture_inner(w0, mu0, cov0, w0, mu0, cov0)
+            to_start = ff - 2.0 * mixture_inner(*me, *start) + mixture_inner(*start, *start)
+            mean2 = np.einsum("kc,kcd->kd", self.w, self.mu)
+            second = np.einsum("kc,kcd->k", self.w, np.diagonal(self.cov, axis1=2, axis2=3) + self.mu**2)
+            return {"l2_gen0": np.maximum(gen0, 0.0), "l2": np.sqrt(np.maximum(to_start, 0.0)),
+                    "variance": second - (mean2**2).sum(axis=1)}
         mean = (self.w * self.mu).sum(axis=1)
         variance = (self.w * (self.var + self.mu**2)).sum(axis=1) - mean**2
         if self.distance == "w2":
             dist = w2_distance(self.w, self.mu, self.var, self.ref_quantile)
         else:
             dist = l2_distance(self.w, self.mu, self.var, self.w0, self.mu0, self.var0)
-        return {self.distance: dist, "variance": variance}
+        return {self.distance: dist, "variance": variance, "l2_gen0": l2sq_mixtures(self.w, self.mu, self.var, *self.fit0)}

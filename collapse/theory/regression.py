@@ -25,6 +25,13 @@ where τ = E tr((XᵀX)⁻¹) = d/(T − d − 1) for ``per_trial`` (the inverse
 mean) and τ = tr((XᵀX)⁻¹) of the one X for ``shared``. Proof sketch for
 accumulate: with eₙ = ŵₙ − w* and P = (XᵀX)⁻¹Xᵀ, the n-th fit averages n
 label vectors, so n·eₙ = Σ_{i≤n} (e_{i−1} + P εᵢ), hence eₙ = e_{n−1} + P εₙ/n.
+- augment with λ a whole number and λ·T synthetic rows (every row of X once
+  as human data and λ times as synthetic data, the default sizes for λ ≥ 1):
+  σ²·τ·(1 + λ/(1 + 2λ)·(1 − ρ^(2(n−1)))), ρ = λ/(1 + λ), which tends to
+  (1 + λ/(1 + 2λ))·σ²·τ ≤ (3/2)·σ²·τ (derived here). With a = P ε₀ the
+  human noise and b̄ₙ the mean of the λ synthetic noise vectors of a row
+  (E‖P b̄‖² = σ²τ/λ), eₙ = (a + λ(e_{n−1} + P b̄ₙ))/(1 + λ); dₙ = eₙ − a obeys
+  dₙ = ρ(d_{n−1} + P b̄ₙ), d₁ = 0, so E‖dₙ‖² = ρ²(E‖d_{n−1}‖² + σ²τ/λ).
 No closed form is claimed for the other regimes.
 """
 
@@ -38,9 +45,13 @@ from collapse.mixing import MixSizes
 from collapse.theory.common import TheoryModel, per_trial_bincount
 
 
-def regression_closed_form(regime: str, fits: int, noise: float, tau: float) -> np.ndarray | None:
-    """E‖ŵₙ − w*‖² for n = 1..``fits``; τ = E tr((XᵀX)⁻¹). None for regimes without one."""
+def regression_closed_form(regime: str, fits: int, noise: float, tau: float, ratio: float = 1.0) -> np.ndarray | None:
+    """E‖ŵₙ − w*‖² for n = 1..``fits``; τ = E tr((XᵀX)⁻¹); ``ratio`` = λ of
+    augment (a whole number). None for regimes without one."""
     n = np.arange(1, fits + 1, dtype=np.float64)
+    if regime == "augment":
+        rho = ratio / (1.0 + ratio)
+        return noise * tau * (1.0 + ratio / (1.0 + 2.0 * ratio) * (1.0 - rho ** (2.0 * (n - 1.0))))
     if regime == "replace":
         return n * noise * tau
     if regime == "accumulate":
@@ -109,6 +120,11 @@ class RegressionModel(TheoryModel):
         # bincount converts the row indices block by block.
         counts = per_trial_bincount(train[..., 0], self.rows)  # (K, T)
         ysum = per_trial_bincount(train[..., 0], self.rows, train[..., 1])  # (K, T)
+        self._solve(counts, ysum)
+        return {"train_size": float(train.shape[1])}
+
+    def _solve(self, counts: np.ndarray, ysum: np.ndarray) -> None:
+        """Weighted least squares from per-row counts W and label sums: XᵀWX ŵ = Xᵀ(label sums)."""
         if self.X.shape[0] == 1:
             b = ysum @ self.X[0]  # (K, d)
         else:
@@ -130,28 +146,52 @@ class RegressionModel(TheoryModel):
             except np.linalg.LinAlgError:
                 # Too few distinct rows in some trial: minimum-norm least squares.
                 self.w = (np.linalg.pinv(gram) @ b[..., None])[..., 0]
-        return {"train_size": float(train.shape[1])}
 
-    def sample(self, n: int, generation: int) -> np.ndarray:
+    # Sufficient statistics for accumulate: per-row counts and label sums, additive.
+    def pool_stats(self, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (per_trial_bincount(pool[..., 0], self.rows), per_trial_bincount(pool[..., 0], self.rows, pool[..., 1]))
+
+    def merge_stats(self, a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray]:
+        return a[0] + b[0], a[1] + b[1]
+
+    def fit_stats(self, stats: tuple, generation: int) -> dict[str, float]:
+        self._solve(*stats)
+        return {"train_size": float(stats[0][0].sum())}
+
+    def draw(self, n: int, generation: int) -> np.ndarray:
         return self._labelled(self.w, n, self.rng(generation, "sample"))
+
+    def true_loglik(self, samples: np.ndarray) -> np.ndarray:
+        # log N(y; x·w*, σ²) up to a constant: how far each label is from the truth.
+        truth = np.einsum("ktd,d->kt", self.X, self.w_star)  # (K or 1, T)
+        rows = samples[..., 0].astype(np.int64)
+        mean = np.take_along_axis(np.broadcast_to(truth, (self.trials, self.rows)), rows, axis=1)
+        return -0.5 * (samples[..., 1] - mean) ** 2 / max(self.noise, 1e-300)
 
     def measure(self) -> dict[str, np.ndarray]:
         return {"error": ((self.w - self.w_star) ** 2).sum(axis=1)}
 
     def _claims(self, regime: str, sizes: MixSizes) -> bool:
-        # The closed forms assume each pool holds every row of X once.
+        # The closed forms assume each pool holds every row of X once (augment:
+        # λ times, all of it taken).
+        if regime == "augment":
+            lam = sizes.synthetic_ratio
+            return (lam == int(lam) and sizes.human == self.rows
+                    and sizes.augment_count() in (0, sizes.synthetic) and sizes.synthetic % self.rows == 0)
         return regime in ("replace", "accumulate") and sizes.human == self.rows and sizes.synthetic == self.rows
 
     def closed_form(self, regime: str, fit_sizes: Sequence[int], sizes: MixSizes) -> dict[str, np.ndarray]:
-        if not self._claims(regime, sizes):
+        if self.verify is not None or not self._claims(regime, sizes):
             return {}
-        out = regression_closed_form(regime, len(fit_sizes), self.noise, self.tau)
+        out = regression_closed_form(regime, len(fit_sizes), self.noise, self.tau, sizes.synthetic_ratio)
         return {} if out is None else {"error": out}
 
     def closed_form_text(self, regime: str, sizes: MixSizes) -> dict[str, str]:
-        if not self._claims(regime, sizes):
+        if self.verify is not None or not self._claims(regime, sizes):
             return {}
         tau = "d/(T - d - 1)" if self.design == "per_trial" else "tr((X^T X)^-1)"
         if regime == "replace":
             return {"error": f"n·σ²·{tau}"}
+        if regime == "augment":
+            return {"error": f"σ²·{tau}·(1 + λ/(1+2λ)·(1 - (λ/(1+λ))^(2(n-1))))"}
         return {"error": f"σ²·{tau}·Σ_(i=1..n) 1/i² ≤ (π²/6)·σ²·{tau}"}
