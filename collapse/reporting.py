@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from collapse.errors import CollapseError
+from collapse.stats import MIN_SEEDS, mean_ci
 
 log = logging.getLogger("collapse")
 
@@ -107,7 +108,8 @@ def default_metrics(names: Iterable[str]) -> list[str]:
 def plot_metrics(df: pd.DataFrame, out_base: Path, metrics: list[str] | None = None, hue: str = "regime",
                  title: str | None = None, width: str = "double", quick: bool = False) -> list[Path]:
     """One panel per metric (tidy ``df``: generation, metric, value, ``hue``), a
-    line per ``hue`` value with its mean and 95 % confidence band over seeds,
+    line per ``hue`` value with its mean over seeds and, where a point has at
+    least 3 seeds, its t-based 95 % confidence band (:mod:`collapse.stats`),
     the human reference dashed. Returns the PNG and PDF paths."""
     _style()
     import matplotlib.pyplot as plt
@@ -124,26 +126,33 @@ def plot_metrics(df: pd.DataFrame, out_base: Path, metrics: list[str] | None = N
     fig, axes = plt.subplots(nrow, ncol, figsize=(w, (w / ncol) * 0.85 * nrow + 0.4), squeeze=False, sharex=True)
     hue_order = sorted(df[hue].dropna().unique(), key=str)
     palette = dict(zip(hue_order, sns.color_palette("colorblind", len(hue_order))))
-    # Bands only where there are several seeds (seaborn bootstraps them: 1,000 resamples per point).
-    several = df[df["metric"].isin(chosen)].groupby([hue, "generation", "metric"]).size().max() > 1
     for ax, m in zip(axes.flat, chosen):
         sub = df[df["metric"] == m]
-        sns.lineplot(sub, x="generation", y="value", hue=hue, hue_order=hue_order, palette=palette, marker="o",
-                     markersize=3, errorbar=("ci", 95) if several else None, seed=0, ax=ax, legend=ax is axes.flat[0])
+        for h in hue_order:
+            # Mean over seeds with its t-based 95 % CI; the band only where a point has >= 3 seeds.
+            pts = [(g, mean_ci(v["value"].to_numpy(dtype=float))) for g, v in sub[sub[hue] == h].groupby("generation")]
+            if not pts:
+                continue
+            gens = np.array([g for g, _ in pts], dtype=float)
+            ax.plot(gens, [c.mean for _, c in pts], marker="o", markersize=3, lw=1.2, color=palette[h],
+                    label=str(h) if ax is axes.flat[0] else None)
+            lo, hi = np.array([c.lo for _, c in pts]), np.array([c.hi for _, c in pts])
+            if np.isfinite(lo).any():
+                ax.fill_between(gens, lo, hi, where=np.isfinite(lo), color=palette[h], alpha=0.2, lw=0)
         ref = df[df["metric"] == f"human.{m}"]
         if len(ref):
             ax.axhline(ref["value"].mean(), color="0.3", ls="--", lw=0.8, label="human")
         ax.set_title(m, fontsize=7)
+        ax.set_xlabel("generation", fontsize=6)
         ax.set_ylabel("")
         ax.tick_params(labelsize=6)
         ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in list(axes.flat)[len(chosen):]:
         ax.set_visible(False)
-    if axes.flat[0].get_legend() is not None:
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
         from matplotlib.lines import Line2D
 
-        handles, labels = axes.flat[0].get_legend_handles_labels()
-        axes.flat[0].get_legend().remove()
         if "human" not in labels and any(f"human.{m}" in logged for m in chosen):
             handles.append(Line2D([], [], color="0.3", ls="--", lw=0.8))
             labels.append("human (held-out)")
@@ -241,7 +250,8 @@ def run_dirs(experiment: str, tracking_uri: str | None = None, root: str | Path 
 def plot_trajectory(wide: pd.DataFrame, out_base: Path, x: str, y: str = "test_ce", hue: str = "regime",
                     width: str = "single") -> list[Path]:
     """Quality against diversity: per ``hue`` value the mean over seeds of
-    (``x``, ``y``) at each generation, joined in order; markers are numbered by generation."""
+    (``x``, ``y``) at each generation, joined in order, with t-based 95 % error
+    bars where a point has at least 3 seeds; markers are numbered by generation."""
     _style()
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -254,6 +264,13 @@ def plot_trajectory(wide: pd.DataFrame, out_base: Path, x: str, y: str = "test_c
     for h in hue_order:
         path = means[means[hue] == h].sort_values("generation")
         ax.plot(path[x], path[y], "-o", color=colors[h], ms=3.5, lw=1.0, label=str(h))
+        # Seed error bars: t-based 95 % CIs of both coordinates, where a point has >= 3 seeds.
+        for g in path["generation"]:
+            at = wide[(wide[hue] == h) & (wide["generation"] == g)]
+            cx, cy = mean_ci(at[x].to_numpy(dtype=float)), mean_ci(at[y].to_numpy(dtype=float))
+            if np.isfinite(cx.lo) and np.isfinite(cy.lo):
+                ax.errorbar(cx.mean, cy.mean, xerr=[[cx.mean - cx.lo], [cx.hi - cx.mean]],
+                            yerr=[[cy.mean - cy.lo], [cy.hi - cy.mean]], color=colors[h], lw=0.6, capsize=1.5)
         for _, r in path.iterrows():
             ax.annotate(str(int(r["generation"])), (r[x], r[y]), fontsize=5, xytext=(2, 2), textcoords="offset points")
     hx, hy = f"human.{x}", f"human.{y}"
@@ -271,37 +288,47 @@ def plot_trajectory(wide: pd.DataFrame, out_base: Path, x: str, y: str = "test_c
 
 def final_effects(wide: pd.DataFrame, metrics: list[str], hue: str = "regime",
                   reference: str | None = None) -> tuple[pd.DataFrame, str]:
-    """Per ``hue`` value and metric: mean at generation 0 and at the last
-    generation over seeds, the change, the number of seeds, and Welch's t-test
-    (``scipy.stats.ttest_ind(equal_var=False)``) of the last generation's
-    per-seed values against the ``reference`` value of ``hue``. Returns the
-    table and the name of the reference."""
-    from scipy import stats
+    """Per ``hue`` value and metric, over seeds: the mean at generation 0 and at
+    the last generation with its t-based 95 % CI, the change, and against the
+    ``reference`` value of ``hue`` the difference of last-generation means with
+    Welch's 95 % CI, Hedges' g, Welch's t and p, and Holm's adjusted p over
+    every test of the table (:mod:`collapse.stats`: fewer than 3 seeds or no
+    variance give no test, and ``note`` says so). Returns the table and the
+    name of the reference."""
+    from collapse.stats import compare, holm, mean_ci
 
     last = int(wide["generation"].max())
     values = sorted(wide[hue].dropna().unique(), key=str)
     if reference is None:
         reference = "accumulate" if "accumulate" in values else values[0]
+    at0 = wide[wide["generation"] == 0]
+    atl = wide[wide["generation"] == last]
     rows = []
     for m in metrics:
         if m not in wide:
             continue
-        at0 = wide[wide["generation"] == 0]
-        atl = wide[wide["generation"] == last]
-        ref_vals = atl.loc[atl[hue] == reference, m].dropna().to_numpy()
+        ref_vals = atl.loc[atl[hue] == reference, m].to_numpy(dtype=float)
         for h in values:
-            v0 = at0.loc[at0[hue] == h, m].dropna().to_numpy()
-            vl = atl.loc[atl[hue] == h, m].dropna().to_numpy()
-            t = p = np.nan
-            if h != reference and len(vl) >= 2 and len(ref_vals) >= 2:
-                res = stats.ttest_ind(vl, ref_vals, equal_var=False)
-                t, p = float(res.statistic), float(res.pvalue)
-            rows.append({"metric": m, hue: h, "n_seeds": len(vl), "gen0_mean": v0.mean() if len(v0) else np.nan,
-                         "last_mean": vl.mean() if len(vl) else np.nan,
-                         "last_sd": vl.std(ddof=1) if len(vl) >= 2 else np.nan,
-                         "change": (vl.mean() - v0.mean()) if len(vl) and len(v0) else np.nan,
-                         "welch_t": t, "p_value": p})
-    return pd.DataFrame(rows), reference
+            v0 = at0.loc[at0[hue] == h, m].dropna().to_numpy(dtype=float)
+            vl = atl.loc[atl[hue] == h, m].to_numpy(dtype=float)
+            ci = mean_ci(vl)
+            row = {"metric": m, hue: h, "n_seeds": ci.n, "gen0_mean": v0.mean() if len(v0) else np.nan,
+                   "last_mean": ci.mean, "last_ci_lo": ci.lo, "last_ci_hi": ci.hi,
+                   "last_sd": float(np.nanstd(vl, ddof=1)) if ci.n >= 2 else np.nan,
+                   "change": (ci.mean - v0.mean()) if ci.n and len(v0) else np.nan,
+                   "diff_vs_ref": np.nan, "diff_ci_lo": np.nan, "diff_ci_hi": np.nan, "hedges_g": np.nan,
+                   "welch_t": np.nan, "welch_df": np.nan, "p_value": np.nan, "note": ""}
+            if ci.n and ci.n < 3:
+                row["note"] = "fewer than 3 seeds: no interval, no test"
+            if h != reference:
+                c = compare(vl, ref_vals)
+                row.update(diff_vs_ref=c.diff, diff_ci_lo=c.lo, diff_ci_hi=c.hi, hedges_g=c.hedges_g, welch_t=c.t,
+                           welch_df=c.df, p_value=c.p, note=c.note or row["note"])
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["p_holm"] = holm(table["p_value"].to_numpy(dtype=float))
+    return table, reference
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -318,13 +345,30 @@ def _p(v) -> str:
     return "< 0.001" if v < 1e-3 else f"{v:.3f}"
 
 
+def _ci(lo, hi) -> str:
+    return "" if lo is None or np.isnan(lo) else f" [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _effects_notes(table: pd.DataFrame, reference: str) -> list[str]:
+    notes = sorted({n for n in table.get("note", pd.Series(dtype=str)).fillna("") if n})
+    out = [f"Means over seeds with t-based 95 % confidence intervals; Δ is the difference from {reference} at the "
+           "last generation with Welch's 95 % interval, g is Hedges' g, p is Welch's two-sided test, Holm-adjusted "
+           "over every test of this table."]
+    if notes:
+        out.append("Not tested: " + "; ".join(notes) + " (a test needs at least 3 seeds per group and some variance).")
+    return out
+
+
 def effects_markdown(table: pd.DataFrame, hue: str, reference: str, last: int) -> str:
-    head = f"| metric | {hue} | seeds | gen 0 | gen {last} (± sd) | change | Welch t vs {reference} | p |"
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|"]
+    head = (f"| metric | {hue} | seeds | gen 0 | gen {last} [95 % CI] | change | Δ vs {reference} [95 % CI] | "
+            "Hedges g | p (Welch) | p (Holm) |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for _, r in table.iterrows():
-        lines.append(f"| `{r['metric']}` | {r[hue]} | {r['n_seeds']} | {_fmt(r['gen0_mean'])} | {_fmt(r['last_mean'])}"
-                     f" ± {_fmt(r['last_sd'])} | {_fmt(r['change'])} | {_fmt(r['welch_t'], 2)} | {_p(r['p_value'])} |")
-    return "\n".join(lines) + "\n"
+        lines.append(f"| `{r['metric']}` | {r[hue]} | {r['n_seeds']} | {_fmt(r['gen0_mean'])} | "
+                     f"{_fmt(r['last_mean'])}{_ci(r['last_ci_lo'], r['last_ci_hi'])} | {_fmt(r['change'])} | "
+                     f"{_fmt(r['diff_vs_ref'])}{_ci(r['diff_ci_lo'], r['diff_ci_hi'])} | {_fmt(r['hedges_g'], 2)} | "
+                     f"{_p(r['p_value'])} | {_p(r['p_holm'])} |")
+    return "\n".join(lines) + "\n\n" + "\n\n".join(_effects_notes(table, reference)) + "\n"
 
 
 def effects_latex(table: pd.DataFrame, hue: str, reference: str, last: int) -> str:
@@ -332,17 +376,24 @@ def effects_latex(table: pd.DataFrame, hue: str, reference: str, last: int) -> s
     def esc(s) -> str:
         return str(s).replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("#", r"\#")
 
-    out = [r"\begin{tabular}{llrrrrrr}", r"\toprule",
-           f"metric & {esc(hue)} & seeds & gen 0 & gen {last} & change & $t$ vs {esc(reference)} & $p$ \\\\", r"\midrule"]
+    def cell(v, lo=None, hi=None, digits=3) -> str:
+        text = _fmt(v, digits) + ("" if lo is None else _ci(lo, hi))
+        return text.replace("–", "--")
+
+    out = [r"\begin{tabular}{llrrrrrrrr}", r"\toprule",
+           f"metric & {esc(hue)} & seeds & gen 0 & gen {last} [95\\% CI] & change & $\\Delta$ vs {esc(reference)} "
+           r"& $g$ & $p$ & $p_{\mathrm{Holm}}$ \\", r"\midrule"]
     prev = None
     for _, r in table.iterrows():
         if prev is not None and r["metric"] != prev:
             out.append(r"\addlinespace")
         prev = r["metric"]
-        last_cell = f"{_fmt(r['last_mean'])} $\\pm$ {_fmt(r['last_sd'])}".replace("–", "--")
-        cells = [esc(r["metric"]), esc(r[hue]), str(r["n_seeds"]), _fmt(r["gen0_mean"]), last_cell,
-                 _fmt(r["change"]), _fmt(r["welch_t"], 2), _p(r["p_value"]).replace("< ", "$<$ ")]
-        out.append(" & ".join(c.replace("–", "--") for c in cells) + r" \\")
+        cells = [esc(r["metric"]), esc(r[hue]), str(r["n_seeds"]), cell(r["gen0_mean"]),
+                 cell(r["last_mean"], r["last_ci_lo"], r["last_ci_hi"]), cell(r["change"]),
+                 cell(r["diff_vs_ref"], r["diff_ci_lo"], r["diff_ci_hi"]), cell(r["hedges_g"], digits=2),
+                 _p(r["p_value"]).replace("< ", "$<$ ").replace("–", "--"),
+                 _p(r["p_holm"]).replace("< ", "$<$ ").replace("–", "--")]
+        out.append(" & ".join(cells) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(out) + "\n"
 
@@ -417,8 +468,10 @@ def report(experiment_or_sweep: str | Path, out: str | Path = "reports", metrics
                 ("metrics.csv", "the same, tidy: one row per (run, generation, metric)")]
 
     paths += plot_metrics(long, out_dir / "metrics", chosen, hue=hue, title=name, width=width)
-    entries.append(("metrics.pdf", f"metrics against generation, one line per {hue}; mean and 95 % confidence band "
-                                   f"over seeds ({', '.join(f'{k}: {v}' for k, v in seeds.items())}); human reference dashed"))
+    band = (f"t-based 95 % confidence band over seeds" if min(seeds.values()) >= MIN_SEEDS else
+            f"no confidence band where a {hue} has fewer than {MIN_SEEDS} seeds (an interval from fewer says nothing)")
+    entries.append(("metrics.pdf", f"metrics against generation, one line per {hue}: mean and {band} "
+                                   f"(seeds: {', '.join(f'{k}: {v}' for k, v in seeds.items())}); human reference dashed"))
 
     dirs = run_dirs(name, tracking_uri, root)
     firsts = wide.sort_values("seed").groupby(hue)["run_name"].first().to_dict()
@@ -440,9 +493,10 @@ def report(experiment_or_sweep: str | Path, out: str | Path = "reports", metrics
     (out_dir / "final_effects.md").write_text(effects_markdown(table, hue, reference, last))
     (out_dir / "final_effects.tex").write_text(effects_latex(table, hue, reference, last))
     paths += [out_dir / "final_effects.md", out_dir / "final_effects.tex", out_dir / "final_effects.csv"]
-    entries.append(("final_effects.md", f"each metric at generation 0 and {last} per {hue}, the change, and Welch's "
-                                        f"t-test (scipy.stats.ttest_ind, unequal variances) of generation {last} across "
-                                        f"seeds against {reference}; also .tex (booktabs) and .csv"))
+    entries.append(("final_effects.md", f"each metric at generation 0 and {last} per {hue} with t-based 95 % CIs over "
+                                        f"seeds, the change, and against {reference} the difference with Welch's 95 % CI, "
+                                        f"Hedges' g and Welch's p, Holm-adjusted (no test below {MIN_SEEDS} seeds or "
+                                        "without variance); also .tex (booktabs) and .csv"))
 
     top = top_copies(dirs, copies)
     if top:

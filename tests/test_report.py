@@ -78,15 +78,44 @@ def test_table_numbers_are_the_mlflow_values_and_welch_matches_scipy(grid, share
         assert row["last_mean"] == pytest.approx(sum(last) / 2, rel=1e-12)
         assert row["gen0_mean"] == pytest.approx(sum(first) / 2, rel=1e-12)
         assert row["change"] == pytest.approx(sum(last) / 2 - sum(first) / 2, rel=1e-9, abs=1e-12)
-        if row["regime"] == "replace":  # tested against the reference regime, accumulate
+        # Two seeds: no interval, no test, and the table says why.
+        assert math.isnan(row["welch_t"]) and math.isnan(row["p_value"]) and math.isnan(row["last_ci_lo"])
+        assert "fewer than 3 seeds" in row["note"]
+        if row["regime"] == "replace":
             ref = values[("accumulate", row["metric"], 2)]
-            want = stats.ttest_ind(last, ref, equal_var=False)
-            assert row["welch_t"] == pytest.approx(want.statistic, rel=1e-9)
-            assert row["p_value"] == pytest.approx(want.pvalue, rel=1e-9)
-        else:
-            assert math.isnan(row["welch_t"])
+            assert row["diff_vs_ref"] == pytest.approx(sum(last) / 2 - sum(ref) / 2, rel=1e-9, abs=1e-12)
     md = (tmp_path / "report_grid" / "final_effects.md").read_text()
-    assert "Welch t vs accumulate" in md
+    assert "Δ vs accumulate [95 % CI]" in md and "Not tested: fewer than 3 seeds" in md
+    index = (tmp_path / "report_grid" / "report.md").read_text()
+    assert "no confidence band where a regime has fewer than 3 seeds" in index
+
+
+def test_final_effects_on_a_hand_made_table():
+    """Three seeds: the CI, Welch's test, Hedges' g and Holm's p are those of collapse.stats / scipy on the
+    same numbers; a metric constant across seeds gets no p-value."""
+    from collapse.reporting import final_effects
+    from collapse.stats import compare, holm, mean_ci
+
+    rows = []
+    vals = {"replace": [2.0, 2.4, 2.2], "accumulate": [1.0, 1.1, 0.9]}
+    for regime, last in vals.items():
+        for seed, v in enumerate(last):
+            rows.append({"run_id": f"{regime}{seed}", "run_name": f"{regime}_s{seed}", "status": "FINISHED",
+                         "regime": regime, "seed": seed, "generation": 0, "ce": 1.0, "flat": 0.5})
+            rows.append({"run_id": f"{regime}{seed}", "run_name": f"{regime}_s{seed}", "status": "FINISHED",
+                         "regime": regime, "seed": seed, "generation": 3, "ce": v, "flat": 0.5})
+    table, ref = final_effects(pd.DataFrame(rows), ["ce", "flat"])
+    assert ref == "accumulate"
+    r = table[(table.metric == "ce") & (table.regime == "replace")].iloc[0]
+    ci, c = mean_ci(vals["replace"]), compare(vals["replace"], vals["accumulate"])
+    assert (r.last_mean, r.last_ci_lo, r.last_ci_hi) == pytest.approx((ci.mean, ci.lo, ci.hi))
+    want = stats.ttest_ind(vals["replace"], vals["accumulate"], equal_var=False)
+    assert r.welch_t == pytest.approx(want.statistic) and r.p_value == pytest.approx(want.pvalue)
+    assert (r.diff_vs_ref, r.diff_ci_lo, r.diff_ci_hi, r.hedges_g) == pytest.approx((c.diff, c.lo, c.hi, c.hedges_g))
+    assert r.diff_ci_lo > 0 and r.change == pytest.approx(ci.mean - 1.0)
+    flat = table[(table.metric == "flat") & (table.regime == "replace")].iloc[0]
+    assert math.isnan(flat.p_value) and "no variance" in flat.note
+    assert table.p_holm.tolist() == pytest.approx(holm(table.p_value.to_numpy()).tolist(), nan_ok=True)
 
 
 def test_report_of_an_unknown_experiment_is_one_line(shared_root, capsys, grid):
