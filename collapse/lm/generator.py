@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from collapse.config import Config
-from collapse.lm.model import BASE_MARKER, build_model, load_model, pick_device, resolved_dims
+from collapse.lm.model import BASE_MARKER, build_model, load_model, pick_device, resolved_dims, runtime_info
 from collapse.lm.sample import split_prompt, sample as sample_lm
 from collapse.lm.tokenizer import token_byte_lengths
 from collapse.lm.train import pack, tokenize_texts, train
@@ -75,6 +75,7 @@ class LMGenerator:
         self.seq_len = resolved_dims(cfg.model)["seq_len"]
         self.device = pick_device(cfg.train.device)
         self.precision = resolve_precision(cfg.train.precision, self.device)
+        self.runtime = runtime_info(self.device, self.precision)  # what the numbers depend on besides the config
         self.model = None
         self.timings: dict[str, float] = {}
         self.last_train = None
