@@ -284,6 +284,26 @@ def test_limits_of_other_processes_sqlite_and_shared_memory_are_refused():
     still_works()
 
 
+
+def test_c_modules_that_write_files_without_an_audit_event_are_refused(tmp_path):
+    """readline's history file and multiprocessing's named semaphores (a file in /dev/shm) are
+    written by C code that raises no audit event: without root nothing else stops them writing the
+    parent user's files or leaving files behind, so importing those modules is refused; so is syslog."""
+    mark = f"collapse-rt-{uuid.uuid4().hex[:8]}"
+    target = tmp_path / "history.sh"
+    progs = {
+        "readline": f"import readline\nreadline.add_history('echo pwned')\nreadline.write_history_file({str(target)!r})",
+        "_multiprocessing": f"import _multiprocessing\n_multiprocessing.SemLock(1, 1, 1, '/{mark}', False)",
+        "syslog": "import syslog\nsyslog.syslog('collapse sandbox test')",
+    }
+    for name, prog in progs.items():
+        r = run(prog, QUICK)
+        assert r.status == "blocked" and name in r.reason, (name, r)
+    assert not target.exists() and not os.path.exists(f"/dev/shm/sem.{mark}")
+    r = run("import multiprocessing.synchronize", QUICK)
+    assert r.status == "blocked" and "_multiprocessing" in r.reason, r
+    still_works()
+
 # --- issue 11, part 2: no other executable, every kind of memory counted, nothing outlives a run,
 # no forged pass, printable reasons --------------------------------------------------------------
 

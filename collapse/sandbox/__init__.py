@@ -122,7 +122,11 @@ the network layer (``"netns"`` or ``"socket-disabled"``).
   programs or run native code without an audit event (``_posixsubprocess``,
   ``_ctypes``, ``_tkinter``: Tcl's ``exec`` and ``open |``; ``_sqlite3``:
   extensions, and ``ATTACH``/``VACUUM INTO`` create files), ``_posixshmem``
-  (``shm_open`` creates files in ``/dev/shm``) and CPython's test modules,
+  (``shm_open`` creates files in ``/dev/shm``), the C modules that write
+  files without an audit event (``readline``'s history file,
+  ``_multiprocessing``'s named semaphores in ``/dev/shm``, the ``dbm``
+  backends ``_dbm`` and ``_gdbm``, ``ossaudiodev``) and CPython's test modules,
+  the host's system log (``syslog``),
   building code objects, sub-interpreters and ``gc`` object enumeration. A
   refused operation raises ``SandboxViolation`` (a ``PermissionError``) and
   the run is reported ``blocked``. Reading files, imports, threads, signals
@@ -168,8 +172,8 @@ What it does NOT protect against
 * The audit hook alone is not a boundary: a program that corrupts the
   interpreter (crafted bytecode through ``marshal``, known CPython crash
   bugs) gets past it, and some operations raise no audit event at all
-  (``os.mkfifo``, ``os.mknod``, C modules that open files themselves, such
-  as the ``dbm`` backends where they are built). The OS layers above are
+  (``os.mkfifo``, ``os.mknod``, ``fcntl.flock``, C modules that open files
+  themselves other than the refused ones above). The OS layers above are
   what holds then: it still cannot start another executable, leave its
   namespaces, outlive its run or hold more memory than ``memory_mb``.
 * Without root the guarantees above do not all hold; they hold in full only

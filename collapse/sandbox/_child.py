@@ -108,6 +108,7 @@ def main():
         chunks.append(b)
     os.close(prog_fd)
     token, _, src = b"".join(chunks).partition(b"\n")
+    del chunks[:]  # the token lives on in one string only (see _run)
     token, src = token.decode(), src.decode("utf-8", "replace")
     done = []
 
@@ -293,7 +294,8 @@ def _install(W, pid, report):
             if _str.__str__(name).rpartition(".")[2] in {
                     "_posixsubprocess", "_ctypes", "_xxsubinterpreters", "_testcapi", "_testinternalcapi",
                     "_testmultiphase", "_testbuffer", "_testimportmultiple", "_testsinglephase",
-                    "_sqlite3", "_posixshmem", "_tkinter"}:
+                    "_sqlite3", "_posixshmem", "_tkinter", "readline", "_multiprocessing", "_dbm", "_gdbm",
+                    "ossaudiodev"}:
                 what = "import of " + _str.__str__(name)
                 _report("blocked", what)
                 raise _exc("blocked: " + what)
@@ -356,6 +358,8 @@ def _install(W, pid, report):
             what = event
         elif event[:7] == "socket.":
             what = "network (" + event + ")"
+        elif event[:7] == "syslog.":
+            what = "the host's system log (" + event + ")"
         elif event[:7] == "ctypes.":
             what = "ctypes (" + event + ")"
         if what is None:
