@@ -496,6 +496,31 @@ def test_an_exit_or_printed_text_is_never_a_pass():
     still_works()
 
 
+
+STATUS_FD = "import os\nfd = max(int(x) for x in os.listdir('/proc/self/fd') if 2 < int(x) < 60)\n"  # the status pipe
+HIDDEN_REFUSALS = {
+    "a partial line parked on the status pipe": STATUS_FD + "os.write(fd, b'x')\n",
+    "the status pipe swapped for /dev/null": STATUS_FD + "saved = os.dup(fd)\nos.dup2(os.open('/dev/null', os.O_WRONLY), fd)\n",
+    "the status pipe closed": STATUS_FD + "saved = os.dup(fd)\nos.close(fd)\n",
+}
+
+
+def test_a_refusal_cannot_be_hidden_from_the_harness_and_the_status_pipe_cannot_be_flooded():
+    """The program holds the status pipe's write end: garbage glued in front of the harness's
+    line, or the descriptor swapped away while it refuses and swapped back for ``done``, would hide
+    a refusal and turn a ``blocked`` run into a pass."""
+    refuse = "try:\n    open('/etc/collapse-test', 'w')\nexcept PermissionError:\n    pass\n"
+    for name, prog in HIDDEN_REFUSALS.items():
+        restore = "os.dup2(saved, fd)\n" if "saved" in prog else ""
+        r = run(prog + refuse + restore + "print('end')", QUICK)
+        assert r.status == "blocked" and r.stdout == "end\n", (name, r)
+    r = run(STATUS_FD + "os.write(fd, b'x')\nprint('end')", QUICK)  # garbage alone changes nothing
+    assert r.ok, r
+    t0 = time.monotonic()
+    r = run(STATUS_FD + "b = b'\\n' * 65536\nwhile True:\n    os.write(fd, b)", Limits(timeout_s=10.0))
+    assert r.status == "output_limit" and "status pipe" in r.reason and time.monotonic() - t0 < 5, r
+    still_works()
+
 def test_the_execution_gate_takes_no_forged_pass():
     from collapse.gates import ExecutionGate
 

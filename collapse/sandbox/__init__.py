@@ -145,7 +145,13 @@ output and writes ``<token> done`` to a status pipe; a program passes only
 with that line. Failures travel the same way: the exception's last line
 (``<token> failed ...``, ``<token> memory MemoryError``), and every refusal
 of the audit hook at the moment it refuses (``<token> blocked ...``), so
-catching ``SandboxViolation`` does not hide it. A program that exits with
+catching ``SandboxViolation`` does not hide it. The program holds the status
+pipe's write end, so every line starts a line of its own (a partial line
+the program left there cannot swallow it), and ``done`` carries the number
+of lines written before it: when fewer reached the parent (the program
+swapped the descriptor, closed it or made it non-blocking while refusing),
+the result is ``blocked``, never ``passed``. More than 1 MiB on that pipe
+is a flood: the child is killed (``output_limit``). A program that exits with
 status 0 before its end (``os._exit(0)``, ``SystemExit(0)``, ``sys.exit()``
 in a function or after a ``return``, an ``atexit`` handler or a thread
 calling ``os._exit(0)``) is ``failed`` with reason "exited before the end of
@@ -625,20 +631,33 @@ class _Outcome:
         self.prefix = token.encode() + b" "
         self.pending = b""
         self.done = False
+        self.lost = 0  # lines the harness wrote before ``done`` that never arrived here
+        self.seen = 0  # token lines seen
         self.first: dict[str, str] = {}  # kind -> first message ("blocked", "failed", "memory")
 
     def feed(self, chunk: bytes) -> None:
         data = self.pending + chunk
+        if self.prefix not in data:  # a flood without the token: keep only what may start a line
+            cut = data.rfind(b"\n")
+            self.pending = data[cut + 1:] if cut >= 0 else data
+            if len(self.pending) > 4096:
+                self.pending = b""
+            return
         *lines, self.pending = data.split(b"\n")
-        if len(self.pending) > 4096:  # no line of the harness is that long
+        if len(self.pending) > 4096:  # no line of the harness is that long (each starts a line of its own)
             self.pending = b""
         for line in lines:
             if not line.startswith(self.prefix):
                 continue
             kind, _, msg = line[len(self.prefix):].decode("utf-8", "replace").partition(" ")
             if kind == "done":
-                self.done = True
+                sent = int(msg) if msg.isdecimal() and len(msg) < 10 else -1
+                if not self.done:
+                    self.done = True
+                    # more lines than sent: a forked child's harness reported too (only past the audit hook)
+                    self.lost = max(sent - self.seen, 0) if sent >= 0 else 1
             elif kind in ("blocked", "failed", "memory"):
+                self.seen += 1
                 self.first.setdefault(kind, msg)
 
 
@@ -662,6 +681,8 @@ def _status(rc: int, outcome: _Outcome, oom_kills: int, limits: Limits) -> tuple
         return "memory", f"memory limit of {limits.memory_mb} MB reached (killed by the out-of-memory killer)"
     if "blocked" in outcome.first:
         return "blocked", outcome.first["blocked"].removeprefix("blocked: ")
+    if outcome.done and outcome.lost:  # the program kept a report of the harness from reaching the parent
+        return "blocked", f"{outcome.lost} report(s) of the sandbox's harness never reached it (hidden refusal)"
     if outcome.done:
         return "passed", ""
     if "memory" in outcome.first:
@@ -716,6 +737,8 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
     out = {"stdout": bytearray(), "stderr": bytearray()}
     outcome = _Outcome(token)
     truncated = timed_out = flooded = False
+    status_bytes = 0  # read from the program pipe; the harness writes a few short lines, a flood is cut
+    status_cap = max(cap, 1 << 20)
     proc = None
     failure: BaseException | None = None
     oom_kills = 0
@@ -752,6 +775,10 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
                         continue
                     if key.data == "outcome":
                         outcome.feed(chunk)
+                        status_bytes += len(chunk)
+                        if status_bytes > status_cap:
+                            flooded = True
+                            break
                         continue
                     buf = out[key.data]
                     room = cap - len(buf)
@@ -822,6 +849,10 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
             rc = -int(s[7:])
     if timed_out:
         status, reason = "timeout", f"timeout after {limits.timeout_s:g} s"
+    elif flooded and "blocked" in outcome.first:
+        status, reason = "blocked", outcome.first["blocked"].removeprefix("blocked: ")
+    elif flooded and status_bytes > status_cap:
+        status, reason = "output_limit", f"output limit of {status_cap} bytes exceeded on the sandbox's status pipe"
     elif flooded:
         status, reason = "output_limit", f"output limit of {cap} bytes exceeded"
     elif ok_line is None:

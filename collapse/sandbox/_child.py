@@ -266,11 +266,22 @@ class SandboxViolation(PermissionError):
 
 
 def _reporter(token, fd):
-    """``report(kind, message)``: one token-authenticated line on the program pipe."""
-    def report(kind, msg="", _prefix=token + " ", _enc=str.encode, _str=str, _write=os.write, _len=len):
+    """``report(kind, message)``: one token-authenticated line on the program pipe.
+
+    Each line starts with a newline (a partial line the program left on the pipe cannot
+    swallow it) and is written in one ``write`` (under ``PIPE_BUF``: never interleaved). ``done``
+    carries the number of lines reported before it, so the parent knows when one never reached
+    it (the program swapped the descriptor, made it non-blocking, ...) and then reports no pass."""
+    sent = [0]
+
+    def report(kind, msg="", _prefix="\n" + token + " ", _enc=str.encode, _str=str, _write=os.write, _len=len,
+               _sent=sent):
+        if kind == "done":
+            msg = _str(_sent[0])
         msg = " ".join(_str.split(_str.__str__(msg)))
         if _len(msg) > 1000:
             msg = msg[:1000]
+        _sent[0] += 1
         try:
             _write(fd, _enc(_prefix + kind + " " + msg + "\n", "utf-8", "backslashreplace"))
         except OSError:
