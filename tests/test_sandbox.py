@@ -304,6 +304,34 @@ def test_c_modules_that_write_files_without_an_audit_event_are_refused(tmp_path)
     assert r.status == "blocked" and "_multiprocessing" in r.reason, r
     still_works()
 
+
+DEEP_TREE = ("import os\nprint(os.getcwd(), flush=True)\nos.mkdir('ro')\nopen('ro/f', 'w').close()\nos.chmod('ro', 0o500)\n"
+             "os.mkdir('none')\nos.mkdir('none/a')\nos.chmod('none', 0)\n"
+             "for i in range(1200):\n    os.mkdir('d')\n    os.chdir('d')\nopen('f', 'w').close()\nprint('deep')")
+
+
+def test_a_deep_or_locked_working_directory_is_removed_and_the_batch_goes_on(tmp_path):
+    """shutil.rmtree recursed once per level: a working directory 1200 levels deep (where it is on
+    the host's disk: without root, or without a mount namespace) raised RecursionError out of
+    run_many, and every result of the batch was lost."""
+    fd = os.open(tmp_path, os.O_RDONLY)
+    for _ in range(1500):
+        os.mkdir("d", dir_fd=fd)
+        sub = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = sub
+    os.close(fd)
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "x").mkdir()
+    (tmp_path / "locked").chmod(0)
+    sandbox._remove_tree(str(tmp_path))
+    assert not tmp_path.exists()
+    cfg = dict(sandbox._configure(), mounts=False, drop=False)  # the working directory on the host's disk
+    r = sandbox._execute(DEEP_TREE, Limits(timeout_s=20.0), cfg)
+    assert r.ok and r.stdout.endswith("deep\n"), r
+    assert not os.path.exists(r.stdout.split()[0])
+    still_works()
+
 # --- issue 11, part 2: no other executable, every kind of memory counted, nothing outlives a run,
 # no forged pass, printable reasons --------------------------------------------------------------
 
