@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import socket
 import time
 import uuid
@@ -307,11 +308,11 @@ def test_c_modules_that_write_files_without_an_audit_event_are_refused(tmp_path)
 
 DEEP_TREE = ("import os\nprint(os.getcwd(), flush=True)\nos.mkdir('ro')\nopen('ro/f', 'w').close()\nos.chmod('ro', 0o500)\n"
              "os.mkdir('none')\nos.mkdir('none/a')\nos.chmod('none', 0)\n"
-             "for i in range(1200):\n    os.mkdir('d')\n    os.chdir('d')\nopen('f', 'w').close()\nprint('deep')")
+             "for i in range(1100):\n    os.mkdir('d')\n    os.chdir('d')\nopen('f', 'w').close()\nprint('deep')")
 
 
 def test_a_deep_or_locked_working_directory_is_removed_and_the_batch_goes_on(tmp_path):
-    """shutil.rmtree recursed once per level: a working directory 1200 levels deep (where it is on
+    """shutil.rmtree recursed once per level: a working directory 1100 levels deep (where it is on
     the host's disk: without root, or without a mount namespace) raised RecursionError out of
     run_many, and every result of the batch was lost."""
     fd = os.open(tmp_path, os.O_RDONLY)
@@ -331,6 +332,56 @@ def test_a_deep_or_locked_working_directory_is_removed_and_the_batch_goes_on(tmp
     assert r.ok and r.stdout.endswith("deep\n"), r
     assert not os.path.exists(r.stdout.split()[0])
     still_works()
+
+
+NONROOT_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from collapse.sandbox import run, Limits
+progs = {"proc": "import os\\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))",
+         "readline": "import readline\\nreadline.add_history('x')\\nreadline.write_history_file(sys.argv[1] + '/h')"}
+out = {}
+for name, prog in progs.items():
+    r = run(prog.replace("sys.argv[1]", repr(sys.argv[1])), Limits(timeout_s=10.0))
+    out[name] = [r.status, r.reason, r.stdout, list(r.isolation)]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser") or not os.path.exists("/usr/bin/python3"),
+                    reason="needs root to start a non-root parent, runuser and /usr/bin/python3")
+def test_without_root_the_child_sees_only_its_own_processes_and_writes_no_files_of_the_user():
+    """As a plain user (no cgroup, no uid of its own, no scratch mounts) the child used to see the
+    host's /proc (the parent's environment and memory, which the same user may read and, past the
+    audit hook, write) and could write that user's files through readline's history file."""
+    import json
+    import subprocess
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="collapse-rt-")
+    try:
+        shutil.copytree(REPO / "collapse" / "sandbox", os.path.join(d, "collapse", "sandbox"))
+        Path(d, "collapse", "__init__.py").write_text("")
+        owned = os.path.join(d, "owned")
+        os.mkdir(owned)
+        shutil.chown(owned, "nobody")
+        for root, dirs, files in os.walk(d):
+            os.chmod(root, 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        script = os.path.join(d, "nonroot.py")
+        Path(script).write_text(NONROOT_SCRIPT)
+        os.chmod(script, 0o644)
+        p = subprocess.run([shutil.which("runuser"), "-u", "nobody", "--", "/usr/bin/python3", "-I", "-S", script, owned],
+                           capture_output=True, text=True, timeout=120, cwd=d, env={"PATH": "/usr/bin:/bin"})
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        status, _, stdout, iso = out["proc"]
+        if "proc" in iso:  # the kernel let the child mount a /proc of its own
+            assert status == "passed" and len(json.loads(stdout)) <= 3, out
+        assert out["readline"][0] == "blocked" and not os.path.exists(os.path.join(owned, "h")), out
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 # --- issue 11, part 2: no other executable, every kind of memory counted, nothing outlives a run,
 # no forged pass, printable reasons --------------------------------------------------------------

@@ -173,6 +173,13 @@ What it does NOT protect against
   virtual machine), and side channels (timing, caches, CPU time) between the
   child and the host.
 * Reading: the child can read every world-readable file on the host.
+* Host-wide objects reached by path, for the length of a run: the network
+  namespace does not cover Unix sockets on the host's filesystem, so a
+  program past the audit hook (which refuses every socket) can connect to
+  any world-writable one (a D-Bus or logging daemon's) as its unprivileged
+  uid; and any program can take an ``flock`` on a world-readable host file
+  (stalling host processes that lock it) and open ptys of the host's
+  ``/dev/pts`` through ``/dev/ptmx`` (as many as its file limit allows).
 * CPU contention: runs share the cores with each other and the host; only
   the time limits bound them.
 * The audit hook alone is not a boundary: a program that corrupts the
@@ -184,16 +191,21 @@ What it does NOT protect against
   namespaces, outlive its run or hold more memory than ``memory_mb``.
 * Without root the guarantees above do not all hold; they hold in full only
   when the parent runs as root (as this project's CI does). Without root
-  there is no user of its own per run, no mount namespace and no cgroup.
-  Memory is then bounded by ``RLIMIT_AS`` only, so ``memfd`` files and files
-  in the working directory or ``/tmp`` are not counted (up to
+  there is no user of its own per run, no private scratch space and no
+  cgroup. Memory is then bounded by ``RLIMIT_AS`` only, so ``memfd`` files
+  and files in the working directory or ``/tmp`` are not counted (up to
   ``max_file_mb`` per file, until the run times out). The network, IPC and
   PID namespaces (inside a new user namespace, where the kernel allows one)
   and the seccomp filter (it needs only ``no_new_privs``) still hold, so no
-  other executable starts and no process outlives the run, but ``/proc``
-  stays the host's: the child sees the host's processes and can read what
-  ``/proc`` shows of every process of the parent's user, e.g. the parent's
-  environment in ``/proc/<pid>/environ``. The child runs as the parent's
+  other executable starts and no process outlives the run; in that user
+  namespace the child also mounts a ``/proc`` of its own (layer ``proc``:
+  it shows the run's processes only). Where the kernel refuses that mount,
+  ``/proc`` stays the host's: the child sees the host's processes and can
+  read what ``/proc`` shows of every process of the parent's user, e.g. the
+  parent's environment in ``/proc/<pid>/environ`` and its memory in
+  ``/proc/<pid>/mem``; a program past the audit hook (see above) could also
+  write that memory where Yama's ``ptrace_scope`` is 0 or absent, i.e. run
+  code as the parent, outside every layer. The child runs as the parent's
   user, and only the audit hook stands between it and that user's files,
   which it does not fully cover (``os.mkfifo``, ``os.mknod``, C modules
   that open files themselves raise no audit event). Where not even a user

@@ -136,8 +136,10 @@ def main():
     MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
         1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
     root = os.geteuid() == 0
+    userns = False
     if unshare(CLONE_NEWNET if root else CLONE_NEWUSER | CLONE_NEWNET):
         done.append("netns")
+        userns = not root
     if unshare(CLONE_NEWIPC):  # System V IPC objects and POSIX message queues die with the run
         done.append("ipcns")
     mountns = False
@@ -169,6 +171,16 @@ def main():
             fail("mount namespace: %s" % e)
     elif uid >= 0:
         os.chown(workdir, uid, uid)
+    # Without root, in a user namespace of its own: a mount namespace only for a /proc of the
+    # run's PID namespace (the host's /proc shows the parent's environment and memory, which the
+    # same user may read and, past the audit hook, write). Where the kernel refuses, /proc stays the host's.
+    own_proc = False
+    if userns and not mountns and unshare(CLONE_NEWNS):
+        try:
+            mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+            own_proc = True
+        except Exception:
+            pass
     if cgroups:
         done.append("cgroup")
 
@@ -185,6 +197,12 @@ def main():
                 mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
             except Exception as e:
                 fail("/proc: %s" % e)
+        elif own_proc:
+            try:
+                mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+                done.append("proc")
+            except Exception:
+                pass
         done.append("pidns")
         prog = os.fork()
         if prog:  # I: reap orphans until the program's process ends, then report how it ended
