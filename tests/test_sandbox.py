@@ -344,6 +344,12 @@ out = {}
 for name, prog in progs.items():
     r = run(prog.replace("sys.argv[1]", repr(sys.argv[1])), Limits(timeout_s=10.0))
     out[name] = [r.status, r.reason, r.stdout, list(r.isolation)]
+# Past the audit hook (a private switch): the memory of the namespace's init, which runs outside the
+# seccomp filter as the same user, is not writable.
+from collapse import sandbox
+r = sandbox._execute("import os\\ntry:\\n    os.open('/proc/1/mem', os.O_RDWR)\\n    print('open')\\n"
+                     "except OSError as e:\\n    print(e.errno)", Limits(timeout_s=10.0), dict(sandbox._configure(), audit=False))
+out["init_mem"] = [r.status, r.reason, r.stdout, list(r.isolation)]
 print(json.dumps(out))
 """
 
@@ -353,7 +359,9 @@ print(json.dumps(out))
 def test_without_root_the_child_sees_only_its_own_processes_and_writes_no_files_of_the_user():
     """As a plain user (no cgroup, no uid of its own, no scratch mounts) the child used to see the
     host's /proc (the parent's environment and memory, which the same user may read and, past the
-    audit hook, write) and could write that user's files through readline's history file."""
+    audit hook, write), could write that user's files through readline's history file, and, past
+    the audit hook, could write the memory of its PID namespace's init (same user, no seccomp
+    filter, every capability in the run's user namespace) and so start any program."""
     import json
     import subprocess
     import tempfile
@@ -380,6 +388,8 @@ def test_without_root_the_child_sees_only_its_own_processes_and_writes_no_files_
         if "proc" in iso:  # the kernel let the child mount a /proc of its own
             assert status == "passed" and len(json.loads(stdout)) <= 3, out
         assert out["readline"][0] == "blocked" and not os.path.exists(os.path.join(owned, "h")), out
+        if "pidns" in out["init_mem"][3]:
+            assert out["init_mem"][0] == "passed" and out["init_mem"][2] != "open\n", out
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

@@ -199,7 +199,10 @@ What it does NOT protect against
   and the seccomp filter (it needs only ``no_new_privs``) still hold, so no
   other executable starts and no process outlives the run; in that user
   namespace the child also mounts a ``/proc`` of its own (layer ``proc``:
-  it shows the run's processes only). Where the kernel refuses that mount,
+  it shows the run's processes only), and the sandbox's own processes
+  around the program (P and I, same user, no seccomp filter) are
+  non-dumpable, so not even a program past the audit hook can write their
+  memory through ``/proc/<pid>/mem``. Where the kernel refuses that mount,
   ``/proc`` stays the host's: the child sees the host's processes and can
   read what ``/proc`` shows of every process of the parent's user, e.g. the
   parent's environment in ``/proc/<pid>/environ`` and its memory in

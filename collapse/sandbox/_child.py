@@ -136,6 +136,12 @@ def main():
     MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
         1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
     root = os.geteuid() == 0
+    # Without root, P, I and G share the parent's user: P and I (no seccomp filter, all
+    # capabilities in the run's user namespace) are made non-dumpable, so that G, even past the
+    # audit hook, cannot write their memory through /proc/<pid>/mem and run code outside the filter.
+    # (With root, G's uid of its own keeps it out of theirs.)
+    if not root and libc is not None:
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
     userns = False
     if unshare(CLONE_NEWNET if root else CLONE_NEWUSER | CLONE_NEWNET):
         done.append("netns")
@@ -243,6 +249,8 @@ def main():
             done.append("uid")
         except Exception as e:
             fail("dropping privileges: %s" % e)
+    if not root and libc is not None:
+        libc.prctl(4, 1, 0, 0, 0)  # G itself dumpable again, as before: its /proc/self stays its own
     if libc is not None and libc.prctl(38, 1, 0, 0, 0) == 0:  # PR_SET_NO_NEW_PRIVS
         done.append("no_new_privs")
         if want_seccomp == "1":
