@@ -605,13 +605,32 @@ def _remove_tree(top: str) -> None:
     """Remove the run's working directory, however the program shaped it (``shutil.rmtree``
     recurses once per level: a tree thousands of levels deep raised ``RecursionError`` and
     took the whole batch down). Subdirectories are flattened into ``top`` one level at a time,
-    with two descriptors open at most; every process of the run is dead by now, so nothing races."""
+    with three descriptors open at most and no list of entries built (a million files make no
+    list in the parent); every process of the run is dead by now, so nothing races."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
     try:
         topfd = os.open(top, flags)
     except OSError:
         return
     n = 0
+
+    def lift(sub: int) -> bool:
+        """Move the entries of directory ``sub`` into ``top``."""
+        nonlocal n
+        moved = False
+        with os.scandir(sub) as entries:
+            for entry in entries:
+                for _ in range(100):
+                    n += 1
+                    try:
+                        os.rename(entry.name, f".flat-{n}", src_dir_fd=sub, dst_dir_fd=topfd)
+                        moved = True
+                        break
+                    except OSError as e:
+                        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                            break
+        return moved
+
     try:
         try:
             os.chmod(topfd, 0o700)
@@ -620,42 +639,27 @@ def _remove_tree(top: str) -> None:
         progress = True
         while progress:
             progress = False
-            with os.scandir(topfd) as it:
-                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-            for name, is_dir in entries:
-                try:
-                    if not is_dir:
-                        os.unlink(name, dir_fd=topfd)
-                        progress = True
-                        continue
+            with os.scandir(topfd) as entries:
+                for entry in entries:
                     try:
-                        os.rmdir(name, dir_fd=topfd)
-                        progress = True
-                        continue
+                        if not entry.is_dir(follow_symlinks=False):
+                            os.unlink(entry.name, dir_fd=topfd)
+                            progress = True
+                            continue
+                        try:
+                            os.rmdir(entry.name, dir_fd=topfd)
+                            progress = True
+                            continue
+                        except OSError:
+                            pass
+                        os.chmod(entry.name, 0o700, dir_fd=topfd)
+                        sub = os.open(entry.name, flags, dir_fd=topfd)
+                        try:
+                            progress = lift(sub) or progress
+                        finally:
+                            os.close(sub)
                     except OSError:
-                        pass
-                    os.chmod(name, 0o700, dir_fd=topfd)
-                    sub = os.open(name, flags, dir_fd=topfd)
-                    try:
-                        with os.scandir(sub) as it:
-                            children = [e.name for e in it]
-                        for child in children:
-                            for _ in range(100):
-                                n += 1
-                                try:
-                                    os.rename(child, f".flat-{n}", src_dir_fd=sub, dst_dir_fd=topfd)
-                                    progress = True
-                                    break
-                                except FileExistsError:
-                                    continue
-                                except OSError as e:
-                                    if e.errno in (errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
-                                        continue
-                                    raise
-                    finally:
-                        os.close(sub)
-                except OSError:
-                    continue
+                        continue
     except Exception:  # pragma: no cover - leave the rest behind rather than fail the batch
         pass
     finally:
