@@ -393,6 +393,20 @@ def test_without_root_the_child_sees_only_its_own_processes_and_writes_no_files_
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
+
+def test_ptys_are_the_runs_own():
+    """/dev/ptmx is world-writable: a run allocated its ptys in the host's /dev/pts (and saw the host's)."""
+    if "mountns" not in sandbox.isolation() or not os.path.isdir("/dev/pts"):
+        pytest.skip("no mount namespace")
+    m, s = os.openpty()  # a pty of the host's, open during the run
+    try:
+        r = run("import os\nm, s = os.openpty()\nprint(os.ttyname(s), sorted(os.listdir('/dev/pts')))", QUICK)
+    finally:
+        os.close(m)
+        os.close(s)
+    assert r.ok and r.stdout == "/dev/pts/0 ['0', 'ptmx']\n", r
+    still_works()
+
 # --- issue 11, part 2: no other executable, every kind of memory counted, nothing outlives a run,
 # no forged pass, printable reasons --------------------------------------------------------------
 

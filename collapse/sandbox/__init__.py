@@ -96,7 +96,8 @@ the network layer (``"netns"`` or ``"socket-disabled"``).
   mount namespace the working directory and the world-writable directories
   (``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``) are fresh
   size-limited tmpfs mounts that vanish with the child, so what it writes
-  never reaches the host. A directory that hides the Python installation
+  never reaches the host; ``/dev/pts`` is a new devpts instance, so the
+  ptys it opens through ``/dev/ptmx`` are its own. A directory that hides the Python installation
   from other users (e.g. ``/root`` for a pyenv under it) is covered by an
   empty tmpfs that shows only the installation, read-only (this also hides
   the rest of that directory). Without a mount namespace such an
@@ -178,8 +179,9 @@ What it does NOT protect against
   program past the audit hook (which refuses every socket) can connect to
   any world-writable one (a D-Bus or logging daemon's) as its unprivileged
   uid; and any program can take an ``flock`` on a world-readable host file
-  (stalling host processes that lock it) and open ptys of the host's
-  ``/dev/pts`` through ``/dev/ptmx`` (as many as its file limit allows).
+  (stalling host processes that lock it); without a mount namespace it can
+  also open ptys of the host's ``/dev/pts`` through ``/dev/ptmx`` (as many
+  as its file limit allows).
 * CPU contention: runs share the cores with each other and the host; only
   the time limits bound them.
 * The audit hook alone is not a boundary: a program that corrupts the

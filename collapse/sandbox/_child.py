@@ -159,6 +159,13 @@ def main():
             for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
                 if os.path.isdir(d) and not os.path.islink(d):
                     mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,nr_inodes=1024,mode=1777" % scratch_mb)
+            # ptys of its own: /dev/ptmx (world-writable) would allocate them in the host's /dev/pts
+            if os.path.isdir("/dev/pts"):
+                try:
+                    mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=600")
+                    mount("/dev/pts/ptmx", "/dev/ptmx", None, MS_BIND, None)
+                except Exception:
+                    pass
             for a in sorted({a for a, _ in pairs}):
                 mount("tmpfs", a, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=256,mode=755")
             for p, fd in fds:
