@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import socket
 import time
 import uuid
@@ -284,6 +285,128 @@ def test_limits_of_other_processes_sqlite_and_shared_memory_are_refused():
     still_works()
 
 
+
+def test_c_modules_that_write_files_without_an_audit_event_are_refused(tmp_path):
+    """readline's history file and multiprocessing's named semaphores (a file in /dev/shm) are
+    written by C code that raises no audit event: without root nothing else stops them writing the
+    parent user's files or leaving files behind, so importing those modules is refused; so is syslog."""
+    mark = f"collapse-rt-{uuid.uuid4().hex[:8]}"
+    target = tmp_path / "history.sh"
+    progs = {
+        "readline": f"import readline\nreadline.add_history('echo pwned')\nreadline.write_history_file({str(target)!r})",
+        "_multiprocessing": f"import _multiprocessing\n_multiprocessing.SemLock(1, 1, 1, '/{mark}', False)",
+        "syslog": "import syslog\nsyslog.syslog('collapse sandbox test')",
+    }
+    for name, prog in progs.items():
+        r = run(prog, QUICK)
+        assert r.status == "blocked" and name in r.reason, (name, r)
+    assert not target.exists() and not os.path.exists(f"/dev/shm/sem.{mark}")
+    r = run("import multiprocessing.synchronize", QUICK)
+    assert r.status == "blocked" and "_multiprocessing" in r.reason, r
+    still_works()
+
+
+DEEP_TREE = ("import os\nprint(os.getcwd(), flush=True)\nos.mkdir('ro')\nopen('ro/f', 'w').close()\nos.chmod('ro', 0o500)\n"
+             "os.mkdir('none')\nos.mkdir('none/a')\nos.chmod('none', 0)\n"
+             "for i in range(1100):\n    os.mkdir('d')\n    os.chdir('d')\nopen('f', 'w').close()\nprint('deep')")
+
+
+def test_a_deep_or_locked_working_directory_is_removed_and_the_batch_goes_on(tmp_path):
+    """shutil.rmtree recursed once per level: a working directory 1100 levels deep (where it is on
+    the host's disk: without root, or without a mount namespace) raised RecursionError out of
+    run_many, and every result of the batch was lost."""
+    fd = os.open(tmp_path, os.O_RDONLY)
+    for _ in range(1500):
+        os.mkdir("d", dir_fd=fd)
+        sub = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = sub
+    os.close(fd)
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "x").mkdir()
+    (tmp_path / "locked").chmod(0)
+    sandbox._remove_tree(str(tmp_path))
+    assert not tmp_path.exists()
+    cfg = dict(sandbox._configure(), mounts=False, drop=False)  # the working directory on the host's disk
+    r = sandbox._execute(DEEP_TREE, Limits(timeout_s=20.0), cfg)
+    assert r.ok and r.stdout.endswith("deep\n"), r
+    assert not os.path.exists(r.stdout.split()[0])
+    still_works()
+
+
+NONROOT_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from collapse.sandbox import run, Limits
+progs = {"proc": "import os\\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))",
+         "readline": "import readline\\nreadline.add_history('x')\\nreadline.write_history_file(sys.argv[1] + '/h')"}
+out = {}
+for name, prog in progs.items():
+    r = run(prog.replace("sys.argv[1]", repr(sys.argv[1])), Limits(timeout_s=10.0))
+    out[name] = [r.status, r.reason, r.stdout, list(r.isolation)]
+# Past the audit hook (a private switch): the memory of the namespace's init, which runs outside the
+# seccomp filter as the same user, is not writable.
+from collapse import sandbox
+r = sandbox._execute("import os\\ntry:\\n    os.open('/proc/1/mem', os.O_RDWR)\\n    print('open')\\n"
+                     "except OSError as e:\\n    print(e.errno)", Limits(timeout_s=10.0), dict(sandbox._configure(), audit=False))
+out["init_mem"] = [r.status, r.reason, r.stdout, list(r.isolation)]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser") or not os.path.exists("/usr/bin/python3"),
+                    reason="needs root to start a non-root parent, runuser and /usr/bin/python3")
+def test_without_root_the_child_sees_only_its_own_processes_and_writes_no_files_of_the_user():
+    """As a plain user (no cgroup, no uid of its own, no scratch mounts) the child used to see the
+    host's /proc (the parent's environment and memory, which the same user may read and, past the
+    audit hook, write), could write that user's files through readline's history file, and, past
+    the audit hook, could write the memory of its PID namespace's init (same user, no seccomp
+    filter, every capability in the run's user namespace) and so start any program."""
+    import json
+    import subprocess
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="collapse-rt-")
+    try:
+        shutil.copytree(REPO / "collapse" / "sandbox", os.path.join(d, "collapse", "sandbox"))
+        Path(d, "collapse", "__init__.py").write_text("")
+        owned = os.path.join(d, "owned")
+        os.mkdir(owned)
+        shutil.chown(owned, "nobody")
+        for root, dirs, files in os.walk(d):
+            os.chmod(root, 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        script = os.path.join(d, "nonroot.py")
+        Path(script).write_text(NONROOT_SCRIPT)
+        os.chmod(script, 0o644)
+        p = subprocess.run([shutil.which("runuser"), "-u", "nobody", "--", "/usr/bin/python3", "-I", "-S", script, owned],
+                           capture_output=True, text=True, timeout=120, cwd=d, env={"PATH": "/usr/bin:/bin"})
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        status, _, stdout, iso = out["proc"]
+        if "proc" in iso:  # the kernel let the child mount a /proc of its own
+            assert status == "passed" and len(json.loads(stdout)) <= 3, out
+        assert out["readline"][0] == "blocked" and not os.path.exists(os.path.join(owned, "h")), out
+        if "pidns" in out["init_mem"][3]:
+            assert out["init_mem"][0] == "passed" and out["init_mem"][2] != "open\n", out
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_ptys_are_the_runs_own():
+    """/dev/ptmx is world-writable: a run allocated its ptys in the host's /dev/pts (and saw the host's)."""
+    if "mountns" not in sandbox.isolation() or not os.path.isdir("/dev/pts"):
+        pytest.skip("no mount namespace")
+    m, s = os.openpty()  # a pty of the host's, open during the run
+    try:
+        r = run("import os\nm, s = os.openpty()\nprint(os.ttyname(s), sorted(os.listdir('/dev/pts')))", QUICK)
+    finally:
+        os.close(m)
+        os.close(s)
+    assert r.ok and r.stdout == "/dev/pts/0 ['0', 'ptmx']\n", r
+    still_works()
+
 # --- issue 11, part 2: no other executable, every kind of memory counted, nothing outlives a run,
 # no forged pass, printable reasons --------------------------------------------------------------
 
@@ -475,6 +598,31 @@ def test_an_exit_or_printed_text_is_never_a_pass():
     assert r.status == "blocked" and "outside the working directory" in r.reason and r.stdout == "end\n", r
     still_works()
 
+
+
+STATUS_FD = "import os\nfd = max(int(x) for x in os.listdir('/proc/self/fd') if 2 < int(x) < 60)\n"  # the status pipe
+HIDDEN_REFUSALS = {
+    "a partial line parked on the status pipe": STATUS_FD + "os.write(fd, b'x')\n",
+    "the status pipe swapped for /dev/null": STATUS_FD + "saved = os.dup(fd)\nos.dup2(os.open('/dev/null', os.O_WRONLY), fd)\n",
+    "the status pipe closed": STATUS_FD + "saved = os.dup(fd)\nos.close(fd)\n",
+}
+
+
+def test_a_refusal_cannot_be_hidden_from_the_harness_and_the_status_pipe_cannot_be_flooded():
+    """The program holds the status pipe's write end: garbage glued in front of the harness's
+    line, or the descriptor swapped away while it refuses and swapped back for ``done``, would hide
+    a refusal and turn a ``blocked`` run into a pass."""
+    refuse = "try:\n    open('/etc/collapse-test', 'w')\nexcept PermissionError:\n    pass\n"
+    for name, prog in HIDDEN_REFUSALS.items():
+        restore = "os.dup2(saved, fd)\n" if "saved" in prog else ""
+        r = run(prog + refuse + restore + "print('end')", QUICK)
+        assert r.status == "blocked" and r.stdout == "end\n", (name, r)
+    r = run(STATUS_FD + "os.write(fd, b'x')\nprint('end')", QUICK)  # garbage alone changes nothing
+    assert r.ok, r
+    t0 = time.monotonic()
+    r = run(STATUS_FD + "b = b'\\n' * 65536\nwhile True:\n    os.write(fd, b)", Limits(timeout_s=10.0))
+    assert r.status == "output_limit" and "status pipe" in r.reason and time.monotonic() - t0 < 5, r
+    still_works()
 
 def test_the_execution_gate_takes_no_forged_pass():
     from collapse.gates import ExecutionGate

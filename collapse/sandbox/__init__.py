@@ -96,7 +96,8 @@ the network layer (``"netns"`` or ``"socket-disabled"``).
   mount namespace the working directory and the world-writable directories
   (``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``) are fresh
   size-limited tmpfs mounts that vanish with the child, so what it writes
-  never reaches the host. A directory that hides the Python installation
+  never reaches the host; ``/dev/pts`` is a new devpts instance, so the
+  ptys it opens through ``/dev/ptmx`` are its own. A directory that hides the Python installation
   from other users (e.g. ``/root`` for a pyenv under it) is covered by an
   empty tmpfs that shows only the installation, read-only (this also hides
   the rest of that directory). Without a mount namespace such an
@@ -122,7 +123,11 @@ the network layer (``"netns"`` or ``"socket-disabled"``).
   programs or run native code without an audit event (``_posixsubprocess``,
   ``_ctypes``, ``_tkinter``: Tcl's ``exec`` and ``open |``; ``_sqlite3``:
   extensions, and ``ATTACH``/``VACUUM INTO`` create files), ``_posixshmem``
-  (``shm_open`` creates files in ``/dev/shm``) and CPython's test modules,
+  (``shm_open`` creates files in ``/dev/shm``), the C modules that write
+  files without an audit event (``readline``'s history file,
+  ``_multiprocessing``'s named semaphores in ``/dev/shm``, the ``dbm``
+  backends ``_dbm`` and ``_gdbm``, ``ossaudiodev``) and CPython's test modules,
+  the host's system log (``syslog``),
   building code objects, sub-interpreters and ``gc`` object enumeration. A
   refused operation raises ``SandboxViolation`` (a ``PermissionError``) and
   the run is reported ``blocked``. Reading files, imports, threads, signals
@@ -141,7 +146,13 @@ output and writes ``<token> done`` to a status pipe; a program passes only
 with that line. Failures travel the same way: the exception's last line
 (``<token> failed ...``, ``<token> memory MemoryError``), and every refusal
 of the audit hook at the moment it refuses (``<token> blocked ...``), so
-catching ``SandboxViolation`` does not hide it. A program that exits with
+catching ``SandboxViolation`` does not hide it. The program holds the status
+pipe's write end, so every line starts a line of its own (a partial line
+the program left there cannot swallow it), and ``done`` carries the number
+of lines written before it: when fewer reached the parent (the program
+swapped the descriptor, closed it or made it non-blocking while refusing),
+the result is ``blocked``, never ``passed``. More than 1 MiB on that pipe
+is a flood: the child is killed (``output_limit``). A program that exits with
 status 0 before its end (``os._exit(0)``, ``SystemExit(0)``, ``sys.exit()``
 in a function or after a ``return``, an ``atexit`` handler or a thread
 calling ``os._exit(0)``) is ``failed`` with reason "exited before the end of
@@ -163,27 +174,43 @@ What it does NOT protect against
   virtual machine), and side channels (timing, caches, CPU time) between the
   child and the host.
 * Reading: the child can read every world-readable file on the host.
+* Host-wide objects reached by path, for the length of a run: the network
+  namespace does not cover Unix sockets on the host's filesystem, so a
+  program past the audit hook (which refuses every socket) can connect to
+  any world-writable one (a D-Bus or logging daemon's) as its unprivileged
+  uid; and any program can take an ``flock`` on a world-readable host file
+  (stalling host processes that lock it); without a mount namespace it can
+  also open ptys of the host's ``/dev/pts`` through ``/dev/ptmx`` (as many
+  as its file limit allows).
 * CPU contention: runs share the cores with each other and the host; only
   the time limits bound them.
 * The audit hook alone is not a boundary: a program that corrupts the
   interpreter (crafted bytecode through ``marshal``, known CPython crash
   bugs) gets past it, and some operations raise no audit event at all
-  (``os.mkfifo``, ``os.mknod``, C modules that open files themselves, such
-  as the ``dbm`` backends where they are built). The OS layers above are
+  (``os.mkfifo``, ``os.mknod``, ``fcntl.flock``, C modules that open files
+  themselves other than the refused ones above). The OS layers above are
   what holds then: it still cannot start another executable, leave its
   namespaces, outlive its run or hold more memory than ``memory_mb``.
 * Without root the guarantees above do not all hold; they hold in full only
   when the parent runs as root (as this project's CI does). Without root
-  there is no user of its own per run, no mount namespace and no cgroup.
-  Memory is then bounded by ``RLIMIT_AS`` only, so ``memfd`` files and files
-  in the working directory or ``/tmp`` are not counted (up to
+  there is no user of its own per run, no private scratch space and no
+  cgroup. Memory is then bounded by ``RLIMIT_AS`` only, so ``memfd`` files
+  and files in the working directory or ``/tmp`` are not counted (up to
   ``max_file_mb`` per file, until the run times out). The network, IPC and
   PID namespaces (inside a new user namespace, where the kernel allows one)
   and the seccomp filter (it needs only ``no_new_privs``) still hold, so no
-  other executable starts and no process outlives the run, but ``/proc``
-  stays the host's: the child sees the host's processes and can read what
-  ``/proc`` shows of every process of the parent's user, e.g. the parent's
-  environment in ``/proc/<pid>/environ``. The child runs as the parent's
+  other executable starts and no process outlives the run; in that user
+  namespace the child also mounts a ``/proc`` of its own (layer ``proc``:
+  it shows the run's processes only), and the sandbox's own processes
+  around the program (P and I, same user, no seccomp filter) are
+  non-dumpable, so not even a program past the audit hook can write their
+  memory through ``/proc/<pid>/mem``. Where the kernel refuses that mount,
+  ``/proc`` stays the host's: the child sees the host's processes and can
+  read what ``/proc`` shows of every process of the parent's user, e.g. the
+  parent's environment in ``/proc/<pid>/environ`` and its memory in
+  ``/proc/<pid>/mem``; a program past the audit hook (see above) could also
+  write that memory where Yama's ``ptrace_scope`` is 0 or absent, i.e. run
+  code as the parent, outside every layer. The child runs as the parent's
   user, and only the audit hook stands between it and that user's files,
   which it does not fully cover (``os.mkfifo``, ``os.mknod``, C modules
   that open files themselves raise no audit event). Where not even a user
@@ -576,6 +603,78 @@ def _remove_stale_cgroups() -> None:
 
 
 # --- one run ---------------------------------------------------------------------
+def _remove_tree(top: str) -> None:
+    """Remove the run's working directory, however the program shaped it (``shutil.rmtree``
+    recurses once per level: a tree thousands of levels deep raised ``RecursionError`` and
+    took the whole batch down). Subdirectories are flattened into ``top`` one level at a time,
+    with three descriptors open at most and no list of entries built (a million files make no
+    list in the parent); every process of the run is dead by now, so nothing races."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        topfd = os.open(top, flags)
+    except OSError:
+        return
+    n = 0
+
+    def lift(sub: int) -> bool:
+        """Move the entries of directory ``sub`` into ``top``."""
+        nonlocal n
+        moved = False
+        with os.scandir(sub) as entries:
+            for entry in entries:
+                for _ in range(100):
+                    n += 1
+                    try:
+                        os.rename(entry.name, f".flat-{n}", src_dir_fd=sub, dst_dir_fd=topfd)
+                        moved = True
+                        break
+                    except OSError as e:
+                        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                            break
+        return moved
+
+    try:
+        try:
+            os.chmod(topfd, 0o700)
+        except OSError:
+            pass
+        progress = True
+        while progress:
+            progress = False
+            with os.scandir(topfd) as entries:
+                for entry in entries:
+                    try:
+                        if not entry.is_dir(follow_symlinks=False):
+                            os.unlink(entry.name, dir_fd=topfd)
+                            progress = True
+                            continue
+                        try:
+                            os.rmdir(entry.name, dir_fd=topfd)
+                            progress = True
+                            continue
+                        except OSError:
+                            pass
+                        os.chmod(entry.name, 0o700, dir_fd=topfd)
+                        sub = os.open(entry.name, flags, dir_fd=topfd)
+                        try:
+                            progress = lift(sub) or progress
+                        finally:
+                            os.close(sub)
+                    except OSError:
+                        continue
+    except Exception:  # pragma: no cover - leave the rest behind rather than fail the batch
+        pass
+    finally:
+        os.close(topfd)
+    try:
+        os.rmdir(top)
+    except OSError:
+        try:
+            shutil.rmtree(top, ignore_errors=True)
+        except Exception:  # pragma: no cover
+            pass
+
+
 def _memfd(data: bytes) -> int:
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("program", 0)
@@ -621,20 +720,33 @@ class _Outcome:
         self.prefix = token.encode() + b" "
         self.pending = b""
         self.done = False
+        self.lost = 0  # lines the harness wrote before ``done`` that never arrived here
+        self.seen = 0  # token lines seen
         self.first: dict[str, str] = {}  # kind -> first message ("blocked", "failed", "memory")
 
     def feed(self, chunk: bytes) -> None:
         data = self.pending + chunk
+        if self.prefix not in data:  # a flood without the token: keep only what may start a line
+            cut = data.rfind(b"\n")
+            self.pending = data[cut + 1:] if cut >= 0 else data
+            if len(self.pending) > 4096:
+                self.pending = b""
+            return
         *lines, self.pending = data.split(b"\n")
-        if len(self.pending) > 4096:  # no line of the harness is that long
+        if len(self.pending) > 4096:  # no line of the harness is that long (each starts a line of its own)
             self.pending = b""
         for line in lines:
             if not line.startswith(self.prefix):
                 continue
             kind, _, msg = line[len(self.prefix):].decode("utf-8", "replace").partition(" ")
             if kind == "done":
-                self.done = True
+                sent = int(msg) if msg.isdecimal() and len(msg) < 10 else -1
+                if not self.done:
+                    self.done = True
+                    # more lines than sent: a forked child's harness reported too (only past the audit hook)
+                    self.lost = max(sent - self.seen, 0) if sent >= 0 else 1
             elif kind in ("blocked", "failed", "memory"):
+                self.seen += 1
                 self.first.setdefault(kind, msg)
 
 
@@ -658,6 +770,8 @@ def _status(rc: int, outcome: _Outcome, oom_kills: int, limits: Limits) -> tuple
         return "memory", f"memory limit of {limits.memory_mb} MB reached (killed by the out-of-memory killer)"
     if "blocked" in outcome.first:
         return "blocked", outcome.first["blocked"].removeprefix("blocked: ")
+    if outcome.done and outcome.lost:  # the program kept a report of the harness from reaching the parent
+        return "blocked", f"{outcome.lost} report(s) of the sandbox's harness never reached it (hidden refusal)"
     if outcome.done:
         return "passed", ""
     if "memory" in outcome.first:
@@ -712,6 +826,8 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
     out = {"stdout": bytearray(), "stderr": bytearray()}
     outcome = _Outcome(token)
     truncated = timed_out = flooded = False
+    status_bytes = 0  # read from the program pipe; the harness writes a few short lines, a flood is cut
+    status_cap = max(cap, 1 << 20)
     proc = None
     failure: BaseException | None = None
     oom_kills = 0
@@ -748,6 +864,10 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
                         continue
                     if key.data == "outcome":
                         outcome.feed(chunk)
+                        status_bytes += len(chunk)
+                        if status_bytes > status_cap:
+                            flooded = True
+                            break
                         continue
                     buf = out[key.data]
                     room = cap - len(buf)
@@ -794,7 +914,7 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
             pass
         os.close(setup_r)
         os.close(out_r)
-        shutil.rmtree(base, ignore_errors=True)
+        _remove_tree(base)
         if uid >= 0:
             with _uid_lock:
                 _uids_in_use.discard(uid)
@@ -818,6 +938,10 @@ def _execute(program: str, limits: Limits, cfg: dict) -> Result:
             rc = -int(s[7:])
     if timed_out:
         status, reason = "timeout", f"timeout after {limits.timeout_s:g} s"
+    elif flooded and "blocked" in outcome.first:
+        status, reason = "blocked", outcome.first["blocked"].removeprefix("blocked: ")
+    elif flooded and status_bytes > status_cap:
+        status, reason = "output_limit", f"output limit of {status_cap} bytes exceeded on the sandbox's status pipe"
     elif flooded:
         status, reason = "output_limit", f"output limit of {cap} bytes exceeded"
     elif ok_line is None:

@@ -108,6 +108,7 @@ def main():
         chunks.append(b)
     os.close(prog_fd)
     token, _, src = b"".join(chunks).partition(b"\n")
+    del chunks[:]  # the token lives on in one string only (see _run)
     token, src = token.decode(), src.decode("utf-8", "replace")
     done = []
 
@@ -135,8 +136,16 @@ def main():
     MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
         1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
     root = os.geteuid() == 0
+    # Without root, P, I and G share the parent's user: P and I (no seccomp filter, all
+    # capabilities in the run's user namespace) are made non-dumpable, so that G, even past the
+    # audit hook, cannot write their memory through /proc/<pid>/mem and run code outside the filter.
+    # (With root, G's uid of its own keeps it out of theirs.)
+    if not root and libc is not None:
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+    userns = False
     if unshare(CLONE_NEWNET if root else CLONE_NEWUSER | CLONE_NEWNET):
         done.append("netns")
+        userns = not root
     if unshare(CLONE_NEWIPC):  # System V IPC objects and POSIX message queues die with the run
         done.append("ipcns")
     mountns = False
@@ -150,6 +159,13 @@ def main():
             for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
                 if os.path.isdir(d) and not os.path.islink(d):
                     mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,nr_inodes=1024,mode=1777" % scratch_mb)
+            # ptys of its own: /dev/ptmx (world-writable) would allocate them in the host's /dev/pts
+            if os.path.isdir("/dev/pts"):
+                try:
+                    mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=600")
+                    mount("/dev/pts/ptmx", "/dev/ptmx", None, MS_BIND, None)
+                except Exception:
+                    pass
             for a in sorted({a for a, _ in pairs}):
                 mount("tmpfs", a, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=256,mode=755")
             for p, fd in fds:
@@ -168,6 +184,16 @@ def main():
             fail("mount namespace: %s" % e)
     elif uid >= 0:
         os.chown(workdir, uid, uid)
+    # Without root, in a user namespace of its own: a mount namespace only for a /proc of the
+    # run's PID namespace (the host's /proc shows the parent's environment and memory, which the
+    # same user may read and, past the audit hook, write). Where the kernel refuses, /proc stays the host's.
+    own_proc = False
+    if userns and not mountns and unshare(CLONE_NEWNS):
+        try:
+            mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+            own_proc = True
+        except Exception:
+            pass
     if cgroups:
         done.append("cgroup")
 
@@ -184,6 +210,12 @@ def main():
                 mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
             except Exception as e:
                 fail("/proc: %s" % e)
+        elif own_proc:
+            try:
+                mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+                done.append("proc")
+            except Exception:
+                pass
         done.append("pidns")
         prog = os.fork()
         if prog:  # I: reap orphans until the program's process ends, then report how it ended
@@ -224,6 +256,8 @@ def main():
             done.append("uid")
         except Exception as e:
             fail("dropping privileges: %s" % e)
+    if not root and libc is not None:
+        libc.prctl(4, 1, 0, 0, 0)  # G itself dumpable again, as before: its /proc/self stays its own
     if libc is not None and libc.prctl(38, 1, 0, 0, 0) == 0:  # PR_SET_NO_NEW_PRIVS
         done.append("no_new_privs")
         if want_seccomp == "1":
@@ -265,11 +299,22 @@ class SandboxViolation(PermissionError):
 
 
 def _reporter(token, fd):
-    """``report(kind, message)``: one token-authenticated line on the program pipe."""
-    def report(kind, msg="", _prefix=token + " ", _enc=str.encode, _str=str, _write=os.write, _len=len):
+    """``report(kind, message)``: one token-authenticated line on the program pipe.
+
+    Each line starts with a newline (a partial line the program left on the pipe cannot
+    swallow it) and is written in one ``write`` (under ``PIPE_BUF``: never interleaved). ``done``
+    carries the number of lines reported before it, so the parent knows when one never reached
+    it (the program swapped the descriptor, made it non-blocking, ...) and then reports no pass."""
+    sent = [0]
+
+    def report(kind, msg="", _prefix="\n" + token + " ", _enc=str.encode, _str=str, _write=os.write, _len=len,
+               _sent=sent):
+        if kind == "done":
+            msg = _str(_sent[0])
         msg = " ".join(_str.split(_str.__str__(msg)))
         if _len(msg) > 1000:
             msg = msg[:1000]
+        _sent[0] += 1
         try:
             _write(fd, _enc(_prefix + kind + " " + msg + "\n", "utf-8", "backslashreplace"))
         except OSError:
@@ -293,7 +338,8 @@ def _install(W, pid, report):
             if _str.__str__(name).rpartition(".")[2] in {
                     "_posixsubprocess", "_ctypes", "_xxsubinterpreters", "_testcapi", "_testinternalcapi",
                     "_testmultiphase", "_testbuffer", "_testimportmultiple", "_testsinglephase",
-                    "_sqlite3", "_posixshmem", "_tkinter"}:
+                    "_sqlite3", "_posixshmem", "_tkinter", "readline", "_multiprocessing", "_dbm", "_gdbm",
+                    "ossaudiodev"}:
                 what = "import of " + _str.__str__(name)
                 _report("blocked", what)
                 raise _exc("blocked: " + what)
@@ -356,6 +402,8 @@ def _install(W, pid, report):
             what = event
         elif event[:7] == "socket.":
             what = "network (" + event + ")"
+        elif event[:7] == "syslog.":
+            what = "the host's system log (" + event + ")"
         elif event[:7] == "ctypes.":
             what = "ctypes (" + event + ")"
         if what is None:
