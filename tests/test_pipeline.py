@@ -228,7 +228,11 @@ def test_redaction_of_each_kind():
     text = "v = '3.11.7.1'  # version\nw = '1.2.3.4.5'\nx = a[::2] + b[1::3]\nhost = '10.0.0.1'\nme = 'x@example.com'"
     assert redact(text) == (text, {})  # versions, longer dotted numbers, slices, private and documentation addresses
     assert redact("ping('8.8.8.8')")[0] == "ping('<IP_ADDRESS>')"
-    assert redact('password = "hunter2"')[1] == {}  # short, low-entropy values stay
+    # A password-like name marks even a short, low-entropy value; empty values, masks and prompts stay.
+    assert redact('password = "hunter2"') == ('password = "<KEY>"', {"password": 1})
+    for kept in ('password = ""', 'password = "***"', 'pw = getpass.getpass("Password: ")', 'password = "{pw}"',
+                 'password = "%(password)s"', 'prompt = "Password:"', 'password = "<your password>"'):
+        assert redact(kept) == (kept, {}), kept
     out, counts = redact('cfg = {"api_key": "Zx8Kq2Lm9Vb4Nw7Rt5Yp"}')
     assert out == 'cfg = {"api_key": "<KEY>"}' and counts == {"secret": 1}
 

@@ -74,11 +74,13 @@ import tokenize
 import warnings
 from collections import Counter
 
-__all__ = ["KINDS", "PLACEHOLDERS", "redact", "Redactor", "parses"]
+__all__ = ["KINDS", "PLACEHOLDERS", "redact", "redact_source", "Redactor", "parses"]
 
 PLACEHOLDERS = {
     "private_key": "<KEY>", "aws_key": "<KEY>", "github_token": "<KEY>", "slack_token": "<KEY>",
-    "google_key": "<KEY>", "stripe_key": "<KEY>", "jwt": "<KEY>", "secret": "<KEY>",
+    "google_key": "<KEY>", "stripe_key": "<KEY>", "npm_token": "<KEY>", "jwt": "<KEY>", "secret": "<KEY>",
+    "password": "<KEY>", "url_credentials": "<KEY>", "auth_header": "<KEY>", "phrase_secret": "<KEY>",
+    "detect_secrets": "<KEY>",
     "email": "<EMAIL>", "ipv4": "<IP_ADDRESS>", "ipv6": "<IP_ADDRESS>",
 }
 KINDS = tuple(PLACEHOLDERS)
@@ -102,10 +104,12 @@ _TOKENS: list[tuple[str, re.Pattern[str]]] = [
     ("slack_token", re.compile(r"\bxox[aboprs]-[A-Za-z0-9-]{10,}|https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+")),
     ("google_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])")),
     ("stripe_key", re.compile(r"\b[srp]k_live_[0-9A-Za-z]{16,}\b")),
-    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+    ("npm_token", re.compile(r"\bnpm_[A-Za-z0-9]{36}(?![A-Za-z0-9])")),
+    # header.payload[.signature]: the signature may be empty (alg "none") or short
+    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)?")),
 ]
 # Cheap scans that must hit before the full patterns run (most code holds no secret at all).
-_TOKEN_TRIGGER = re.compile(r"AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA|gh[pousr]_|github_pat_|xox|hooks\.slack|AIza|k_live_|eyJ")
+_TOKEN_TRIGGER = re.compile(r"AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA|gh[pousr]_|github_pat_|xox|hooks\.slack|AIza|k_live_|npm_|eyJ")
 _LONG_QUOTED = re.compile(r"""(?P<q>['"])(?P<value>[^'"\s\\]{16,})(?P=q)""")
 # what precedes the value: name = "...", name: "...", name="..." (keyword), "name": "..." (dict entry)
 # ... also a subscript (os.environ["API_KEY"] = "...") and an annotation (token: str = "...").
@@ -125,6 +129,69 @@ _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|:|
 _VERSION_LINE = re.compile(r"(?i)version|__version__|\bver\b|release|\bpython\s*[0-9]")
 _RESERVED_DOMAINS = ("example.com", "example.org", "example.net", "localhost")
 _RESERVED_TLDS = ("example", "test", "invalid", "localhost")
+
+
+# ---- rules of our own, next to detect-secrets (see the module docstring) ----
+# scheme://user:PASSWORD@host, the user part possibly empty (redis://:pw@host) or an f-string field.
+_URL_CRED = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]{1,20}://(?P<user>[^\s:/?#@'\"\\]{0,64}):(?P<value>[^\s/?#@'\"\\]{1,128})@")
+# Bearer tokens anywhere; Basic/Token credentials after an Authorization header name.
+_AUTH = re.compile(r"(?i)\b(?P<scheme>bearer|basic|token)[ \t]+(?P<value>[A-Za-z0-9._~+/\-]{8,}=*)")
+_AUTH_NAME = re.compile(r"(?i)authori[sz]ation")
+# A password-like name: any hit of these is looked at more closely (:func:`_password_name`).
+_PW_HIT = re.compile(r"[Pp][Aa][Ss][Ss]|[Pp][Ww]|[Cc][Oo][Nn][Tt][Rr][Aa][Ss][Ee]")
+_PW_WORDS = frozenset({"pass", "passwd", "password", "passwords", "passphrase", "passcode", "pwd", "pw", "passwort",
+                       "contrasena", "contraseña", "dbpass", "dbpassword"})
+# After the name: a closing subscript/quote, an annotation, then = == != or : and a quoted value.
+_AFTER_NAME = re.compile(r"""(?:['"]?\])?['"]?[ \t]*(?::[ \t]*[\w.\[\], |]{0,40}?[ \t]*(?==))?(?:==|!=|=|:)[ \t]*"""
+                         r"""[rRbBuUfF]{0,2}(?P<q>['"])(?P<value>[^'"\n\\]{0,256})(?P=q)""")
+# "the password is ...", "passphrase: ...", "api key = ..." in comments, docstrings and strings.
+_PHRASE = re.compile(
+    r"(?i)\b(?:pass(?:word|phrase|code)|pwd|secret(?:[ _]key)?|api[ _-]?key|(?:access|auth|api)[ _-]?token)"
+    r"(?:[ \t]+(?:is|was|will[ \t]+be|should[ \t]+be)[ \t]+|[ \t]*[:=][ \t]*)"
+    r"""(?:(?P<q>[`'"])(?P<quoted>[^`'"\n]{1,128})(?P=q)|(?P<bare>[^\s`'"]{1,128}))""")
+# Values that say nothing secret: templates, format fields, masks, the names themselves.
+_PLACEHOLDER = re.compile(
+    r"""(?ix)\{[^{}]*\}|<[^<>]*>|\$\{[^}]*\}|\$\w+|%(?:\([^)]*\))?[sdr]|(.)\1*
+    |(?:(?:your|my|the|some|db|new|old|user|admin)[_-]?)?(?:pass(?:word|wd|phrase)?|pwd|pw|secret|token|key)s?
+    |none|null|nil|true|false|empty|redacted|hidden|placeholder|changeme""")
+# Adjacent string literals ("abc" "def", or across a line break in parentheses): joined before scanning.
+_ADJACENT = re.compile(r"""['"](?:[ \t]+|[ \t]*\\?\r?\n[ \t]*)[rRbBuUfF]{0,2}['"]""")
+#: Priority of the kinds when spans overlap (the first listed names the merged span).
+_KEY_ORDER = ("aws_key", "github_token", "slack_token", "google_key", "stripe_key", "npm_token", "jwt", "secret",
+              "url_credentials", "auth_header", "password", "phrase_secret", "detect_secrets")
+
+
+def _placeholder(value: str) -> bool:
+    v = value.strip()
+    return not v or _PLACEHOLDER.fullmatch(v) is not None
+
+
+def _password_name(name: str) -> bool:
+    """Whether an identifier (or dict key) names a password: its last part is a password word
+    (``password``, ``DB_PASS``, ``adminPassword``, ``pw``, ``passwd2``), not e.g. ``password_prompt``."""
+    parts = re.split(r"[_.\- ]+|(?<=[a-z])(?=[A-Z])", name.strip("'\""))
+    last = parts[-1].lower().rstrip("0123456789") if parts else ""
+    return last in _PW_WORDS
+
+
+def _prompt(value: str) -> bool:
+    """A message rather than a password: ``"Password: "``, ``"Enter the passphrase?"``, a format string."""
+    v = value.strip()
+    return v.endswith((":", "?", ">", "...")) or "%" in v or "{" in v or bool(re.search(r"(?i)pass(?:word|phrase)", v))
+
+
+def _bare_secret(value: str) -> bool:
+    """An unquoted word after "password is" that looks like a secret (letters with digits or
+    symbols), not prose ("the password is required", "the secret is stored in ...")."""
+    v = value.rstrip(".,;:)!?")
+    if len(v) < 4 or _placeholder(v):
+        return False
+    has_alpha = any(c.isalpha() for c in v)
+    has_digit = any(c.isdigit() for c in v)
+    has_symbol = any(c in "!@#$%^&*~+=?-_/" for c in v)
+    if re.fullmatch(r"[A-Za-z_][\w.]*(?:\(\))?", v) and not has_digit:
+        return False  # an identifier or attribute (self.password)
+    return has_alpha and (has_digit or has_symbol)
 
 
 def _entropy(s: str) -> float:
@@ -189,21 +256,37 @@ def _literal_spans(text: str) -> list[tuple[int, int]] | None:
 
 
 class _Literals:
-    """Whether a match lies inside a string literal or comment of the text (computed once per text)."""
+    """Whether a match lies inside a string literal or comment of the text (computed once per text).
 
-    def __init__(self) -> None:
+    ``whole=True``: every position counts (text that is never Python, such as a ``source`` path).
+    """
+
+    def __init__(self, whole: bool = False) -> None:
         self._text: str | None = None
         self._spans: list[tuple[int, int]] | None = None
         self._starts: list[int] = []
+        self.whole = whole
 
-    def contains(self, text: str, start: int, end: int) -> bool:
+    def _load(self, text: str) -> None:
         if self._text is None or self._text != text:
             self._text, self._spans = text, _literal_spans(text)
             self._starts = [a for a, _ in self._spans or ()]
+
+    def contains(self, text: str, start: int, end: int) -> bool:
+        if self.whole:
+            return True
+        self._load(text)
         if self._spans is None:
             return True
         i = bisect.bisect_right(self._starts, start) - 1
         return i >= 0 and self._spans[i][1] >= end
+
+    def code(self, text: str) -> bool:
+        """Whether ``text`` is Python source that parses (its literals are known)."""
+        if self.whole:
+            return False
+        self._load(text)
+        return self._spans is not None
 
 
 def _names_version(text: str, pos: int, memo: dict[int, bool]) -> bool:
@@ -216,29 +299,220 @@ def _names_version(text: str, pos: int, memo: dict[int, bool]) -> bool:
     return hit
 
 
-class Redactor:
-    """Replace secrets and personal data in texts; ``counts`` accumulates matches per kind."""
+def _version_like(quad: str) -> bool:
+    """A dotted quad that reads as a version number (every part below 100: ``3.11.7.1``)."""
+    return all(len(p) <= 2 for p in quad.split("."))
 
-    def __init__(self) -> None:
+
+def _string_runs(text: str) -> list[list[tuple[int, int]]]:
+    """Runs of two or more adjacent string literals (implicit concatenation) in Python source:
+    per run, the ``(start, end)`` offsets of each piece's content (without prefix and quotes)."""
+    lines = io.StringIO(text).readlines()
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    runs: list[list[tuple[int, int]]] = []
+    cur: list[tuple[int, int]] = []
+    try:
+        for tok in tokenize.generate_tokens(iter(lines).__next__):
+            if tok.type == tokenize.STRING:
+                a = starts[tok.start[0] - 1] + tok.start[1]
+                prefix = len(tok.string) - len(tok.string.lstrip("rRbBuUfF"))
+                q = 3 if tok.string[prefix:prefix + 3] in ('"""', "\'\'\'") else 1
+                cur.append((a + prefix + q, a + len(tok.string) - q))
+            elif tok.type in (tokenize.NL, tokenize.COMMENT):
+                continue
+            else:
+                if len(cur) > 1:
+                    runs.append(cur)
+                cur = []
+    except (tokenize.TokenError, SyntaxError, StopIteration, IndexError):
+        return runs
+    if len(cur) > 1:
+        runs.append(cur)
+    return runs
+
+
+Span = tuple[int, int, str]
+
+
+class Redactor:
+    """Replace secrets and personal data in texts; ``counts`` accumulates matches per kind.
+
+    ``scanner``: run Yelp's detect-secrets (:mod:`collapse.data.scanner`) next to the rules here
+    (default on); off, only the rules of this module run.
+    """
+
+    def __init__(self, scanner: bool = True) -> None:
         self.counts: Counter[str] = Counter({k: 0 for k in KINDS})
+        self.scanner = scanner
 
     def __call__(self, text: str) -> str:
         return self.redact(text)
 
-    def _secrets(self, text: str) -> str:
-        """Replace long high-entropy string values assigned to a key/secret/token/password name."""
-        out, last = [], 0
+    # ------------------------------------------------------------------ key spans
+    def _secret_spans(self, text: str) -> list[Span]:
+        """Long high-entropy string values assigned to a key/secret/token/password name."""
+        out: list[Span] = []
         for m in _LONG_QUOTED.finditer(text):
             line_start = text.rfind("\n", max(0, m.start() - _NAME_WINDOW), m.start()) + 1
             name = _SECRET_NAME.search(text, max(line_start, m.start() - _NAME_WINDOW), m.start())
             if name is None or not _SECRET_WORD.search(name["name"]) or not _looks_secret(m["value"]):
                 continue
-            self.counts["secret"] += 1
-            out.append(text[last : m.start("value")])
-            out.append(PLACEHOLDERS["secret"])
-            last = m.end("value")
-        if not out:
+            out.append((*m.span("value"), "secret"))
+        return out
+
+    def _rule_spans(self, text: str, literals: _Literals) -> list[Span]:
+        """The rules of our own: URL credentials, Authorization/Bearer values, passwords assigned to
+        password-like names, "the password is ..." phrases (strings and comments only, in code)."""
+        out: list[Span] = []
+
+        def add(m: re.Match[str], group: str, kind: str) -> None:
+            a, b = m.span(group)
+            if literals.contains(text, a, b):
+                out.append((a, b, kind))
+
+        if "://" in text:
+            for m in _URL_CRED.finditer(text):
+                v = m["value"]
+                if not _placeholder(v) and not (v.startswith("{") and v.endswith("}")):
+                    add(m, "value", "url_credentials")
+        low = text.lower()
+        if "bearer" in low or "basic" in low or "token" in low:
+            for m in _AUTH.finditer(text):
+                v, scheme = m["value"], m["scheme"].lower()
+                if _placeholder(v) or not any(c.isdigit() for c in v) and not (scheme == "bearer" and len(v) >= 20):
+                    continue
+                if scheme != "bearer":
+                    line_start = text.rfind("\n", 0, m.start()) + 1
+                    if not _AUTH_NAME.search(text, max(line_start, m.start() - 40), m.start()):
+                        continue
+                add(m, "value", "auth_header")
+        if "pass" in low or "pw" in low or "contrase" in low:
+            last = -1
+            for m in _PW_HIT.finditer(text):
+                a, b = m.start(), m.end()
+                while a > 0 and (text[a - 1].isalnum() or text[a - 1] == "_"):
+                    a -= 1
+                while b < len(text) and (text[b].isalnum() or text[b] == "_"):
+                    b += 1
+                if b <= last:
+                    continue
+                last = b
+                if not _password_name(text[a:b]):
+                    continue
+                after = _AFTER_NAME.match(text, b)
+                if after is None:
+                    continue
+                v = after["value"]
+                if _placeholder(v) or _prompt(v):
+                    continue
+                vs, ve = after.span("value")
+                if literals.contains(text, vs, ve):
+                    out.append((vs, ve, "password"))
+        if "pass" in low or "pwd" in low or "secret" in low or "key" in low or "token" in low:
+            for m in _PHRASE.finditer(text):
+                if m["quoted"] is not None:
+                    if _placeholder(m["quoted"]) or _prompt(m["quoted"]):
+                        continue
+                    a, b = m.span("quoted")
+                else:
+                    if not _bare_secret(m["bare"]):
+                        continue
+                    a = m.start("bare")
+                    b = a + len(m["bare"].rstrip(".,;:)!?"))
+                # only in prose: a comment, a docstring or a string (code has the name rule above)
+                if literals.contains(text, m.start(), b):
+                    out.append((a, b, "phrase_secret"))
+        return out
+
+    def _scanner_spans(self, text: str, literals: _Literals) -> list[Span]:
+        """Every occurrence (in strings and comments, for code) of each value detect-secrets reports."""
+        from collapse.data.scanner import get_scanner
+
+        out: list[Span] = []
+        seen: set[str] = set()
+        for d in get_scanner().scan(text):
+            v = d.value
+            if v in seen or _placeholder(v):
+                continue
+            seen.add(v)
+            pat = re.compile(("(?<![A-Za-z0-9])" if v[0].isalnum() else "") + re.escape(v)
+                             + ("(?![A-Za-z0-9])" if v[-1].isalnum() else ""))
+            for m in pat.finditer(text):
+                if literals.contains(text, m.start(), m.end()):
+                    out.append((m.start(), m.end(), "detect_secrets"))
+        return out
+
+    def _token_spans(self, text: str) -> list[Span]:
+        out: list[Span] = []
+        if _TOKEN_TRIGGER.search(text):
+            for kind, pattern in _TOKENS:
+                out.extend((m.start(), m.end(), kind) for m in pattern.finditer(text))
+        return out
+
+    def _key_spans(self, text: str, literals: _Literals) -> list[Span]:
+        spans = self._token_spans(text)
+        if _LONG_QUOTED.search(text):
+            spans += self._secret_spans(text)
+        spans += self._rule_spans(text, literals)
+        if self.scanner:
+            spans += self._scanner_spans(text, literals)
+        return spans
+
+    def _joined_spans(self, text: str, literals: _Literals) -> list[Span]:
+        """Keys split over adjacent string literals: each run is joined (with the code before it on
+        its line, so a name rule still sees the name) and scanned; what is found is mapped back onto
+        the pieces."""
+        if not _ADJACENT.search(text) or not literals.code(text):
+            return []
+        out: list[Span] = []
+        whole = _Literals(whole=True)
+        for run in _string_runs(text):
+            line_start = text.rfind("\n", 0, run[0][0]) + 1
+            head = text[line_start:run[0][0]]
+            joined = "".join(text[a:b] for a, b in run)
+            if len(joined) > 4096:
+                continue
+            quote = head[-1] if head and head[-1] in "'\"" else '"'
+            synthetic = head + joined + quote
+            offsets = []  # joined position -> text position, piece by piece
+            pos = 0
+            for a, b in run:
+                offsets.append((pos, pos + b - a, a))
+                pos += b - a
+            for s, e, kind in self._key_spans(synthetic, whole):
+                s, e = max(s - len(head), 0), min(e - len(head), len(joined))
+                if e <= s:
+                    continue
+                for ps, pe, ta in offsets:
+                    lo, hi = max(s, ps), min(e, pe)
+                    if lo < hi:
+                        out.append((ta + lo - ps, ta + hi - ps, kind))
+        return out
+
+    def _replace_keys(self, text: str, spans: list[Span]) -> str:
+        """Replace the merged spans by ``<KEY>``; one count per merged span, named by the kind
+        listed first in ``_KEY_ORDER`` among those merged."""
+        if not spans:
             return text
+        order = {k: i for i, k in enumerate(_KEY_ORDER)}
+        spans.sort(key=lambda t: (t[0], order.get(t[2], 99)))
+        merged: list[list] = []
+        for s, e, kind in spans:
+            if merged and s < merged[-1][1]:
+                cur = merged[-1]
+                cur[1] = max(cur[1], e)
+                if order.get(kind, 99) < order.get(cur[2], 99):
+                    cur[2] = kind
+            else:
+                merged.append([s, e, kind])
+        out, last = [], 0
+        for s, e, kind in merged:
+            out.append(text[last:s])
+            out.append(PLACEHOLDERS[kind])
+            self.counts[kind] += 1
+            last = e
         out.append(text[last:])
         return "".join(out)
 
@@ -257,17 +531,17 @@ class Redactor:
 
         return _PEM_LONE.sub(lone, _PEM.sub(block, text))
 
-    def redact(self, text: str) -> str:
+    def redact(self, text: str, whole: bool = False) -> str:
+        """``text`` with its secrets and personal data replaced. ``whole=True``: the text is not
+        code (a file name, prose): it is searched whole, never parsed."""
         counts = self.counts
-        literals = _Literals()
+        literals = _Literals(whole)
         if "PRIVATE KEY" in text:
             text = self._private_keys(text)
-        if _TOKEN_TRIGGER.search(text):
-            for kind, pattern in _TOKENS:
-                text, n = pattern.subn(PLACEHOLDERS[kind], text)
-                counts[kind] += n
-        if _LONG_QUOTED.search(text):
-            text = self._secrets(text)
+        spans = self._key_spans(text, literals)
+        if not whole:
+            spans += self._joined_spans(text, literals)
+        text = self._replace_keys(text, spans)
         if "@" in text and _EMAIL_TRIGGER.search(text):
             def email(m: re.Match[str]) -> str:
                 if _reserved_email(m["domain"]) or not literals.contains(m.string, m.start(), m.end()):
@@ -281,7 +555,9 @@ class Redactor:
             version_lines: dict[int, bool] = {}
 
             def ipv4(m: re.Match[str]) -> str:
-                if (not ipaddress.IPv4Address(m[0]).is_global or _names_version(m.string, m.start(), version_lines)
+                # A line that names a version keeps only the quads that read as versions.
+                if (not ipaddress.IPv4Address(m[0]).is_global
+                        or (_version_like(m[0]) and _names_version(m.string, m.start(), version_lines))
                         or not literals.contains(m.string, m.start(), m.end())):
                     return m[0]
                 counts["ipv4"] += 1
@@ -308,8 +584,21 @@ class Redactor:
         return text
 
 
-def redact(text: str) -> tuple[str, dict[str, int]]:
+def redact(text: str, scanner: bool = True) -> tuple[str, dict[str, int]]:
     """``(redacted text, matches per kind)`` of one text."""
-    r = Redactor()
+    r = Redactor(scanner)
     out = r.redact(text)
     return out, {k: v for k, v in r.counts.items() if v}
+
+
+def redact_source(source: str, redactor: Redactor | None = None) -> str:
+    """A provenance string (a file path and line span, a table row name) with the emails, addresses
+    and keys in it replaced; the whole string is searched (it is never code)."""
+    if not _SOURCE_TRIGGER.search(source):
+        return source
+    return (redactor or Redactor()).redact(source, whole=True)
+
+
+# What a file name must hold for redact_source to look closer: an @, a dotted quad, a colon run, a
+# long token (a key), or a keyword of the rules.
+_SOURCE_TRIGGER = re.compile(r"@|[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|::|[A-Za-z0-9_\-+/=]{16,}|(?i:pass|pw|secret|token|key)")
