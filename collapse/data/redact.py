@@ -155,7 +155,8 @@ _PLACEHOLDER = re.compile(
     |(?:(?:your|my|the|some|db|new|old|user|admin)[_-]?)?(?:pass(?:word|wd|phrase)?|pwd|pw|secret|token|key)s?
     |none|null|nil|true|false|empty|redacted|hidden|placeholder|changeme""")
 # Adjacent string literals ("abc" "def", or across a line break in parentheses): joined before scanning.
-_ADJACENT = re.compile(r"""['"](?:[ \t]+|[ \t]*\\?\r?\n[ \t]*)[rRbBuUfF]{0,2}['"]""")
+# Only where both sides of the seam are key characters (prose split over literals has a space there).
+_ADJACENT = re.compile(r"""[A-Za-z0-9_\-+/=]{4}['"](?:[ \t]+|[ \t]*\\?\r?\n[ \t]*)[rRbBuUfF]{0,2}['"][A-Za-z0-9_\-+/=]{4}""")
 #: Priority of the kinds when spans overlap (the first listed names the merged span).
 _KEY_ORDER = ("aws_key", "github_token", "slack_token", "google_key", "stripe_key", "npm_token", "jwt", "secret",
               "url_credentials", "auth_header", "password", "phrase_secret", "detect_secrets")
@@ -178,6 +179,16 @@ def _prompt(value: str) -> bool:
     """A message rather than a password: ``"Password: "``, ``"Enter the passphrase?"``, a format string."""
     v = value.strip()
     return v.endswith((":", "?", ">", "...")) or "%" in v or "{" in v or bool(re.search(r"(?i)pass(?:word|phrase)", v))
+
+
+def _credential_like(value: str, scheme: str) -> bool:
+    """An Authorization value rather than a word: with a digit; a Bearer value of 20+ characters;
+    a Basic/Token value (after an Authorization name) in mixed case or with base64 padding."""
+    if any(c.isdigit() for c in value):
+        return True
+    if scheme == "bearer":
+        return len(value) >= 20
+    return "." not in value and (value.endswith("=") or (value.lower() != value and value.upper() != value))
 
 
 def _bare_secret(value: str) -> bool:
@@ -222,9 +233,12 @@ def parses(text: str) -> bool:
     return True
 
 
-def _literal_spans(text: str) -> list[tuple[int, int]] | None:
-    """``[(start, end)]`` offsets of the string literals and comments of ``text``, in order,
-    when it is Python source that parses; None when it is not (then the whole text counts)."""
+def _literal_spans(text: str) -> tuple[list[tuple[int, int]], list[list[tuple[int, int]]]] | None:
+    """``(spans, runs)`` of Python source that parses, None otherwise (then the whole text counts).
+
+    ``spans``: ``[(start, end)]`` offsets of the string literals and comments of ``text``, in
+    order. ``runs``: the runs of two or more adjacent string literals (implicit concatenation),
+    per run the ``(start, end)`` offsets of each piece's content, without prefix and quotes."""
     if not parses(text):
         return None
     lines = io.StringIO(text).readlines()
@@ -237,6 +251,8 @@ def _literal_spans(text: str) -> list[tuple[int, int]] | None:
 
     fstart, fend = getattr(tokenize, "FSTRING_START", -1), getattr(tokenize, "FSTRING_END", -1)
     spans: list[tuple[int, int]] = []
+    runs: list[list[tuple[int, int]]] = []
+    run: list[tuple[int, int]] = []
     depth, open_at = 0, 0
     try:
         for tok in tokenize.generate_tokens(iter(lines).__next__):
@@ -250,9 +266,22 @@ def _literal_spans(text: str) -> list[tuple[int, int]] | None:
                     spans.append((open_at, at(tok.end)))
             elif depth == 0 and tok.type in (tokenize.STRING, tokenize.COMMENT):
                 spans.append((at(tok.start), at(tok.end)))
+            if depth > 0 or tok.type in (tokenize.NL, tokenize.COMMENT) or tok.type == fend:
+                continue
+            if tok.type == tokenize.STRING:
+                a = at(tok.start)
+                prefix = len(tok.string) - len(tok.string.lstrip("rRbBuUfF"))
+                q = 3 if tok.string[prefix:prefix + 3] in ('"""', "'''") else 1
+                run.append((a + prefix + q, a + len(tok.string) - q))
+            else:
+                if len(run) > 1:
+                    runs.append(run)
+                run = []
     except (tokenize.TokenError, SyntaxError, StopIteration):
         return None
-    return spans
+    if len(run) > 1:
+        runs.append(run)
+    return spans, runs
 
 
 class _Literals:
@@ -265,11 +294,13 @@ class _Literals:
         self._text: str | None = None
         self._spans: list[tuple[int, int]] | None = None
         self._starts: list[int] = []
+        self.runs: list[list[tuple[int, int]]] = []
         self.whole = whole
 
     def _load(self, text: str) -> None:
         if self._text is None or self._text != text:
-            self._text, self._spans = text, _literal_spans(text)
+            got = _literal_spans(text)
+            self._text, self._spans, self.runs = text, got[0] if got else None, got[1] if got else []
             self._starts = [a for a, _ in self._spans or ()]
 
     def contains(self, text: str, start: int, end: int) -> bool:
@@ -302,35 +333,6 @@ def _names_version(text: str, pos: int, memo: dict[int, bool]) -> bool:
 def _version_like(quad: str) -> bool:
     """A dotted quad that reads as a version number (every part below 100: ``3.11.7.1``)."""
     return all(len(p) <= 2 for p in quad.split("."))
-
-
-def _string_runs(text: str) -> list[list[tuple[int, int]]]:
-    """Runs of two or more adjacent string literals (implicit concatenation) in Python source:
-    per run, the ``(start, end)`` offsets of each piece's content (without prefix and quotes)."""
-    lines = io.StringIO(text).readlines()
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
-    runs: list[list[tuple[int, int]]] = []
-    cur: list[tuple[int, int]] = []
-    try:
-        for tok in tokenize.generate_tokens(iter(lines).__next__):
-            if tok.type == tokenize.STRING:
-                a = starts[tok.start[0] - 1] + tok.start[1]
-                prefix = len(tok.string) - len(tok.string.lstrip("rRbBuUfF"))
-                q = 3 if tok.string[prefix:prefix + 3] in ('"""', "\'\'\'") else 1
-                cur.append((a + prefix + q, a + len(tok.string) - q))
-            elif tok.type in (tokenize.NL, tokenize.COMMENT):
-                continue
-            else:
-                if len(cur) > 1:
-                    runs.append(cur)
-                cur = []
-    except (tokenize.TokenError, SyntaxError, StopIteration, IndexError):
-        return runs
-    if len(cur) > 1:
-        runs.append(cur)
-    return runs
 
 
 Span = tuple[int, int, str]
@@ -381,7 +383,7 @@ class Redactor:
         if "bearer" in low or "basic" in low or "token" in low:
             for m in _AUTH.finditer(text):
                 v, scheme = m["value"], m["scheme"].lower()
-                if _placeholder(v) or not any(c.isdigit() for c in v) and not (scheme == "bearer" and len(v) >= 20):
+                if _placeholder(v) or not _credential_like(v, scheme):
                     continue
                 if scheme != "bearer":
                     line_start = text.rfind("\n", 0, m.start()) + 1
@@ -468,9 +470,11 @@ class Redactor:
             return []
         out: list[Span] = []
         whole = _Literals(whole=True)
-        for run in _string_runs(text):
+        for run in literals.runs:
             line_start = text.rfind("\n", 0, run[0][0]) + 1
             head = text[line_start:run[0][0]]
+            # "name = (" + "piece" "piece": the name rules want the value right after the "="
+            head = re.sub(r"\([ \t]*(?=[rRbBuUfF]{0,2}['\"]+$)", "", head)
             joined = "".join(text[a:b] for a, b in run)
             if len(joined) > 4096:
                 continue

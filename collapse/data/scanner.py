@@ -26,12 +26,14 @@ before they count.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-__all__ = ["Scanner", "Detection", "PLUGINS", "TRIGGERS", "BASE64_LIMIT", "HEX_LIMIT", "get_scanner"]
+__all__ = ["Scanner", "Detection", "PLUGINS", "TRIGGERS", "BASE64_LIMIT", "HEX_LIMIT", "get_scanner", "looks_like_test_data"]
 
 #: Entropy limits (bits per character) of the two high-entropy plugins. detect-secrets' defaults are
 #: 4.5 and 3.0; on the standard library 3.0 flags hex test vectors and digests, see BENCHMARKS.md.
@@ -71,17 +73,17 @@ _KEYWORD_TRIGGER = "|".join(
 #: Per plugin, a pattern every line it can report a secret on matches (see the module docstring).
 TRIGGERS: dict[str, str] = {
     "ArtifactoryDetector": r"AKC[a-zA-Z0-9]{10}|AP[\dABCDEF][a-zA-Z0-9]{8}",
-    "AWSKeyDetector": r"(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[0-9A-Z]{16}|[0-9a-zA-Z/+]{40}",
+    "AWSKeyDetector": r"(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[0-9A-Z]{16}|(?<![0-9a-zA-Z/+])[0-9a-zA-Z/+]{40}",
     "AzureStorageKeyDetector": r"AccountKey=",
     "BasicAuthDetector": r"://",
-    "CloudantDetector": r"[0-9a-fA-F]{64}|[a-zA-Z]{24}",
+    "CloudantDetector": r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}|(?<![a-zA-Z])[a-zA-Z]{24}",
     "DiscordBotTokenDetector": r"[MNO][a-zA-Z\d_-]{23}",
     "GitHubTokenDetector": r"gh[pousr]_",
     "GitLabTokenDetector": r"gl(?:pat|dt|ft|soat|rt|cbt|imt|ptt|agent|oas)-|GR1348941",
     "Base64HighEntropyString": rf"""(['"])[{_B64}]{{{_min_length(BASE64_LIMIT)},}}\1""",
     "HexHighEntropyString": rf"""(['"])[0-9a-fA-F]{{{_min_length(HEX_LIMIT)},}}\1""",
-    "IbmCloudIamDetector": r"[a-zA-Z0-9_\-]{44}",
-    "IbmCosHmacDetector": r"[a-fA-F0-9]{32}",
+    "IbmCloudIamDetector": r"(?<![a-zA-Z0-9_\-])[a-zA-Z0-9_\-]{44}",
+    "IbmCosHmacDetector": r"(?<![a-fA-F0-9])[a-fA-F0-9]{32}",
     "JwtTokenDetector": r"eyJ",
     "KeywordDetector": _KEYWORD_TRIGGER,
     "MailchimpDetector": r"-us[0-9]",
@@ -91,16 +93,16 @@ TRIGGERS: dict[str, str] = {
     "PypiTokenDetector": r"pypi-AgE",
     "SendGridDetector": r"SG\.",
     "SlackDetector": rf"{_ci('xox')}|{_ci('hooks.slack')}",
-    "SoftlayerDetector": r"[a-zA-Z0-9]{64}",
+    "SoftlayerDetector": r"(?<![a-zA-Z0-9])[a-zA-Z0-9]{64}",
     "SquareOAuthDetector": r"sq0csp-",
     "StripeDetector": r"k_live_",
-    "TelegramBotTokenDetector": r"\d{8}:",
+    "TelegramBotTokenDetector": r"(?<=\d{8}):",
     "TwilioKeyDetector": r"(?:AC|SK)[a-z0-9]{32}",
 }
 # The coarse prefilter: every line a trigger above matches has one of these (checked by a test).
 # Runs of 20+ key characters cover the long-token plugins (and the AWS key id, 20, and the quoted
 # base64 strings, 23+); the rest are literals, quoted hex strings and the keyword plugin's words.
-_RUN = re.compile(r"[A-Za-z0-9_\-+/=\\]{20,}")
+_RUN = re.compile(r"(?<![A-Za-z0-9_\-+/=\\])[A-Za-z0-9_\-+/=\\]{20}")
 _LITERALS = ("://", "eyJ", "BEGIN", "PuTTY", "_authToken", "AKC", "AP", "xox", "XOX", "Xox", "xOx", "xoX", "XoX",
              "XOx", "xOX")
 _LITERAL = re.compile(r"://|eyJ|BEGIN|PuTTY|_authToken|AKC|AP[\dA-F]|[xX][oO][xX]")
@@ -208,10 +210,18 @@ class Scanner:
         return out
 
     def scan(self, text: str) -> list[Detection]:
-        """Every secret the plugins report in ``text`` (scanned line by line)."""
+        """Every secret the plugins report in ``text`` (scanned line by line), less the
+        high-entropy strings that read as test data (see :func:`looks_like_test_data`)."""
         out: list[Detection] = []
+        digests = None
         for line in self.candidate_lines(text):
-            out.extend(self.scan_line(line))
+            for d in self.scan_line(line):
+                if d.type in _ENTROPY_TYPES:
+                    if digests is None:
+                        digests = _DIGEST_CONTEXT.search(text) is not None
+                    if looks_like_test_data(d.value, d.type, digests):
+                        continue
+                out.append(d)
         return out
 
     def _run(self, plugin: Any, line: str) -> Iterator[Detection]:
@@ -230,6 +240,29 @@ class Scanner:
             if not isinstance(plugin, RegexBasedDetector) and h.is_indirect_reference(line):
                 continue
             yield Detection(value, secret.type, line)
+
+
+_ENTROPY_TYPES = ("Base64 High Entropy String", "Hex High Entropy String")
+# A function that computes or checks digests: its hex strings are expected digests, not keys.
+_DIGEST_CONTEXT = re.compile(r"hashlib|hexdigest|\.digest\(|\bsha(?:1|224|256|384|512|3_\d+)\b|\bmd5\b|blake2|crc32|checksum")
+
+
+def looks_like_test_data(value: str, secret_type: str, digests: bool = False) -> bool:
+    """Whether a high-entropy string reads as test data rather than a key: an alphabet or counting
+    run (half of its neighbouring characters consecutive: ``"abcdefghijklmnopqrstuvwxyz"``,
+    ``"1234567890ABCDEF"``), base64 or hex that decodes to printable text (an encoded message),
+    or, for hex, a string in a function that computes digests (``digests``)."""
+    v = value.replace("\\n", "").replace("\\r", "")
+    if len(v) > 1 and sum(ord(b) - ord(a) == 1 for a, b in zip(v, v[1:])) >= (len(v) - 1) / 2:
+        return True
+    if secret_type == "Hex High Entropy String" and digests:
+        return True
+    try:
+        raw = bytes.fromhex(v) if secret_type == "Hex High Entropy String" else base64.b64decode(
+            v.replace("-", "+").replace("_", "/") + "=" * (-len(v) % 4), validate=True)
+    except (ValueError, binascii.Error):
+        return False
+    return len(raw) >= 4 and all(32 <= c < 127 or c in (9, 10, 13) for c in raw)
 
 
 _SCANNER: Scanner | None = None
