@@ -201,11 +201,14 @@ FORMS: list[Form] = [
     pem = """-----BEGIN RSA PRIVATE KEY-----
 VALUE
 -----END RSA PRIVATE KEY-----"""
-    return load_pem(pem)'''),
+    key = load_pem(pem)
+    key.check_size(minimum=2048)
+    return key'''),
     # -- high-entropy values under names that say nothing
     _f("entropy_base64_blob", _rand(23, 44, string.ascii_letters + string.digits + "+/"), '''def entropy_base64_blob(cipher):
     blob = "VALUE"
-    return cipher.decrypt(blob)'''),
+    plain = cipher.decrypt(blob)
+    return plain.decode("utf-8")'''),
     _f("hex_client_secret", _rand(24, 64, _HEX), '''def hex_client_secret(oauth):
     client_secret = "VALUE"
     oauth.exchange(client_secret)

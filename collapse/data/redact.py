@@ -435,8 +435,10 @@ class Redactor:
         out: list[Span] = []
         seen: set[str] = set()
         for d in get_scanner().scan(text):
-            v = d.value
-            if v in seen or _placeholder(v):
+            # Some plugin patterns run to the end of the line (npm's ``_authToken=npm_.+``): a value
+            # stops at a quote, so the literal around it stays a literal.
+            v = re.split(r"[\"'`]", d.value, maxsplit=1)[0].rstrip()
+            if len(v) < 3 or v in seen or _placeholder(v):
                 continue
             seen.add(v)
             pat = re.compile(("(?<![A-Za-z0-9])" if v[0].isalnum() else "") + re.escape(v)
