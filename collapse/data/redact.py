@@ -336,18 +336,20 @@ def _version_like(quad: str) -> bool:
 
 
 Span = tuple[int, int, str]
+#: Whether a :class:`Redactor` runs detect-secrets unless told otherwise.
+SCANNER = True
 
 
 class Redactor:
     """Replace secrets and personal data in texts; ``counts`` accumulates matches per kind.
 
-    ``scanner``: run Yelp's detect-secrets (:mod:`collapse.data.scanner`) next to the rules here
-    (default on); off, only the rules of this module run.
+    ``scanner``: run Yelp's detect-secrets (:mod:`collapse.data.scanner`) next to the rules here;
+    off, only the rules of this module run. None: :data:`SCANNER` (on; benchmarks turn it off).
     """
 
-    def __init__(self, scanner: bool = True) -> None:
+    def __init__(self, scanner: bool | None = None) -> None:
         self.counts: Counter[str] = Counter({k: 0 for k in KINDS})
-        self.scanner = scanner
+        self.scanner = SCANNER if scanner is None else scanner
 
     def __call__(self, text: str) -> str:
         return self.redact(text)
@@ -590,7 +592,7 @@ class Redactor:
         return text
 
 
-def redact(text: str, scanner: bool = True) -> tuple[str, dict[str, int]]:
+def redact(text: str, scanner: bool | None = None) -> tuple[str, dict[str, int]]:
     """``(redacted text, matches per kind)`` of one text."""
     r = Redactor(scanner)
     out = r.redact(text)

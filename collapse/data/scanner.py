@@ -243,18 +243,25 @@ class Scanner:
 
 
 _ENTROPY_TYPES = ("Base64 High Entropy String", "Hex High Entropy String")
-# A function that computes or checks digests: its hex strings are expected digests, not keys.
-_DIGEST_CONTEXT = re.compile(r"hashlib|hexdigest|\.digest\(|\bsha(?:1|224|256|384|512|3_\d+)\b|\bmd5\b|blake2|crc32|checksum")
+# A function that computes or checks digests or UUIDs: its hex strings are expected values, not keys.
+_DIGEST_CONTEXT = re.compile(r"hashlib|hexdigest|\.digest\(|\bsha(?:1|224|256|384|512|3_\d+)\b|\bmd5\b|blake2|crc32"
+                             r"|checksum|\buuid\b|UUID\(")
 
 
 def looks_like_test_data(value: str, secret_type: str, digests: bool = False) -> bool:
     """Whether a high-entropy string reads as test data rather than a key: an alphabet or counting
-    run (half of its neighbouring characters consecutive: ``"abcdefghijklmnopqrstuvwxyz"``,
-    ``"1234567890ABCDEF"``), base64 or hex that decodes to printable text (an encoded message),
-    or, for hex, a string in a function that computes digests (``digests``)."""
+    run (half of its neighbouring characters consecutive, either way: ``"abcdefghijklmnopqrstuvwxyz"``,
+    ``"1234567890ABCDEF"``, ``"ZYXWVUTSRQPONMLKJIHGFEDCBA"``), a number (``"6213...368e0"``), base64
+    or hex that decodes to printable text (an encoded message), or, for hex, a string in a function
+    that computes digests or UUIDs (``digests``)."""
     v = value.replace("\\n", "").replace("\\r", "")
-    if len(v) > 1 and sum(ord(b) - ord(a) == 1 for a, b in zip(v, v[1:])) >= (len(v) - 1) / 2:
+    if len(v) > 1 and sum(abs(ord(b) - ord(a)) == 1 for a, b in zip(v, v[1:])) >= (len(v) - 1) / 2:
         return True
+    try:
+        float(v)  # a number with an exponent ("6213...368e0")
+        return True
+    except ValueError:
+        pass
     if secret_type == "Hex High Entropy String" and digests:
         return True
     try:
