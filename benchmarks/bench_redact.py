@@ -12,15 +12,23 @@
    ``stdlib-all`` (the stdlib directory with its test suites, as in
    ``bench_pipeline``), per kind, with examples (the changed line, before and
    after). Emails and IP addresses are counted apart: those are real.
-3. **Time**: a cold ``prepare_human_data`` of ``stdlib-all`` (every step on),
-   detect-secrets off and on, median of ``--repeats``; seconds of the
-   ``redact`` step and in total.
+3. **Time**: CPU seconds (``time.process_time``, steady on a busy machine) to
+   redact every function of ``stdlib-all`` in one process: this project's
+   rules alone, and with detect-secrets; with ``--baseline DIR`` (a checkout
+   of an earlier commit, e.g. ``git worktree add /tmp/before <commit>``) that
+   commit's redaction too, on the same texts. Then a cold
+   ``prepare_human_data`` of ``stdlib-all`` (every step on, the redact step in
+   forked workers), detect-secrets off and on, median wall seconds of
+   ``--repeats``: the ``redact`` step and the total.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pickle
+import subprocess
+import tempfile
 import statistics
 import sys
 import time
@@ -83,6 +91,35 @@ def false_redactions(rows: list[tuple[str, str]], n_examples: int) -> tuple[Coun
     return changed, pii, examples, time.perf_counter() - t0
 
 
+_BASELINE = """
+import pickle, sys, time
+from collapse.data.redact import Redactor
+texts = pickle.load(open(sys.argv[1], "rb"))
+r = Redactor()
+t0 = time.process_time()
+for t in texts:
+    r.redact(t)
+print(time.process_time() - t0)
+"""
+
+
+def cpu_time(texts: list[str], scanner: bool | None, baseline: str | None = None) -> float:
+    """CPU seconds to redact ``texts`` in one process (``baseline``: with the code of that checkout)."""
+    if baseline is not None:
+        with tempfile.NamedTemporaryFile(suffix=".pkl") as f:
+            pickle.dump(texts, f)
+            f.flush()
+            env = {**os.environ, "PYTHONPATH": baseline}
+            out = subprocess.run([sys.executable, "-c", _BASELINE, f.name], env=env, cwd=baseline,
+                                 capture_output=True, text=True, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+    r = Redactor(scanner)
+    t0 = time.process_time()
+    for t in texts:
+        r.redact(t)
+    return time.process_time() - t0
+
+
 def pipeline_time(scanner: bool, repeats: int) -> tuple[float, float]:
     from benchmarks.bench_pipeline import build, corpus_config
 
@@ -99,6 +136,7 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--skip-time", action="store_true")
+    ap.add_argument("--baseline", help="a checkout of an earlier commit whose redaction is timed too")
     a = ap.parse_args()
     print(f"cpus {os.cpu_count()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
@@ -108,8 +146,10 @@ def main() -> None:
         print(f"detect-secrets {'on ' if scanner else 'off'}: {n}/{len(FORMS)} = {100 * n / len(FORMS):.1f} %"
               + (f"; missed: {', '.join(missed)}" if missed else ""))
 
+    rows_all: list[tuple[str, str]] = []
     for name in ("stdlib", "stdlib-all"):
         rows = corpus(name)
+        rows_all = rows
         changed, pii, examples, secs = false_redactions(rows, a.examples)
         n = len(rows)
         print(f"\n## false redactions on {name}: {n:,} functions, redacted in {secs:.1f} s (one process)")
@@ -121,6 +161,13 @@ def main() -> None:
                 print(f"  {source} [{','.join(kinds)}]: {before[:90]!r} -> {after[:60]!r}")
 
     if not a.skip_time:
+        texts = [t for t, _ in rows_all]
+        print(f"\n## CPU seconds to redact stdlib-all ({len(texts):,} functions), one process, median of {a.repeats}")
+        if a.baseline:
+            print(f"baseline {a.baseline}: {statistics.median(cpu_time(texts, None, a.baseline) for _ in range(a.repeats)):.2f} s")
+        for scanner in (False, True):
+            secs = statistics.median(cpu_time(texts, scanner) for _ in range(a.repeats))
+            print(f"detect-secrets {'on ' if scanner else 'off'}: {secs:.2f} s")
         print(f"\n## pipeline time, stdlib-all, cold cache, median of {a.repeats}")
         for scanner in (False, True):
             red, total = pipeline_time(scanner, a.repeats)

@@ -6,41 +6,94 @@ vocabulary, a model, a sample or a saved dataset. Each kind is replaced by a
 placeholder that keeps the code's shape (a string literal stays a string
 literal):
 
-=============  =================  =================================================
-kind           placeholder        what is matched
-=============  =================  =================================================
-private_key    ``<KEY>``          PEM blocks ``-----BEGIN ... PRIVATE KEY-----`` to
-                                  their END line whose body is key data (base64
-                                  lines, in one string or several, and PEM
-                                  headers); a BEGIN line without such a block:
-                                  that header, and the key data lines right
-                                  after it (a key cut off), nothing else
-aws_key        ``<KEY>``          AWS access key ids (``AKIA``/``ASIA``/... + 16)
-github_token   ``<KEY>``          ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_`` + 36,
-                                  ``github_pat_...``
-slack_token    ``<KEY>``          ``xoxa-``/``xoxb-``/``xoxp-``/``xoxo-``/``xoxr-``/
-                                  ``xoxs-`` tokens, Slack webhook URLs
-google_key     ``<KEY>``          ``AIza`` + 35 (Google API keys)
-stripe_key     ``<KEY>``          ``sk_live_``/``rk_live_``/``pk_live_`` keys
-jwt            ``<KEY>``          three base64url parts, the first two ``eyJ...``
-secret         ``<KEY>``          the value of an assignment or keyword/dict entry
-                                  whose name says key/secret/token/password
-                                  (``api_key = "..."``, ``"token": "..."``,
-                                  ``os.environ["API_KEY"] = "..."``,
-                                  ``token: str = "..."``) when the
-                                  value is 16+ characters without spaces, mixes
-                                  letters and digits and has Shannon entropy of at
-                                  least 3 bits per character
-email          ``<EMAIL>``        ``local@domain.tld`` addresses
-ipv4           ``<IP_ADDRESS>``   dotted quads with valid octets (0-255, no leading
-                                  zeros) not inside a longer dotted number
-                                  (``3.11.7.1.2``) nor after a letter or ``v``
-                                  (``v1.2.3.4``), and not on a line that names a
-                                  version
-ipv6           ``<IP_ADDRESS>``   what :mod:`ipaddress` accepts as an IPv6 address,
-                                  with at least three non-empty groups (so slices
-                                  such as ``a[::2]`` or ``a[1::2]`` never match)
-=============  =================  =================================================
+=================  =================  =================================================
+kind               placeholder        what is matched
+=================  =================  =================================================
+private_key        ``<KEY>``          PEM blocks ``-----BEGIN ... PRIVATE KEY-----`` to
+                                      their END line whose body is key data (base64
+                                      lines, in one string or several, and PEM
+                                      headers); a BEGIN line without such a block:
+                                      that header, and the key data lines right
+                                      after it (a key cut off), nothing else
+aws_key            ``<KEY>``          AWS access key ids (``AKIA``/``ASIA``/... + 16)
+github_token       ``<KEY>``          ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_`` + 36,
+                                      ``github_pat_...``
+slack_token        ``<KEY>``          ``xoxa-``/``xoxb-``/``xoxp-``/``xoxo-``/``xoxr-``/
+                                      ``xoxs-`` tokens, Slack webhook URLs
+google_key         ``<KEY>``          ``AIza`` + 35 (Google API keys)
+stripe_key         ``<KEY>``          ``sk_live_``/``rk_live_``/``pk_live_`` keys
+npm_token          ``<KEY>``          ``npm_`` + 36 (npm access tokens)
+jwt                ``<KEY>``          ``eyJ...`` header and ``eyJ...`` payload, with the
+                                      signature if any (unsigned ``alg: none`` tokens too)
+secret             ``<KEY>``          the value of an assignment or keyword/dict entry
+                                      whose name says key/secret/token/password
+                                      (``api_key = "..."``, ``"token": "..."``,
+                                      ``os.environ["API_KEY"] = "..."``,
+                                      ``token: str = "..."``) when the
+                                      value is 16+ characters without spaces, mixes
+                                      letters and digits and has Shannon entropy of at
+                                      least 3 bits per character
+password           ``<KEY>``          any quoted value assigned, compared, passed or
+                                      defaulted to a password-like name (its last part
+                                      ``password``/``passwd``/``pass``/``passphrase``/
+                                      ``pwd``/``pw``/...: ``password = "hunter2"``,
+                                      ``DB_PASS = "..."``, ``def f(pw="...")``,
+                                      ``login(password="...")``, ``"password": "..."``,
+                                      ``if x.passphrase == "..."``), short and
+                                      low-entropy ones included; not a placeholder
+url_credentials    ``<KEY>``          the password of ``scheme://user:PASSWORD@host``
+                                      (empty user too: ``redis://:pw@host``; in
+                                      f-strings, a literal password, not a ``{field}``)
+auth_header        ``<KEY>``          ``Bearer <token>`` anywhere; ``Basic``/``Token``
+                                      credentials right after an ``Authorization`` name
+phrase_secret      ``<KEY>``          in comments, docstrings and strings: the value
+                                      after "the password/passphrase/passcode/secret/
+                                      api key/access token is|was|:|=": a quoted value,
+                                      or one word that mixes letters with digits or
+                                      symbols ("the password is required" stays)
+detect_secrets     ``<KEY>``          every value Yelp's detect-secrets reports
+                                      (:mod:`collapse.data.scanner`: keyword,
+                                      base64/hex high entropy, basic auth, AWS, Azure,
+                                      Artifactory, Cloudant, Discord, GitHub, GitLab,
+                                      IBM, JWT, Mailchimp, npm, OpenAI, private key,
+                                      PyPI, SendGrid, Slack, Softlayer, Square, Stripe,
+                                      Telegram, Twilio), everywhere it occurs in the
+                                      text's strings and comments
+email              ``<EMAIL>``        ``local@domain.tld`` addresses
+ipv4               ``<IP_ADDRESS>``   dotted quads with valid octets (0-255, no leading
+                                      zeros) not inside a longer dotted number
+                                      (``3.11.7.1.2``) nor after a letter or ``v``
+                                      (``v1.2.3.4``); on a line that names a version,
+                                      only quads with a part of 100 or more (a version
+                                      such as ``3.11.7.1`` stays, ``151.101.12.34`` goes)
+ipv6               ``<IP_ADDRESS>``   what :mod:`ipaddress` accepts as an IPv6 address,
+                                      with at least three non-empty groups (so slices
+                                      such as ``a[::2]`` or ``a[1::2]`` never match)
+=================  =================  =================================================
+
+Keys split over adjacent string literals (``("AKIAQ3EG" "RUQX5JXZT4NB")``,
+pieces on several lines) are found by joining each run of literals (after the
+code before it on its line, so the name rules still apply) and scanning the
+result; each piece's part of a key becomes ``<KEY>``. When several rules find
+overlapping spans they are merged into one placeholder, counted once under
+the kind listed first above.
+
+The ``source`` column (file path and line span) is redacted too, searched
+whole (:func:`redact_source`): an email address in a file name becomes
+``<EMAIL>`` in the training sets, the dropped-rows record and everything
+that cites a source.
+
+Not secrets (left alone by the password, URL, header and phrase rules, and by
+the scanner's values): empty and blank values; one character repeated
+(``"*"``, ``"***"``, ``"xxxx"``); templates and format fields (``{pw}``,
+``<password>``, ``${PASSWORD}``, ``$PW``, ``%s``, ``%(password)s``); the words
+``password``/``passwd``/``pass``/``pw``/``pwd``/``secret``/``token``/``key``
+(with ``my``/``your``/``db``/``admin``... in front), ``none``/``null``/
+``true``/``false``/``changeme``/``redacted``; prompts and messages (ending in
+``:``, ``?``, ``>`` or ``...``, or naming a password: ``"Password: "``); and
+anything not a quoted literal, such as ``password = getpass.getpass()``.
+The scanner's high-entropy hits that read as test data are skipped as well
+(:func:`collapse.data.scanner.looks_like_test_data`).
 
 Emails and IP addresses are looked for only inside string literals and
 comments when the text is Python source that parses (found with
@@ -73,6 +126,7 @@ import re
 import tokenize
 import warnings
 from collections import Counter
+from typing import Iterator
 
 __all__ = ["KINDS", "PLACEHOLDERS", "redact", "redact_source", "Redactor", "parses"]
 
@@ -135,7 +189,7 @@ _RESERVED_TLDS = ("example", "test", "invalid", "localhost")
 # scheme://user:PASSWORD@host, the user part possibly empty (redis://:pw@host) or an f-string field.
 _URL_CRED = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]{1,20}://(?P<user>[^\s:/?#@'\"\\]{0,64}):(?P<value>[^\s/?#@'\"\\]{1,128})@")
 # Bearer tokens anywhere; Basic/Token credentials after an Authorization header name.
-_AUTH = re.compile(r"(?i)\b(?P<scheme>bearer|basic|token)[ \t]+(?P<value>[A-Za-z0-9._~+/\-]{8,}=*)")
+_AUTH = r"\b(?P<scheme>bearer|basic|token)[ \t]+(?P<value>[a-z0-9._~+/\-]{8,}=*)"
 _AUTH_NAME = re.compile(r"(?i)authori[sz]ation")
 # A password-like name: any hit of these is looked at more closely (:func:`_password_name`).
 _PW_HIT = re.compile(r"[Pp][Aa][Ss][Ss]|[Pp][Ww]|[Cc][Oo][Nn][Tt][Rr][Aa][Ss][Ee]")
@@ -145,10 +199,14 @@ _PW_WORDS = frozenset({"pass", "passwd", "password", "passwords", "passphrase", 
 _AFTER_NAME = re.compile(r"""(?:['"]?\])?['"]?[ \t]*(?::[ \t]*[\w.\[\], |]{0,40}?[ \t]*(?==))?(?:==|!=|=|:)[ \t]*"""
                          r"""[rRbBuUfF]{0,2}(?P<q>['"])(?P<value>[^'"\n\\]{0,256})(?P=q)""")
 # "the password is ...", "passphrase: ...", "api key = ..." in comments, docstrings and strings.
-_PHRASE = re.compile(
-    r"(?i)\b(?:pass(?:word|phrase|code)|pwd|secret(?:[ _]key)?|api[ _-]?key|(?:access|auth|api)[ _-]?token)"
+_PHRASE = (
+    r"\b(?:pass(?:word|phrase|code)|pwd|secret(?:[ _]key)?|api[ _-]?key|(?:access|auth|api)[ _-]?token)"
     r"(?:[ \t]+(?:is|was|will[ \t]+be|should[ \t]+be)[ \t]+|[ \t]*[:=][ \t]*)"
     r"""(?:(?P<q>[`'"])(?P<quoted>[^`'"\n]{1,128})(?P=q)|(?P<bare>[^\s`'"]{1,128}))""")
+# Both are searched in the lowercased text (fast: no IGNORECASE), or case-insensitively when
+# lowercasing changed the text's length (a few non-ASCII letters); values are read from the text.
+_AUTH_LOW, _AUTH_CI = re.compile(_AUTH), re.compile(_AUTH, re.IGNORECASE)
+_PHRASE_LOW, _PHRASE_CI = re.compile(_PHRASE), re.compile(_PHRASE, re.IGNORECASE)
 # Values that say nothing secret: templates, format fields, masks, the names themselves.
 _PLACEHOLDER = re.compile(
     r"""(?ix)\{[^{}]*\}|<[^<>]*>|\$\{[^}]*\}|\$\w+|%(?:\([^)]*\))?[sdr]|(.)\1*
@@ -156,7 +214,18 @@ _PLACEHOLDER = re.compile(
     |none|null|nil|true|false|empty|redacted|hidden|placeholder|changeme""")
 # Adjacent string literals ("abc" "def", or across a line break in parentheses): joined before scanning.
 # Only where both sides of the seam are key characters (prose split over literals has a space there).
-_ADJACENT = re.compile(r"""[A-Za-z0-9_\-+/=]{4}['"](?:[ \t]+|[ \t]*\\?\r?\n[ \t]*)[rRbBuUfF]{0,2}['"][A-Za-z0-9_\-+/=]{4}""")
+# (The four key characters before the seam are checked in Python: a leading lookbehind would make
+# the search try every position.)
+_ADJACENT = re.compile(r"""['"](?:[ \t]+|[ \t]*\\?\r?\n[ \t]*)[rRbBuUfF]{0,2}['"][A-Za-z0-9_\-+/=]{4}""")
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-+/=")
+
+
+def _adjacent(text: str) -> bool:
+    """Whether ``text`` has two string literals side by side with key characters on both sides."""
+    if "'" not in text and '"' not in text:
+        return False
+    return any(m.start() >= 4 and _KEY_CHARS.issuperset(text[m.start() - 4:m.start()])
+               for m in _ADJACENT.finditer(text))
 #: Priority of the kinds when spans overlap (the first listed names the merged span).
 _KEY_ORDER = ("aws_key", "github_token", "slack_token", "google_key", "stripe_key", "npm_token", "jwt", "secret",
               "url_credentials", "auth_header", "password", "phrase_secret", "detect_secrets")
@@ -382,9 +451,16 @@ class Redactor:
                 if not _placeholder(v) and not (v.startswith("{") and v.endswith("}")):
                     add(m, "value", "url_credentials")
         low = text.lower()
+        same = len(low) == len(text)
+
+        def find(low_re: re.Pattern[str], ci_re: re.Pattern[str]) -> Iterator[tuple[re.Match[str], str, str]]:
+            """Matches, with the value's group name resolved and read from ``text``."""
+            for m in (low_re.finditer(low) if same else ci_re.finditer(text)):
+                yield m, text[m.start():m.end()], low[m.start():m.end()] if same else m[0].lower()
+
         if "bearer" in low or "basic" in low or "token" in low:
-            for m in _AUTH.finditer(text):
-                v, scheme = m["value"], m["scheme"].lower()
+            for m, _, _ in find(_AUTH_LOW, _AUTH_CI):
+                v, scheme = text[m.start("value"):m.end("value")], m["scheme"].lower()
                 if _placeholder(v) or not _credential_like(v, scheme):
                     continue
                 if scheme != "bearer":
@@ -415,16 +491,17 @@ class Redactor:
                 if literals.contains(text, vs, ve):
                     out.append((vs, ve, "password"))
         if "pass" in low or "pwd" in low or "secret" in low or "key" in low or "token" in low:
-            for m in _PHRASE.finditer(text):
+            for m, _, _ in find(_PHRASE_LOW, _PHRASE_CI):
                 if m["quoted"] is not None:
-                    if _placeholder(m["quoted"]) or _prompt(m["quoted"]):
-                        continue
                     a, b = m.span("quoted")
+                    if _placeholder(text[a:b]) or _prompt(text[a:b]):
+                        continue
                 else:
-                    if not _bare_secret(m["bare"]):
+                    bare = text[m.start("bare"):m.end("bare")]
+                    if not _bare_secret(bare):
                         continue
                     a = m.start("bare")
-                    b = a + len(m["bare"].rstrip(".,;:)!?"))
+                    b = a + len(bare.rstrip(".,;:)!?"))
                 # only in prose: a comment, a docstring or a string (code has the name rule above)
                 if literals.contains(text, m.start(), b):
                     out.append((a, b, "phrase_secret"))
@@ -470,7 +547,7 @@ class Redactor:
         """Keys split over adjacent string literals: each run is joined (with the code before it on
         its line, so a name rule still sees the name) and scanned; what is found is mapped back onto
         the pieces."""
-        if not _ADJACENT.search(text) or not literals.code(text):
+        if not _adjacent(text) or not literals.code(text):
             return []
         out: list[Span] = []
         whole = _Literals(whole=True)
