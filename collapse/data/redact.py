@@ -453,13 +453,12 @@ class Redactor:
         low = text.lower()
         same = len(low) == len(text)
 
-        def find(low_re: re.Pattern[str], ci_re: re.Pattern[str]) -> Iterator[tuple[re.Match[str], str, str]]:
-            """Matches, with the value's group name resolved and read from ``text``."""
-            for m in (low_re.finditer(low) if same else ci_re.finditer(text)):
-                yield m, text[m.start():m.end()], low[m.start():m.end()] if same else m[0].lower()
+        def find(low_re: re.Pattern[str], ci_re: re.Pattern[str]) -> Iterator[re.Match[str]]:
+            """Matches in the lowercased text (same offsets as ``text``): values are read from ``text``."""
+            return low_re.finditer(low) if same else ci_re.finditer(text)
 
         if "bearer" in low or "basic" in low or "token" in low:
-            for m, _, _ in find(_AUTH_LOW, _AUTH_CI):
+            for m in find(_AUTH_LOW, _AUTH_CI):
                 v, scheme = text[m.start("value"):m.end("value")], m["scheme"].lower()
                 if _placeholder(v) or not _credential_like(v, scheme):
                     continue
@@ -491,7 +490,7 @@ class Redactor:
                 if literals.contains(text, vs, ve):
                     out.append((vs, ve, "password"))
         if "pass" in low or "pwd" in low or "secret" in low or "key" in low or "token" in low:
-            for m, _, _ in find(_PHRASE_LOW, _PHRASE_CI):
+            for m in find(_PHRASE_LOW, _PHRASE_CI):
                 if m["quoted"] is not None:
                     a, b = m.span("quoted")
                     if _placeholder(text[a:b]) or _prompt(text[a:b]):
