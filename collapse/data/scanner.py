@@ -12,10 +12,15 @@ Speed: asking every plugin about every line of the standard library (about
 670,000 lines) takes minutes. Each plugin has a *trigger* here, a cheap
 regular expression that every line the plugin can report on matches (a
 necessary condition read off the plugin's own patterns: a literal prefix,
-or the long run of key characters its secret needs). One union of the
-triggers is searched over the whole text; only the lines it hits are
-given to the plugins whose own trigger hits that line. A plugin without a
-trigger here (a newer detect-secrets) runs on every line.
+or the long run of key characters its secret needs). A coarser prefilter
+that covers every trigger (runs of 20+ key characters, a few literals such
+as ``://``, ``eyJ``, ``BEGIN``, quoted hex strings, and the keyword plugin's
+names in the lowercased text) is searched over the whole text; only the
+lines it hits (about 40,000 of the standard library's 667,000) are given to
+the plugins whose own trigger hits that line. A test checks on the planted
+corpus and stdlib modules that no plugin reports a line the prefilter
+skipped. A plugin without a trigger here (a newer detect-secrets) runs on
+every line.
 
 Detections go through detect-secrets' own heuristic filters (sequential
 strings, UUIDs, ``{templated}``/``<templated>``/``${templated}`` values,
