@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import datasets
@@ -21,7 +22,7 @@ from collapse.data.card import content_sha256, human_card, training_card
 from collapse.data.filters import autogen_reason, header_is_autogen, quality_reason
 from collapse.data.licenses import allowed, distribution_license, identify_text, normalize_expression, spdx_header
 from collapse.data.neardup import NearDupIndex, jaccard, lsh_bands, minhash_signatures, shingle_sets
-from collapse.data.redact import redact
+from collapse.data.redact import parses, redact, redact_source
 from collapse.data.sources import stdlib_root
 
 MIT = ("MIT License\n\nCopyright (c) 2024 Someone\n\nPermission is hereby granted, free of charge, to any person "
@@ -228,7 +229,11 @@ def test_redaction_of_each_kind():
     text = "v = '3.11.7.1'  # version\nw = '1.2.3.4.5'\nx = a[::2] + b[1::3]\nhost = '10.0.0.1'\nme = 'x@example.com'"
     assert redact(text) == (text, {})  # versions, longer dotted numbers, slices, private and documentation addresses
     assert redact("ping('8.8.8.8')")[0] == "ping('<IP_ADDRESS>')"
-    assert redact('password = "hunter2"')[1] == {}  # short, low-entropy values stay
+    # A password-like name marks even a short, low-entropy value; empty values, masks and prompts stay.
+    assert redact('password = "hunter2"') == ('password = "<KEY>"', {"password": 1})
+    for kept in ('password = ""', 'password = "***"', 'pw = getpass.getpass("Password: ")', 'password = "{pw}"',
+                 'password = "%(password)s"', 'prompt = "Password:"', 'password = "<your password>"'):
+        assert redact(kept) == (kept, {}), kept
     out, counts = redact('cfg = {"api_key": "Zx8Kq2Lm9Vb4Nw7Rt5Yp"}')
     assert out == 'cfg = {"api_key": "<KEY>"}' and counts == {"secret": 1}
 
@@ -305,26 +310,150 @@ def test_rows_that_redaction_would_break_are_dropped(tmp_path):
     assert info["dropped"]["redaction_broke_syntax"] == 1
 
 
+def test_every_planted_form_is_redacted():
+    """46 forms of secrets and personal data (tests/planted_secrets.py): none survives."""
+    from tests.planted_secrets import FORMS
+
+    assert len(FORMS) >= 30 and len({f.value for f in FORMS}) == len(FORMS)
+    missed = []
+    for form in FORMS:
+        if form.file != "planted.py":  # the value is in the file name: the source column
+            out = redact_source(f"planted/{form.file}:1-5")
+            assert out == "planted/<EMAIL>:1-5"
+        else:
+            out, _ = redact(form.code)
+            assert parses(out), form.name  # placeholders keep the code's shape
+        if any(n in out for n in form.needles):
+            missed.append(form.name)
+    assert missed == []
+
+
+def test_own_rules_and_what_they_leave_alone():
+    cases = {
+        'dsn = f"postgresql://{user}:Tr0ub4dor@{host}/db"': 'dsn = f"postgresql://{user}:<KEY>@{host}/db"',
+        'url = "redis://:s3cretPW@cache:6379/0"': 'url = "redis://:<KEY>@cache:6379/0"',
+        'h = {"Authorization": "Bearer abc123def456ghi789"}': 'h = {"Authorization": "Bearer <KEY>"}',
+        "def f(host, pw='Wombat!88'):\n    return host": "def f(host, pw='<KEY>'):\n    return host",
+        "# the passphrase is tangerine-42\nx = 1": "# the passphrase is <KEY>\nx = 1",
+        'KEY = ("AKIAQ3EGRU"\n       "QX5JXZT4NB")': 'KEY = ("<KEY>"\n       "<KEY>")',
+        'host = "151.101.12.34"  # server version 2': 'host = "<IP_ADDRESS>"  # server version 2',
+    }
+    for code, want in cases.items():
+        assert redact(code)[0] == want, code
+    kept = [
+        'url = f"postgresql://{user}:{pw}@{host}/db"',  # the password is an expression
+        'u = "http://user:password@host/"',  # a placeholder word
+        'print("the password is required")', '# the secret is stored in the keyring',
+        'msg = "Basic authentication is enabled"', 'headers["Authorization"] = "Bearer " + token',
+        'v = "3.11.7.1"  # version', 'password = getpass.getpass("Password: ")',
+        'letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"',  # an alphabet
+        'b64 = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXpBQkNE"',  # base64 of text
+        "s = ' '.join(words) + ' ' 'x'",
+        "def digest_ok(data):\n    return hashlib.sha1(data).hexdigest() == '2fd4e1c67a2d28fced849ee1bb76e7391b93eb12'",
+    ]
+    for code in kept:
+        assert redact(code) == (code, {}), code
+
+
+def test_detect_secrets_runs_offline(monkeypatch):
+    """Even with detect-secrets' verification filter configured globally, no plugin reaches the network."""
+    import socket
+
+    from detect_secrets.settings import get_settings
+
+    from collapse.data.scanner import get_scanner
+    from tests.planted_secrets import FORMS
+
+    def no_network(*a, **k):
+        raise AssertionError("network access")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    settings = get_settings()
+    monkeypatch.setitem(settings.filters, "detect_secrets.filters.common.is_ignored_due_to_verification_policies",
+                        {"min_level": 2})
+    found = [d for form in FORMS for d in get_scanner().scan(form.code)]
+    assert {d.type for d in found} >= {"Secret Keyword", "Base64 High Entropy String", "JSON Web Token",
+                                       "Basic Auth Credentials", "Slack Token", "Stripe Access Key",
+                                       "GitHub Token", "AWS Access Key", "Private Key", "SendGrid API Key"}
+    assert "detect_secrets.filters.common.is_ignored_due_to_verification_policies" not in settings.filters
+
+
+def test_scanner_triggers_cover_every_plugin_detection():
+    """The cheap line prefilter is sound: every line a plugin reports on is a candidate line, and every
+    detect-secrets plugin (but the public-IP one) is used, with a trigger."""
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+
+    from collapse.data.scanner import PLUGINS, TRIGGERS, Scanner
+    from tests.planted_secrets import FORMS
+
+    names = {c.__name__ for c in get_mapping_from_secret_type_to_class().values()}
+    assert names - set(PLUGINS) == {"IPPublicDetector"} and set(PLUGINS) == set(TRIGGERS)
+    scanner = Scanner()
+    texts = [f.code for f in FORMS] + PLANTED
+    root = stdlib_root()
+    for name in ("base64.py", "hashlib.py", "secrets.py", "smtplib.py", "ftplib.py", "urllib/request.py"):
+        texts.append((root / name).read_text())
+    hits = 0
+    for text in texts:
+        candidates = set(scanner.candidate_lines(text))
+        for line in text.split("\n"):
+            for plugin in scanner.plugins:
+                if plugin.analyze_line(filename="redact.py", line=line):
+                    hits += 1
+                    assert line in candidates, (type(plugin).__name__, line)
+                    assert re.search(TRIGGERS[type(plugin).__name__], line), (type(plugin).__name__, line)
+    assert hits > 40
+
+
+def test_source_column_is_redacted_everywhere(tmp_path):
+    from tests.planted_secrets import write_planted
+
+    root = write_planted(tmp_path / "corpus")
+    write_module(root / "planted" / "pkg" / "mod.py", random_functions(6, seed=71))
+    (root / "planted" / "ola.nordmann@planted-mail.net").mkdir()
+    write_module(root / "planted" / "ola.nordmann@planted-mail.net" / "opted.py", random_functions(1, seed=72))
+    c = cfg(root, write_dropped=True, val_fraction=0.2, test_fraction=0.2, opt_out=["*/opted.py"])
+    dsd, info = prepare_human_data(c, tmp_path / "cache", progress=False)
+    sources = [s for split in dsd for s in dsd[split]["source"]]
+    assert any(s.startswith("planted/<EMAIL>:") for s in sources)
+    assert not any("planted-mail" in s for s in sources)
+    entry = Path(info["path"])
+    for f in entry.rglob("*"):
+        if f.is_file():
+            assert b"ola.nordmann" not in f.read_bytes(), f
+    opted = [json.loads(x) for x in (entry / "dropped.jsonl").read_text().splitlines()]
+    assert {"step": "opt_out", "reason": "opt_out", "source": "planted/<EMAIL>/opted.py", "pattern": "*/opted.py"} in opted
+    red = next(s for s in info["steps"] if s["name"] == "redact")
+    assert red["extra"]["source_replacements"] == {"email": 1}
+
+
 @pytest.mark.slow
 def test_secrets_reach_no_saved_artifact(tmp_path):
-    """A tiny real experiment on a corpus with planted keys and addresses:
-    no saved training set, tokenizer, sample file, cached split, card or
-    dropped-rows file holds any of them."""
+    """A tiny real experiment on a corpus with planted keys, passwords and addresses (the 46 forms of
+    tests/planted_secrets.py and the kinds above), tracked in MLflow: no saved training set,
+    tokenizer, sample file, cached split, card, dropped-rows file, MLflow database or artifact holds
+    any of them."""
     from collapse.cli import main
     from tests.conftest import TINY, tiny_overrides
+    from tests.planted_secrets import FORMS, write_planted
 
     corpus = make_corpus(tmp_path / "corpus")
+    write_planted(corpus)
     root, run_dir = tmp_path / "runs", tmp_path / "runs" / "secret_run"
-    ov = {"data.source": corpus, "data.max_examples": "null", "data.write_dropped": "true", "run.generations": 1,
-          "tracking.enabled": "false"}
+    ov = {"data.source": corpus, "data.max_examples": "null", "data.write_dropped": "true", "run.generations": 1}
     assert main(["run", str(TINY), *tiny_overrides(root, run_dir, **ov)]) == 0
 
     files = [p for p in root.rglob("*") if p.is_file()]
     kinds = {p.name for p in files}
-    assert {"tokenizer.json", "samples.jsonl", "dropped.jsonl", "README.md"} <= kinds
+    assert {"tokenizer.json", "samples.jsonl", "dropped.jsonl", "README.md", "mlflow.db"} <= kinds
+    assert any("mlartifacts" in p.parts for p in files)
     assert any(p.suffix == ".arrow" and "gen_001" in p.parts and "data" in p.parts for p in files)
     assert any(p.suffix == ".arrow" and any(q.startswith("human-") for q in p.parts) for p in files)
     needles = [s.encode() for s in [*SECRETS.values(), *FRAGMENTS]]
+    needles += [n.encode() for form in FORMS for n in form.needles]
+    needles += [b"planted-mail", b"ola.nordmann"]
     for p in files:
         blob = p.read_bytes()
         for s in needles:
@@ -336,14 +465,14 @@ def test_secrets_reach_no_saved_artifact(tmp_path):
     # The planted functions are in the corpus, redacted (not dropped), and the counts say so.
     human = datasets.load_from_disk(str(next(root.glob("_cache/human-*"))))
     texts = "\n".join(t for split in human for t in human[split]["text"])
-    for name in ("notify_owner", "connect_cloud", "post_update", "load_signing_key"):
-        assert f"def {name}" in texts
-    assert texts.count("<EMAIL>") == 1 and texts.count("<IP_ADDRESS>") == 2 and texts.count("<KEY>") == 6
+    for name in ("notify_owner", "connect_cloud", "post_update", "load_signing_key", *(f.name for f in FORMS)):
+        assert f"def {name}" in texts, name
     assert "127.0.0.1" in texts  # loopback: identifies no one, kept
     state = json.loads((run_dir / "state.json").read_text())
-    assert state["data"]["redactions"] == {k: 1 for k in SECRETS}
+    red = state["data"]["redactions"]
+    assert all(red.get(k, 0) >= 1 for k in SECRETS) and red["password"] >= 5 and red["detect_secrets"] >= 3
     card = (run_dir / "gen_000" / "data" / "README.md").read_text()
-    assert "redactions: " in card and "email=1" in card
+    assert "redactions: " in card and "email=" in card
     assert (run_dir / "gen_001" / "data" / "README.md").exists()
 
 

@@ -59,6 +59,7 @@ from collapse.config import DataConfig
 from collapse.data.filters import header_is_autogen, normalize_text
 from collapse.data.licenses import NOASSERTION, UNKNOWN, LicenseFinder, allowed, spdx_header
 from collapse.data.pipeline import STEP_REASONS, run_pipeline
+from collapse.data.redact import redact_source
 from collapse.data.sources import (STDLIB_SKIP_DIRS, FileEntry, OptOut, SourceSpec, list_files, parse_sources,
                                    resolve_source, stdlib_root)
 from collapse.errors import CollapseError
@@ -452,6 +453,13 @@ def load_human_corpus(cfg: DataConfig, progress: bool = True, dropped: list[dict
             log.info("data: %d file%s dropped (%s)", v, "s" if v != 1 else "", k)
 
     kept, reports, redactions = run_pipeline(rows, cfg, dropped)
+    if dropped is not None and "redact" in cfg.pipeline:
+        # File names are redacted like the texts, in every record of them (opt-out, license and
+        # steps that ran before ``redact`` included); kept rows' sources were redacted by the step.
+        for d in dropped:
+            for k in ("source", "duplicate_of"):
+                if isinstance(d.get(k), str):
+                    d[k] = redact_source(d[k])
     clock.update({f"step.{rep.name}": rep.seconds for rep in reports})
     t0 = time.perf_counter()
     for r in kept:

@@ -4,7 +4,8 @@
 step           what it does                                    drop reasons
 =============  ==============================================  =====================================
 redact         replaces secrets and personal data by           ``redaction_broke_syntax`` (a row
-               placeholders (:mod:`collapse.data.redact`)      that parsed before and not after)
+               placeholders (:mod:`collapse.data.redact`),     that parsed before and not after)
+               in the text and in the ``source`` column
 exact_dedup    drops exact duplicates (whitespace-normalized    ``duplicate``
                text), first occurrence kept
 length         ``data.min_chars`` / ``data.max_chars``          ``too_short``, ``too_long``
@@ -29,12 +30,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from collapse.config import DataConfig
 from collapse.data.filters import autogen_reason, length_reason, normalize_text, quality_reason
-from collapse.data.redact import Redactor, parses
+from collapse.data.redact import Redactor, parses, redact_source
 
 __all__ = ["STEP_REASONS", "StepReport", "run_pipeline", "content_hash"]
 
@@ -123,6 +125,46 @@ def _near_dedup(rows: list[Row], cfg: DataConfig, dropped_rows: list[Row] | None
     return kept, {"near_duplicate": n}
 
 
+#: Texts per task of the redaction pool, and the fewest texts worth a pool.
+REDACT_CHUNK = 500
+REDACT_POOL_MIN = 4000
+
+
+def _redact_chunk(texts: list[str]) -> tuple[list[tuple[str | None, bool]], Counter[str]]:
+    """Per text ``(redacted text or None when unchanged, whether redaction broke its syntax)``,
+    and the replacements per kind."""
+    r = Redactor()
+    out: list[tuple[str | None, bool]] = []
+    for text in texts:
+        new = r.redact(text)
+        out.append((None, False) if new == text else (new, parses(text) and not parses(new)))
+    return out, r.counts
+
+
+def _redact_texts(texts: list[str]) -> tuple[list[tuple[str | None, bool]], Counter[str]]:
+    """:func:`_redact_chunk` over all texts, in forked workers when the corpus is large (the same
+    result, in the same order, as in one process)."""
+    import multiprocessing
+
+    from collapse.data.corpus import _pool_workers
+    from collapse.data.scanner import get_scanner
+
+    get_scanner()  # built once here; forked workers inherit it
+    chunks = [texts[i:i + REDACT_CHUNK] for i in range(0, len(texts), REDACT_CHUNK)]
+    workers = _pool_workers(len(texts)) if len(texts) >= REDACT_POOL_MIN else 0
+    out: list[tuple[str | None, bool]] = []
+    counts: Counter[str] = Counter()
+    if workers:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_redact_chunk, chunks, chunksize=1)
+    else:
+        parts = [_redact_chunk(c) for c in chunks]
+    for res, c in parts:
+        out.extend(res)
+        counts.update(c)
+    return out, counts
+
+
 def run_pipeline(rows: list[Row], cfg: DataConfig, dropped_rows: list[Row] | None = None
                  ) -> tuple[list[Row], list[StepReport], dict[str, int]]:
     """Run ``cfg.pipeline`` over ``rows`` (dicts with ``text``, ``source``; ``file_autogen`` optional).
@@ -140,10 +182,14 @@ def run_pipeline(rows: list[Row], cfg: DataConfig, dropped_rows: list[Row] | Non
         if step == "redact":
             changed = broke = 0
             kept_rows = []
+            sources = Redactor(scanner=False)  # file names: counted apart from the texts
             for r in rows:
-                new = redactor.redact(r["text"])
-                if new != r["text"]:
-                    if parses(r["text"]) and not parses(new):
+                r["source"] = redact_source(r["source"], sources)
+            results, counts_red = _redact_texts([r["text"] for r in rows])
+            redactor.counts.update(counts_red)
+            for r, (new, bad) in zip(rows, results):
+                if new is not None:
+                    if bad:
                         # Only the redacted text is kept anywhere, the dropped-rows file included.
                         broke += 1
                         if dropped_rows is not None:
@@ -155,7 +201,8 @@ def run_pipeline(rows: list[Row], cfg: DataConfig, dropped_rows: list[Row] | Non
                 kept_rows.append(r)
             rows = kept_rows
             counts: dict[str, int] = {"redaction_broke_syntax": broke}
-            extra = {"rows_changed": changed, "replacements": {k: v for k, v in redactor.counts.items() if v}}
+            extra = {"rows_changed": changed, "replacements": {k: v for k, v in redactor.counts.items() if v},
+                     "source_replacements": {k: v for k, v in sources.counts.items() if v}}
         elif step == "exact_dedup":
             rows, counts = _exact_dedup(rows, dropped_rows)
         elif step == "length":

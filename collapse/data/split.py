@@ -45,7 +45,7 @@ __all__ = ["split_corpus", "prepare_human_data", "data_key", "SPLITS"]
 SPLITS = ("train", "validation", "test")
 
 #: Bump when extraction, filtering or splitting changes, so old caches are not reused.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 #: The file of dropped files and functions in a cache entry (with ``data.write_dropped``).
 DROPPED_FILE = "dropped.jsonl"
 
