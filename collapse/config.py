@@ -51,6 +51,7 @@ class DataConfig:
     max_examples: int | None = _f(None, "cap on the corpus after filtering (a seeded, content-hash-ordered subset); null = all", *_pos_or_none)
     val_fraction: float = _f(0.05, "share of the corpus in the validation split (by content hash)", *_open_unit)
     test_fraction: float = _f(0.05, "share of the corpus in the test split (by content hash)", *_open_unit)
+    reference_fraction: float = _f(0.1, "share of the corpus in the reference split (by content hash): held-out human code, never trained on, on which the human.* reference lines of sample metrics are computed with as many functions as each generation has samples", *_open_unit)
     train_size: int | None = _f(None, "human examples in the training pool of generation 0; null = the whole train split", *_pos_or_none)
     pipeline: list[str] = _f(["redact", "exact_dedup", "length", "autogen", "quality", "near_dedup"], "row steps of the human corpus, in order (after opt-out and the license check): redact (secrets and personal data → placeholders) | exact_dedup | length | autogen | quality | near_dedup")
     near_dedup_threshold: float = _f(0.85, "near_dedup (and the dedup gate): Jaccard similarity of token-shingle sets at which two functions are near duplicates (first in corpus order kept)", lambda v: 0.0 < v <= 1.0, "in (0, 1]")

@@ -181,7 +181,7 @@ def manifest(train, rec: GenerationRecord, regime: str) -> dict[str, Any]:
 def _mix_sizes(cfg: Config, n_train_split: int) -> MixSizes:
     n = cfg.data.train_size or n_train_split
     return MixSizes(human=n, synthetic=cfg.mix.synthetic_size or n, human_fraction=cfg.mix.human_fraction,
-                    subsample=cfg.mix.subsample_size, fresh=cfg.mix.fresh_size)
+                    subsample=cfg.mix.subsample_size, fresh=cfg.mix.fresh_size, synthetic_ratio=cfg.mix.synthetic_ratio)
 
 
 class Experiment:
@@ -208,6 +208,11 @@ class Experiment:
         for split in ("validation", "test"):
             if len(self.human[split]) == 0:
                 raise CollapseError(f"data: the {split} split is empty; use a larger corpus or a larger data.{'val' if split == 'validation' else 'test'}_fraction")
+        if len(self.human["reference"]) < self.sizes.synthetic:
+            raise CollapseError(
+                f"data: the reference split holds {len(self.human['reference'])} functions but each generation samples "
+                f"{self.sizes.synthetic}, and the human reference lines need as many held-out functions; raise "
+                "data.reference_fraction, lower mix.synthetic_size, or use a larger corpus")
         if cfg.model.init_from:
             # A checkpoint brings its own vocabulary: use the tokenizer saved with it.
             self.tokenizer, self.tokenizer_path = load_checkpoint_tokenizer(cfg.model.init_from), cfg.model.init_from

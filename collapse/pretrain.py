@@ -23,9 +23,9 @@ uninterrupted one. Experiments start from it with
 
 Held out: the corpus is split by content hash like every experiment's
 (:func:`collapse.data.split.split_bucket`), so every function whose bucket
-lies below ``data.val_fraction + data.test_fraction`` of the recipe is never
-trained on. An experiment starting from the base must keep its own
-validation and test splits inside that range (checked by
+lies below ``data.val_fraction + data.test_fraction + data.reference_fraction``
+of the recipe is never An experiment starting from the base must keep its own
+validation, test and reference splits inside that range (checked by
 :func:`resolve_init_from`); its training functions may well be among those
 the base saw, as with any pretrained model.
 """
@@ -68,8 +68,10 @@ def pretrain_key(cfg: Config, corpus_key: str) -> str:
 
 
 def held_out_fraction(cfg: Config) -> float:
-    """The share of content-hash buckets no model trained on (validation and test)."""
-    return cfg.data.val_fraction + cfg.data.test_fraction
+    """The share of content-hash buckets no model trained on (validation, test and reference)."""
+    from collapse.data.split import held_out_fraction as data_held_out
+
+    return data_held_out(cfg.data)
 
 
 def _parses(text: str) -> bool:
@@ -132,7 +134,7 @@ Built by `{command}`.
 | | |
 |---|---|
 | corpus | {cfg.data.source} through the data pipeline ({', '.join(cfg.data.pipeline)}); card: `{info.get('card')}` |
-| functions | {split.get('train', '?')} train / {split.get('validation', '?')} validation / {split.get('test', '?')} test (held out: content-hash buckets below {held_out_fraction(cfg):g}) |
+| functions | {split.get('train', '?')} train / {split.get('validation', '?')} validation / {split.get('test', '?')} test / {split.get('reference', '?')} reference (held out: content-hash buckets below {held_out_fraction(cfg):g}) |
 | licenses | {lic} |
 | model | {cfg.model.preset} preset, {metrics['parameters']:,} parameters, vocabulary {metrics['vocab_size']:,} |
 | training | {metrics['train_steps']:,} steps, {metrics['train_tokens']:,} tokens seen, {metrics['train_seconds']:.0f} s, precision {metrics['precision']} |
@@ -140,8 +142,8 @@ Built by `{command}`.
 | unconditional samples that parse (T = {temps}) | {rates} ({cfg.pretrain.eval_samples} samples each, {cfg.sample.max_new_tokens} tokens at most) |
 
 Experiments start from it with `model.init_from: pretrain:<this recipe>`; their
-validation and test splits must lie inside the held-out buckets
-(`data.val_fraction + data.test_fraction` ≤ {held_out_fraction(cfg):g}).
+validation, test and reference splits must lie inside the held-out buckets
+(`data.val_fraction + data.test_fraction + data.reference_fraction` ≤ {held_out_fraction(cfg):g}).
 """
 
 
@@ -277,7 +279,8 @@ def resolve_init_from(cfg: Config) -> None:
     if held_out_fraction(cfg) > held + 1e-12:
         raise CollapseError(
             f"model.init_from: the base {recipe} trained on content-hash buckets from {held:g} up, but this "
-            f"experiment evaluates on buckets below {held_out_fraction(cfg):g} (data.val_fraction + data.test_fraction); "
+            f"experiment evaluates on buckets below {held_out_fraction(cfg):g} "
+            "(data.val_fraction + data.test_fraction + data.reference_fraction); "
             f"lower them to at most {held:g} in total")
     res = run_pretrain(pcfg, command=f"collapse pretrain {recipe}")
     cfg.model.init_from = str(res.checkpoint.resolve())

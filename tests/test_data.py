@@ -287,20 +287,20 @@ def _assignment(dsd: datasets.DatasetDict) -> dict[str, str]:
 
 def test_split_no_leakage_and_stability():
     ds = _synthetic(2000)
-    dsd = split_corpus(ds, 0.1, 0.1)
-    assert list(dsd) == ["train", "validation", "test"]
+    dsd = split_corpus(ds, 0.1, 0.1, 0.1)
+    assert list(dsd) == ["train", "validation", "test", "reference"]
     assigned = _assignment(dsd)
     assert len(assigned) == len(ds) == sum(len(dsd[s]) for s in dsd)  # each example in exactly one split
 
     shuffled = ds.shuffle(seed=1)
-    dsd2 = split_corpus(shuffled, 0.1, 0.1)
+    dsd2 = split_corpus(shuffled, 0.1, 0.1, 0.1)
     assert _assignment(dsd2) == assigned
     # Within a split the order depends only on content, not on input order.
     for s in dsd:
         assert dsd2[s]["sha256"] == dsd[s]["sha256"]
 
     half = ds.select(range(0, len(ds), 2))
-    dsd3 = split_corpus(half, 0.1, 0.1)
+    dsd3 = split_corpus(half, 0.1, 0.1, 0.1)
     for h, name in _assignment(dsd3).items():
         assert assigned[h] == name
     # A subset's order is the full order restricted to the subset.
@@ -321,10 +321,14 @@ def test_whitespace_duplicates_share_a_split():
 
 def test_split_proportions():
     n = 5000
-    dsd = split_corpus(_synthetic(n, seed=3), val_fraction=0.1, test_fraction=0.2)
+    dsd = split_corpus(_synthetic(n, seed=3), val_fraction=0.1, test_fraction=0.2, reference_fraction=0.15)
     assert abs(len(dsd["test"]) / n - 0.2) < 0.03
     assert abs(len(dsd["validation"]) / n - 0.1) < 0.03
-    assert abs(len(dsd["train"]) / n - 0.7) < 0.03
+    assert abs(len(dsd["reference"]) / n - 0.15) < 0.03
+    assert abs(len(dsd["train"]) / n - 0.55) < 0.03
+    # Without a reference share the other splits are what they were.
+    old = split_corpus(_synthetic(n, seed=3), val_fraction=0.1, test_fraction=0.2)
+    assert old["test"]["sha256"] == dsd["test"]["sha256"] and len(old["reference"]) == 0
     assert dsd["train"].column_names == ["text", "sha256"]
 
 
@@ -336,7 +340,7 @@ def test_prepare_human_data_caches(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     dsd, info = prepare_human_data(cfg, cache, progress=False)
     assert info["cached"] is False
-    assert info["split_sizes"] == {s: len(dsd[s]) for s in ("train", "validation", "test")}
+    assert info["split_sizes"] == {s: len(dsd[s]) for s in ("train", "validation", "test", "reference")}
     assert sum(info["split_sizes"].values()) == info["kept"] == 400
     assert [p.name for p in cache.iterdir()] == [f"human-{info['key']}"]  # no temp dir left over
     assert (cache / f"human-{info['key']}" / "info.json").is_file()

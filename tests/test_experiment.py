@@ -222,7 +222,8 @@ def test_prompted_sampling_starts_from_held_out_signatures(shared_root, tmp_path
     # Three epochs and temperature 0.5: enough for the tiny model to have learned what follows a
     # signature (98 % of completions indented; 24 % when the prompt ends with its bare newline).
     ov = {"sample.prompt": "signature", "run.generations": 0, "sample.max_new_tokens": 8, "train.epochs": 3,
-          "sample.temperature": 0.5, "metrics.names": "[syntax_valid]"}
+          "sample.temperature": 0.5, "metrics.names": "[syntax_valid]", "data.train_size": "null",
+          "mix.synthetic_size": 128}
     assert main(["run", str(TINY), *tiny_overrides(shared_root, out, **ov)]) == 0
     samples = load_from_disk(str(out / "gen_000" / "samples"))
     human = load_from_disk(str(out / "gen_000" / "data"))

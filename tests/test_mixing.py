@@ -196,3 +196,16 @@ def test_augment_validates_in_lm_recipes():
     assert cfg.regimes == ["augment"] and cfg.mix.synthetic_ratio == 0.5
     with pytest.raises(ConfigError, match="mix.synthetic_ratio: expected >= 0"):
         load_config(None, ["mix.synthetic_ratio=-1"])
+
+
+def test_lm_runs_pass_the_synthetic_ratio_to_the_augment_plan():
+    """The LM side resolves mix.synthetic_ratio into the sizes the shared plan function reads."""
+    from collapse.config import load_config
+    from collapse.experiment import _mix_sizes
+    from collapse.mixing import plan_mix, synthetic_pool
+
+    cfg = load_config(None, {"mix.regime": "augment", "mix.synthetic_ratio": 0.25, "mix.synthetic_size": 40})
+    sizes = _mix_sizes(cfg, n_train_split=100)
+    assert (sizes.human, sizes.synthetic, sizes.synthetic_ratio) == (100, 40, 0.25)
+    plan = plan_mix("augment", 1, {"human": 100, synthetic_pool(0): 40}, sizes, np.random.default_rng(0))
+    assert [(t.pool, t.count) for t in plan] == [("human", 100), (synthetic_pool(0), 25)]

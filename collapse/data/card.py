@@ -117,7 +117,7 @@ def human_card(info: dict[str, Any], splits: Any, cfg: Any = None) -> str:
     """The card of a prepared human corpus (``splits``: a DatasetDict with ``text`` and ``sha256``)."""
     lines = [f"# Human corpus `human-{info.get('key', '?')}`", "",
              "Python functions with provenance (`source`: file and line span), `license` (SPDX) and `sha256`, "
-             "split by content hash into train / validation / test. Built by `collapse.data`.", ""]
+             "split by content hash into train / validation / test / reference (held-out code for the human reference lines). Built by `collapse.data`.", ""]
     lines += _sources_section(info) + [""] + _opt_out_section(info) + [""] + _license_section(info, cfg) + [""]
     lines += _steps_section(info) + [""]
     rows, all_hashes, all_chars = [], [], 0

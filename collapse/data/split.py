@@ -1,4 +1,4 @@
-"""Splitting the human corpus into train / validation / test, and caching it.
+"""Splitting the human corpus into train / validation / test / reference, and caching it.
 
 The split is a pure function of each example's content: a hash of the
 normalized text picks the split, a second hash orders examples within it.
@@ -40,12 +40,12 @@ from collapse.data.redact import Redactor
 from collapse.data.sources import installed_distributions, parse_sources
 from collapse.errors import CollapseError
 
-__all__ = ["split_corpus", "prepare_human_data", "data_key", "SPLITS"]
+__all__ = ["split_corpus", "prepare_human_data", "data_key", "held_out_fraction", "SPLITS"]
 
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test", "reference")
 
 #: Bump when extraction, filtering or splitting changes, so old caches are not reused.
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 #: The file of dropped files and functions in a cache entry (with ``data.write_dropped``).
 DROPPED_FILE = "dropped.jsonl"
 
@@ -59,28 +59,36 @@ def split_bucket(text: str) -> float:
     return int.from_bytes(_hash(b"split:", text)[:8], "big") / 2**64
 
 
-def split_corpus(ds: datasets.Dataset, val_fraction: float, test_fraction: float) -> datasets.DatasetDict:
-    """Split by content hash into ``train``, ``validation`` and ``test``.
+def split_corpus(ds: datasets.Dataset, val_fraction: float, test_fraction: float,
+                 reference_fraction: float = 0.0) -> datasets.DatasetDict:
+    """Split by content hash into ``train``, ``validation``, ``test`` and ``reference``.
 
     An example goes to ``test`` when its bucket (the first 64 bits of
     ``sha256(b"split:" + normalized text)`` as a fraction) is below
     ``test_fraction``, to ``validation`` when below ``test_fraction +
-    val_fraction``, else to ``train``. Each split is ordered by
+    val_fraction``, to ``reference`` when below that plus
+    ``reference_fraction``, else to ``train``. Each split is ordered by
     ``sha256(b"order:" + normalized text)``. All columns are kept.
     """
-    if not (0.0 <= val_fraction and 0.0 <= test_fraction and val_fraction + test_fraction < 1.0):
+    shares = (val_fraction, test_fraction, reference_fraction)
+    if not (all(0.0 <= f for f in shares) and sum(shares) < 1.0):
         raise CollapseError(
-            f"data.val_fraction + data.test_fraction: expected two non-negative shares summing to < 1, "
-            f"got {val_fraction} and {test_fraction}"
-        )
+            "data.val_fraction + data.test_fraction + data.reference_fraction: expected non-negative shares summing "
+            f"to < 1, got {val_fraction}, {test_fraction} and {reference_fraction}")
     members: dict[str, list[tuple[bytes, int]]] = {s: [] for s in SPLITS}
     for i, text in enumerate(ds["text"][:]):  # [:]: the whole column at once, not row by row
         b = split_bucket(text)
-        name = "test" if b < test_fraction else "validation" if b < test_fraction + val_fraction else "train"
+        name = ("test" if b < test_fraction else "validation" if b < test_fraction + val_fraction
+                else "reference" if b < test_fraction + val_fraction + reference_fraction else "train")
         # Ties in the order hash (only for identical normalized texts) fall
         # back to corpus position, so the order is total and deterministic.
         members[name].append((_hash(b"order:", text), i))
     return datasets.DatasetDict({s: ds.select([i for _, i in sorted(members[s])]) for s in SPLITS})
+
+
+def held_out_fraction(cfg: DataConfig) -> float:
+    """The share of content-hash buckets that no model trains on: validation, test and reference."""
+    return cfg.val_fraction + cfg.test_fraction + cfg.reference_fraction
 
 
 def data_key(cfg: DataConfig) -> str:
@@ -170,14 +178,15 @@ def prepare_human_data(cfg: DataConfig, cache_dir: Path, progress: bool = True,
     dropped: list[dict[str, Any]] | None = [] if cfg.write_dropped else None
     ds, info = load_human_corpus(cfg, progress=progress, dropped=dropped, timings=timings)
     t0 = time.perf_counter()
-    dsd = split_corpus(ds, cfg.val_fraction, cfg.test_fraction)
+    dsd = split_corpus(ds, cfg.val_fraction, cfg.test_fraction, cfg.reference_fraction)
     t1 = time.perf_counter()
     sizes = {s: len(dsd[s]) for s in SPLITS}
     empty = [s for s in SPLITS if sizes[s] == 0]
     if empty:
         raise CollapseError(
             f"data.source: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
-            f"({info['kept']} examples; data.val_fraction={cfg.val_fraction}, data.test_fraction={cfg.test_fraction}): "
+            f"({info['kept']} examples; data.val_fraction={cfg.val_fraction}, data.test_fraction={cfg.test_fraction}, "
+            f"data.reference_fraction={cfg.reference_fraction}): "
             "use a larger corpus or larger fractions"
         )
     info = {**info, "split_sizes": sizes, "key": key}

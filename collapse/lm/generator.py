@@ -89,7 +89,10 @@ class LMGenerator:
             self.val_blocks, self.test_blocks = self.val_blocks[:cap], self.test_blocks[:cap]
         self.human_counts = unigram_counts(tokenize_texts(tokenizer, list(human["train"]["text"])), len(tokenizer))
         self.token_bytes = torch.tensor(token_byte_lengths(tokenizer))
-        self.human_reference = list(human["test"]["text"])
+        # The reference lines: as many held-out, never-trained-on functions as each generation has samples.
+        m = sizes.synthetic if sizes is not None else len(human["reference"])
+        self.human_reference = list(human["reference"]["text"][:m])
+        self.human_test = list(human["test"]["text"])  # prompt_ce scores completions of these
         self.human_train_texts = list(human["train"]["text"])
         self.human_train_sources = list(human["train"]["source"])
         # HumanEval's auto mode is for real pretrained models; a CPU base of `collapse pretrain` scores 0.
@@ -327,7 +330,7 @@ class LMGenerator:
             generation=generation, seed=self.cfg.run.seed, settings={**self.cfg.metrics.settings(), "prompt_lines": self.cfg.sample.prompt_lines, "progress": self.progress},
             artifact_dir=artifact_dir, human_train_counts=self.human_counts,
             human_train_texts=self.human_train_texts, human_train_sources=self.human_train_sources,
-            human_trained=self.human_trained(generation), human_test_texts=self.human_reference, test_blocks=self.test_blocks, val_blocks=self.val_blocks,
+            human_trained=self.human_trained(generation), human_test_texts=self.human_test, test_blocks=self.test_blocks, val_blocks=self.val_blocks,
             token_bytes=self.token_bytes, shared=self.metric_memo,
             loaders={"reference_model": self._reference_model,
                      "synthetic_history": lambda: self._synthetic_history(generation)},
@@ -358,7 +361,8 @@ class LMGenerator:
         return out
 
     def human_metrics(self) -> dict[str, float]:
-        """The sample metrics of held-out human code (the test split): the reference lines."""
+        """The sample metrics of held-out human code (the first ``mix.synthetic_size`` functions of the
+        reference split, as many as each generation samples): the reference lines."""
         if self._human_metrics is None:
             vals = compute(self.metric_names, self.human_reference, self.context(REFERENCE), sample_metrics_only=True)
             self._human_metrics = {f"human.{k}": v for k, v in vals.items()}
