@@ -161,6 +161,7 @@ def test_resuming_with_a_different_config_is_refused(tiny_run, shared_root, caps
     ({"model.preset": "huge"}, "model.preset: expected one of"),
     ({"mix.regime": "fresh", "data.train_size": 400, "run.generations": 2}, "fresh: 2 generations need"),
     ({"data.train_size": 100000}, "data.train_size: 100000 requested"),
+    ({"mix.synthetic_size": 600}, "the reference split holds"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(overrides, message, shared_root, tmp_path, capsys):
     run_dir = tmp_path / "never"
@@ -222,8 +223,7 @@ def test_prompted_sampling_starts_from_held_out_signatures(shared_root, tmp_path
     # Three epochs and temperature 0.5: enough for the tiny model to have learned what follows a
     # signature (98 % of completions indented; 24 % when the prompt ends with its bare newline).
     ov = {"sample.prompt": "signature", "run.generations": 0, "sample.max_new_tokens": 8, "train.epochs": 3,
-          "sample.temperature": 0.5, "metrics.names": "[syntax_valid]", "data.train_size": "null",
-          "mix.synthetic_size": 128}
+          "sample.temperature": 0.5, "metrics.names": "[syntax_valid]"}
     assert main(["run", str(TINY), *tiny_overrides(shared_root, out, **ov)]) == 0
     samples = load_from_disk(str(out / "gen_000" / "samples"))
     human = load_from_disk(str(out / "gen_000" / "data"))

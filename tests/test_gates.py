@@ -200,6 +200,8 @@ def test_gated_run_end_to_end(tmp_path, monkeypatch, caplog):
     root, run_dir = tmp_path / "runs", tmp_path / "runs" / "gated"
     # accumulate: generation 1 trains on the human pool too, however few samples pass
     ov = {"data.source": corpus, "data.max_examples": "null", "run.generations": 1, "tracking.enabled": "false",
+          "data.train_size": "null", "mix.synthetic_size": 40,  # a small corpus: ~50 reference functions
+          "sample.max_attempts": 15,
           "sample.gates": "[syntax,dedup]", "sample.max_new_tokens": 96, "mix.regime": "accumulate"}
     with caplog.at_level(logging.INFO, logger="collapse"):
         assert main(["run", str(TINY), *tiny_overrides(root, run_dir, **ov)]) == 0

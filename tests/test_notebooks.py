@@ -26,6 +26,7 @@ base:
     run.root: runs
     run.generations: 1
     data.max_examples: 300
+    data.train_size: 60
     metrics.names: [test_ce, distinct_n, syntax_valid]
 axes:
   grid:

@@ -442,7 +442,9 @@ def test_secrets_reach_no_saved_artifact(tmp_path):
     corpus = make_corpus(tmp_path / "corpus")
     write_planted(corpus)
     root, run_dir = tmp_path / "runs", tmp_path / "runs" / "secret_run"
-    ov = {"data.source": corpus, "data.max_examples": "null", "data.write_dropped": "true", "run.generations": 1}
+    # A small corpus: the whole train split as the pool, 40 samples (the reference split holds ~50).
+    ov = {"data.source": corpus, "data.max_examples": "null", "data.write_dropped": "true", "run.generations": 1,
+          "data.train_size": "null", "mix.synthetic_size": 40}
     assert main(["run", str(TINY), *tiny_overrides(root, run_dir, **ov)]) == 0
 
     files = [p for p in root.rglob("*") if p.is_file()]
@@ -460,7 +462,9 @@ def test_secrets_reach_no_saved_artifact(tmp_path):
             assert s not in blob, (s, p)
     for tok_file in (p for p in files if p.name == "tokenizer.json"):
         vocab = json.loads(tok_file.read_text())["model"]["vocab"]
-        assert not any(f in tok for tok in vocab for f in ("acme", "AKIA", "ghp", "xoxb", "eyJh"))
+        # "acme" alone is in kept host names (db.acme-planted.io); the e-mail domain is the secret.
+        bad = [tok for tok in vocab for f in ("acme-corp", "jane.doe", "AKIA", "ghp", "xoxb", "eyJh") if f in tok]
+        assert not bad, bad
 
     # The planted functions are in the corpus, redacted (not dropped), and the counts say so.
     human = datasets.load_from_disk(str(next(root.glob("_cache/human-*"))))
