@@ -292,6 +292,29 @@ def _mix_sizes(cfg: Config, n_train_split: int) -> MixSizes:
                     subsample=cfg.mix.subsample_size, fresh=cfg.mix.fresh_size)
 
 
+def run_dir_of(cfg: Config, regime: str) -> Path:
+    if cfg.run.dir:
+        base = Path(cfg.run.dir)
+        return base / regime if len(cfg.regimes) > 1 else base
+    return Path(cfg.run.root) / cfg.run.experiment / f"{regime}_s{cfg.run.seed}"
+
+
+_HELD: dict[Path, FileLock] = {}
+
+
+def lock_run_dir(run_dir: Path) -> FileLock | None:
+    """One writer per run directory: an exclusive lock on ``<run dir>/.lock`` (held
+    until released, or by the kernel until the process dies); a second writer gets
+    one line naming the holder. None when this process holds it already."""
+    key = Path(run_dir).resolve()
+    held = _HELD.get(key)
+    if held is not None and held.fd is not None:
+        return None
+    lock = FileLock(key / ".lock").acquire(what=f"run directory {run_dir}")
+    _HELD[key] = lock
+    return lock
+
+
 class Experiment:
     """Prepared, validated inputs shared by every regime of one config."""
 
@@ -332,11 +355,7 @@ class Experiment:
         return pools
 
     def run_dir(self, regime: str) -> Path:
-        cfg = self.cfg
-        if cfg.run.dir:
-            base = Path(cfg.run.dir)
-            return base / regime if len(cfg.regimes) > 1 else base
-        return self.root / cfg.run.experiment / f"{regime}_s{cfg.run.seed}"
+        return run_dir_of(self.cfg, regime)
 
     def gen0_key(self) -> str:
         return self.cfg.section_hash("data", "tokenizer", "model", "train", "sample", "metrics", extra={
@@ -345,12 +364,12 @@ class Experiment:
     def run_regime(self, regime: str) -> RunResult:
         cfg = self.cfg.for_regime(regime)
         run_dir = self.run_dir(regime)
-        # One writer per run directory: held until this regime ends, released by the kernel if the process dies.
-        lock = FileLock(run_dir / ".lock").acquire(what=f"run directory {run_dir}")
+        lock = lock_run_dir(run_dir)
         try:
             return self._run_regime(cfg, regime, run_dir)
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
 
     def _run_regime(self, cfg: Config, regime: str, run_dir: Path) -> RunResult:
         self._claim_run_dir(run_dir, cfg)
@@ -402,18 +421,22 @@ class Experiment:
                     for fig in figs:
                         mirror.log_artifact(fig, "figures")
         except BaseException as e:
+            from collapse.signals import shielded
+
             stopped = isinstance(e, KeyboardInterrupt)
-            try:
-                st = read_state(run_dir / "state.json")
-                st["status"] = "interrupted" if stopped else "failed"
-                write_json_atomic(run_dir / "state.json", st)
-            except OSError:
-                pass  # a full disk: the state says running, which resuming handles as well
-            if mirror is not None:
+            with shielded():
                 try:
-                    mirror.finish("KILLED" if stopped else "FAILED")
-                except Exception as close_error:  # the original error matters more
-                    log.warning("could not close MLflow run %s: %s", mirror.run_id, " ".join(str(close_error).split())[:200])
+                    st = read_state(run_dir / "state.json")
+                    st["status"] = "interrupted" if stopped else "failed"
+                    write_json_atomic(run_dir / "state.json", st)
+                except OSError:
+                    pass  # a full disk: the state says running, which resuming handles as well
+                if mirror is not None:
+                    try:
+                        mirror.finish("KILLED" if stopped else "FAILED")
+                    except Exception as close_error:  # the original error matters more
+                        log.warning("could not close MLflow run %s: %s", mirror.run_id,
+                                    " ".join(str(close_error).split())[:200])
             raise
         if mirror is not None:
             mirror.finish("FINISHED")
@@ -530,8 +553,17 @@ def run_experiment(cfg: Config) -> list[RunResult]:
         torch.set_num_threads(cfg.run.threads)
     datasets.disable_progress_bars()  # our own bars cover the long work
     transformers.utils.logging.disable_progress_bar()
-    exp = Experiment(cfg)
-    log.info("%s: %d human train / %d val / %d test functions (%s); pool %d human, %d synthetic per generation",
-             cfg.run.experiment, len(exp.human["train"]), len(exp.human["validation"]), len(exp.human["test"]),
-             exp.data_info.get("kind", "?"), exp.sizes.human, exp.sizes.synthetic)
-    return [exp.run_regime(r) for r in cfg.regimes]
+    # Every run directory is claimed before any work, so a second writer is refused at once.
+    locks: list[FileLock | None] = []
+    try:
+        for r in cfg.regimes:
+            locks.append(lock_run_dir(run_dir_of(cfg, r)))
+        exp = Experiment(cfg)
+        log.info("%s: %d human train / %d val / %d test functions (%s); pool %d human, %d synthetic per generation",
+                 cfg.run.experiment, len(exp.human["train"]), len(exp.human["validation"]), len(exp.human["test"]),
+                 exp.data_info.get("kind", "?"), exp.sizes.human, exp.sizes.synthetic)
+        return [exp.run_regime(r) for r in cfg.regimes]
+    finally:
+        for lock in locks:
+            if lock is not None:
+                lock.release()

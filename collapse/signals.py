@@ -41,3 +41,19 @@ def terminate_as_interrupt() -> Iterator[None]:
 def exit_code(e: KeyboardInterrupt) -> int:
     """128 + the signal: 143 for SIGTERM, 130 for SIGINT."""
     return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """SIGINT and SIGTERM are ignored while inside (main thread only): the clean-up
+    after a first signal (marking the run interrupted, closing its MLflow run) is
+    not cut short by a second one, e.g. a launcher's SIGTERM after a terminal's Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
