@@ -310,9 +310,27 @@ def lock_run_dir(run_dir: Path) -> FileLock | None:
     held = _HELD.get(key)
     if held is not None and held.fd is not None:
         return None
+    created = []  # folders the lock creates: removed again if the run stops before writing anything
+    p = key
+    while not p.exists():
+        created.append(p)
+        p = p.parent
     lock = FileLock(key / ".lock").acquire(what=f"run directory {run_dir}")
+    lock.created = created  # type: ignore[attr-defined]
     _HELD[key] = lock
     return lock
+
+
+def _release_run_dir(lock: FileLock) -> None:
+    lock.release()
+    created = getattr(lock, "created", [])
+    if created and [p.name for p in created[0].iterdir()] == [".lock"]:
+        (created[0] / ".lock").unlink(missing_ok=True)
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                break
 
 
 class Experiment:
@@ -566,4 +584,4 @@ def run_experiment(cfg: Config) -> list[RunResult]:
     finally:
         for lock in locks:
             if lock is not None:
-                lock.release()
+                _release_run_dir(lock)

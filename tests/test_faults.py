@@ -333,7 +333,7 @@ def test_a_locked_store_is_waited_for_with_one_line(shared_root, tmp_path, monke
     db = shared_root / "mlflow.db"
     uri = f"sqlite:///{db}"
     caplog.set_level(logging.INFO)
-    holder = sqlite3.connect(str(db), isolation_level=None)
+    holder = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN EXCLUSIVE")
     try:
         monkeypatch.setattr(tracking, "STORE_WAIT_S", 1.5)
