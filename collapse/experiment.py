@@ -10,7 +10,9 @@ The run directory is the source of truth and MLflow mirrors it::
                                         human_reference/  the same metric artifacts for held-out human code
 
 Resuming is re-running the same command: a generation without ``DONE`` is
-redone from its start; finished ones are read back. Generation 0 is the same
+redone from its start; finished ones are checked against their ``files.json``
+(sizes, sha256) and read back, and a damaged one is redone with those after
+it. One process writes a run directory at a time (``.lock``). Generation 0 is the same
 for every regime of a seed, so it is computed once per (data, tokenizer,
 model, train, sample, metrics, seed, sizes), kept in ``<root>/_cache`` and
 shared.

@@ -9,6 +9,7 @@ the sweep's bookkeeping::
     _logs/<run>.attempts.jsonl   one line per attempt (start, resume point, outcome)
     _errors/<run>.txt     the error of a failed run (removed when it next starts)
     _locks/<run>.lock     held by the process running the run
+    .lock                 held by the launcher (one per sweep at a time)
     _slurm/               submitit's folder: job scripts, pickles, Slurm logs
 
 Launching is idempotent: runs whose ``state.json`` says done are skipped,
