@@ -184,8 +184,6 @@ class RunDirStore:
             manifest = read_json(d / "manifest.json")
             plan = [Take(**t) for t in manifest["plan"]]
             metrics = read_json(d / "metrics.json")
-        except CollapseError:
-            raise
         except Exception as e:
             raise CollapseError(f"{d}: finished generation {g} is unreadable ({type(e).__name__}: "
                                 f"{' '.join(str(e).split())[:200]}); delete {d} (and the generations after it) "
@@ -453,7 +451,7 @@ class Experiment:
                     pass  # a full disk: the state says running, which resuming handles as well
                 if mirror is not None:
                     try:
-                        mirror.finish("KILLED" if stopped else "FAILED")
+                        mirror.finish("KILLED" if stopped else "FAILED", wait_s=10)
                     except Exception as close_error:  # the original error matters more
                         log.warning("could not close MLflow run %s: %s", mirror.run_id,
                                     " ".join(str(close_error).split())[:200])

@@ -314,12 +314,18 @@ class RunMirror:
     def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
         _retry(lambda: self.client.log_artifacts(self.run_id, str(folder), artifact_path), "log artifacts")
 
-    def finish(self, status: str = "FINISHED") -> None:
-        _retry(lambda: self.client.set_terminated(self.run_id, status=status), "end run")
+    def finish(self, status: str = "FINISHED", wait_s: float | None = None) -> None:
+        _retry(lambda: self.client.set_terminated(self.run_id, status=status), "end run", wait_s=wait_s)
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON in ``path``; a file that is not JSON is one error line naming it."""
+    from collapse.errors import CollapseError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CollapseError(f"{path}: unreadable ({' '.join(str(e).split())[:120]})") from None
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
