@@ -66,16 +66,32 @@ def mlflow_runs(uri: str, run_dir: Path):
 
 # ----------------------------------------------------------------- 1. store
 
-def _first_use(uri: str, i: int, q) -> None:
+def _first_use(uri: str, i: int, q, sweep=None) -> None:
     try:
         from collapse.tracking import RunMirror
 
-        m = RunMirror(uri, "concurrent", f"r{i}", key=f"{i:032x}")
-        m.log_metrics({"a": float(i)}, step=0)
-        m.finish()
+        if sweep is not None:  # a sweep launcher's first use: its parent run
+            from collapse.sweep.launcher import ensure_parent_run
+
+            ensure_parent_run(sweep, uri)
+        else:
+            m = RunMirror(uri, "concurrent", f"r{i}", key=f"{i:032x}")
+            m.log_metrics({"a": float(i)}, step=0)
+            m.finish()
         q.put((i, "ok"))
     except BaseException as e:  # reported to the test, which names it
         q.put((i, f"{type(e).__name__}: {e}"[:300]))
+
+
+def _sweep_file(folder: Path, name: str, root: Path):
+    import yaml
+
+    from collapse.sweep.spec import load_sweep
+
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "base": {"recipe": str(TINY), "overrides": {
+        "run.root": str(root), "tracking.uri": f"sqlite:///{root}/mlflow.db"}}, "axes": {"seeds": [0]}}))
+    return load_sweep(path)
 
 
 def test_six_processes_on_a_new_store_all_succeed(tmp_path):
@@ -88,9 +104,11 @@ def test_six_processes_on_a_new_store_all_succeed(tmp_path):
 
     environment_tags()
     uri = f"sqlite:///{tmp_path}/new.db"
+    sweeps = [_sweep_file(tmp_path, f"first{i}", tmp_path / "root") for i in range(2)]
     ctx = mp.get_context("fork")
     q = ctx.Queue()
-    ps = [ctx.Process(target=_first_use, args=(uri, i, q)) for i in range(6)]
+    # four runs and two sweep launchers at once, on a database that does not exist yet
+    ps = [ctx.Process(target=_first_use, args=(uri, i, q, sweeps[i - 4] if i >= 4 else None)) for i in range(6)]
     for p in ps:
         p.start()
     for p in ps:
@@ -99,7 +117,9 @@ def test_six_processes_on_a_new_store_all_succeed(tmp_path):
     assert results == {i: "ok" for i in range(6)}
     c = MlflowClient(uri)  # usable afterwards
     runs = c.search_runs([c.get_experiment_by_name("concurrent").experiment_id])
-    assert sorted(r.data.metrics["a"] for r in runs) == [float(i) for i in range(6)]
+    assert sorted(r.data.metrics["a"] for r in runs) == [float(i) for i in range(4)]
+    for sw in sweeps:
+        assert len(c.search_runs([c.get_experiment_by_name(sw.name).experiment_id])) == 1
     assert (tmp_path / "new.db.lock").exists()
 
 
@@ -120,20 +140,13 @@ def test_a_second_writer_of_a_run_directory_is_refused(shared_root, tmp_path, ca
 
 
 def test_a_second_launcher_of_a_sweep_is_refused_and_the_parent_run_is_one(shared_root, tmp_path, capsys):
-    import yaml
-
     from collapse.locks import FileLock
     from collapse.sweep.launcher import ensure_parent_run, sweep_json
-    from collapse.sweep.spec import load_sweep
 
-    path = tmp_path / "lockme.yaml"
-    path.write_text(yaml.safe_dump({"name": "lockme", "base": {"recipe": str(TINY), "overrides": {
-        "run.root": str(shared_root), "tracking.uri": f"sqlite:///{shared_root}/mlflow.db"}},
-        "axes": {"seeds": [0]}}))
-    sweep = load_sweep(path)
+    sweep = _sweep_file(tmp_path, "lockme", shared_root)
     lock = FileLock(sweep.dir / ".lock").acquire()
     try:
-        assert main(["sweep", str(path)]) == 2
+        assert main(["sweep", str(sweep.path)]) == 2
     finally:
         lock.release()
     err = capsys.readouterr().err.strip().splitlines()
