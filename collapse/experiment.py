@@ -394,17 +394,11 @@ class Experiment:
         gen0_cache = self.cache / f"gen0-{self.gen0_key()}" if cfg.run.share_gen0 else None
         store = RunDirStore(run_dir, regime, gen0_cache)
         n = cfg.run.generations
-        store.check_done(n)
-        if store.restore_shared_gen0():
-            log.info("%s: generation 0 shared from %s", regime, gen0_cache)
-
         prev_target = _mirror_target(read_state(run_dir / "state.json"))
-        mirror = self._mirror(cfg, run_dir, regime)
-        from collapse.lm.generator import LMGenerator
-
+        mirror: RunMirror | None = None
         label = f"{regime} s{cfg.run.seed} "
-        gen = LMGenerator(cfg, self.tokenizer, self.human, run_dir, progress=cfg.run.progress, label=label)
-        result = RunResult(run_dir, regime, cfg.run.seed, mlflow_run_id=mirror.run_id if mirror else None)
+        result = RunResult(run_dir, regime, cfg.run.seed)
+        gen = None
 
         def after(rec: GenerationRecord) -> None:
             result.metrics.append(rec.metrics)
@@ -430,6 +424,14 @@ class Experiment:
                 gen.release()
 
         try:
+            store.check_done(n)
+            if store.restore_shared_gen0():
+                log.info("%s: generation 0 shared from %s", regime, gen0_cache)
+            mirror = self._mirror(cfg, run_dir, regime)
+            result.mlflow_run_id = mirror.run_id if mirror else None
+            from collapse.lm.generator import LMGenerator
+
+            gen = LMGenerator(cfg, self.tokenizer, self.human, run_dir, progress=cfg.run.progress, label=label)
             run_generations(gen, self.pools(), regime, self.sizes, n, cfg.run.seed, store=store, on_generation=after)
             if cfg.run.figures:
                 from collapse.reporting import plot_run

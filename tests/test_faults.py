@@ -397,3 +397,34 @@ def test_sigterm_marks_the_run_interrupted_and_it_resumes_identically(ref, share
     assert metrics_of(run_dir, 1) == metrics_of(ref, 1)
     c, runs = mlflow_runs(f"sqlite:///{shared_root}/mlflow.db", run_dir)
     assert [r.info.status for r in runs] == ["FINISHED"]
+
+
+def test_sigterm_to_a_sweep_launcher_stops_its_workers_cleanly(shared_root, tmp_path):
+    from collapse.locks import is_locked
+    from collapse.sweep.worker import lock_path
+
+    sweep = _sweep_file(tmp_path, "termsweep", shared_root)
+    run = sweep.runs[0]
+    p = subprocess.Popen([sys.executable, "-m", "collapse.cli", "sweep", str(sweep.path), "--parallel", "1"],
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.time() + 180
+    while p.poll() is None and time.time() < deadline:  # the worker's run has its MLflow run: it is working
+        try:
+            if json.loads((run.run_dir / "state.json").read_text()).get("mlflow_run_id"):
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 143, (out[-1000:], err[-2000:])
+    assert "terminated (SIGTERM)" in err.splitlines()[-1]
+    assert not is_locked(lock_path(sweep.dir, run.name)) and not is_locked(run.run_dir / ".lock")  # no worker left
+    assert json.loads((run.run_dir / "state.json").read_text())["status"] == "interrupted"
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{shared_root}/mlflow.db")
+    runs = c.search_runs([c.get_experiment_by_name("termsweep").experiment_id])
+    assert sorted((r.data.tags.get("sweep.role", "child"), r.info.status) for r in runs) == \
+        [("child", "KILLED"), ("parent", "KILLED")]
