@@ -123,16 +123,28 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("mlflow", "alembic", "urllib3", "filelock", "datasets", "httpx"):
+    for noisy in ("urllib3", "filelock", "datasets", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow's own retries log a multi-line warning per attempt; collapse logs the one line that matters.
+    for noisy in ("mlflow", "alembic", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    from collapse.signals import Terminated, exit_code, terminate_as_interrupt
+
     try:
-        return args.func(args)
+        with terminate_as_interrupt():
+            return args.func(args)
     except CollapseError as e:
         print(f"collapse: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("collapse: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"collapse: {what}; re-run the same command to resume", file=sys.stderr)
+        return exit_code(e)
+    except OSError as e:  # a full disk, an unreadable or unwritable file: one line naming it
+        where = e.filename or "?"
+        print(f"collapse: error: {where}: {e.strerror or e}; fix it and re-run the same command to resume",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

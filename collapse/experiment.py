@@ -10,7 +10,9 @@ The run directory is the source of truth and MLflow mirrors it::
                                         human_reference/  the same metric artifacts for held-out human code
 
 Resuming is re-running the same command: a generation without ``DONE`` is
-redone from its start; finished ones are read back. Generation 0 is the same
+redone from its start; finished ones are checked against their ``files.json``
+(sizes, sha256) and read back, and a damaged one is redone with those after
+it. One process writes a run directory at a time (``.lock``). Generation 0 is the same
 for every regime of a seed, so it is computed once per (data, tokenizer,
 model, train, sample, metrics, seed, sizes), kept in ``<root>/_cache`` and
 shared.
@@ -18,24 +20,28 @@ shared.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
 import os
 import shutil
-import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from collapse import integrity
 from collapse.config import Config
 from collapse.errors import CollapseError
+from collapse.locks import FileLock
 from collapse.mixing import HUMAN, HUMAN_FRESH, MixSizes, check_sizes, plan_counts, plan_to_dict
 from collapse.orchestrator import GenerationRecord, run_generations
 from collapse.pretrain import resolve_init_from
-from collapse.tracking import RunMirror, read_json, resolve_uri, write_json_atomic
+from collapse.tracking import KEY_TAG, RunMirror, read_json, resolve_uri, write_json_atomic
 
 log = logging.getLogger("collapse")
 
@@ -79,25 +85,35 @@ class RunResult:
         return load_from_disk(str(self.run_dir / f"gen_{generation:03d}" / "samples"))
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` atomically (hard links where possible: files are never modified in place)."""
-    def link_or_copy(a: str, b: str) -> None:
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
+def _nonfinite(metrics: dict[str, Any]) -> list[str]:
+    """Names of metrics that are missing (None) or not finite (NaN, inf)."""
+    out = []
+    for k, v in metrics.items():
+        if v is None:
+            out.append(k)
+        else:
+            try:
+                if not math.isfinite(float(v)):
+                    out.append(k)
+            except (TypeError, ValueError):
+                pass
+    return sorted(out)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
-    shutil.rmtree(tmp)
-    shutil.copytree(src, tmp, copy_function=link_or_copy)
-    try:
-        os.rename(tmp, dst)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+def _no_space(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        if "no space left on device" in str(e).lower():
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class RunDirStore:
-    """Persists generations under ``run_dir/gen_NNN`` with ``DONE`` written last."""
+    """Persists generations under ``run_dir/gen_NNN``: ``files.json`` (sizes and
+    checksums of every file), then ``DONE``, are written last; a finished
+    generation is checked against its listing before it is used."""
 
     def __init__(self, run_dir: Path, regime: str, gen0_cache: Path | None):
         self.run_dir = run_dir
@@ -110,19 +126,97 @@ class RunDirStore:
     def is_done(self, g: int) -> bool:
         return (self.gen_dir(g) / "DONE").exists()
 
+    def check_done(self, generations: int) -> None:
+        """Check every finished generation against its listing. The first that does
+        not match is redone, with the ones after it (they were computed from it):
+        one log line names the file."""
+        for g in range(generations + 1):
+            if not self.is_done(g):
+                return
+            problem = integrity.verify(self.gen_dir(g))
+            if problem is None:
+                continue
+            later = [h for h in range(g, generations + 1) if self.is_done(h)]
+            what = f"generation {g} is redone" if len(later) == 1 else f"generations {g}..{later[-1]} are redone"
+            log.warning("%s; %s", problem, what)
+            for h in reversed(later):
+                (self.gen_dir(h) / "DONE").unlink(missing_ok=True)
+            self._set_last_completed(g - 1, only_up=False)
+            return
+
+    def _set_last_completed(self, g: int, *, only_up: bool = True) -> None:
+        state = self.run_dir / "state.json"
+        st = read_state(state)
+        if only_up and int(st.get("last_completed_generation", -1)) >= g:
+            return
+        st["last_completed_generation"] = g
+        write_json_atomic(state, st)
+
+    def restore_shared_gen0(self) -> bool:
+        """Copy generation 0 from the shared cache when it is there and intact
+        (a real copy, checked before and after); a damaged cache is removed and
+        generation 0 recomputed. Returns whether generation 0 was restored."""
+        cache = self.gen0_cache
+        if cache is None or not (cache / "DONE").exists() or self.is_done(0):
+            return False
+        d = self.gen_dir(0)
+        if d.exists():
+            shutil.rmtree(d)
+        problem = integrity.copy_verified(cache, d)
+        if problem is not None:
+            log.warning("%s; the shared generation 0 in %s is not reused: it is removed and generation 0 recomputed",
+                        problem, cache)
+            shutil.rmtree(cache, ignore_errors=True)
+            if d.exists():
+                shutil.rmtree(d)
+            return False
+        (d / "MIRRORED").unlink(missing_ok=True)  # mirrored for another run, not this one
+        self._set_last_completed(0)
+        return True
+
     def restore(self, g: int, generator, *, last: bool) -> GenerationRecord:
         from datasets import load_from_disk
 
-        d = self.gen_dir(g)
-        samples = load_from_disk(str(d / "samples"))
-        manifest = read_json(d / "manifest.json")
         from collapse.mixing import Take
 
-        plan = [Take(**t) for t in manifest["plan"]]
-        return GenerationRecord(g, plan, read_json(d / "metrics.json"), samples)
+        d = self.gen_dir(g)
+        try:
+            samples = load_from_disk(str(d / "samples"))
+            manifest = read_json(d / "manifest.json")
+            plan = [Take(**t) for t in manifest["plan"]]
+            metrics = read_json(d / "metrics.json")
+        except Exception as e:
+            raise CollapseError(f"{d}: finished generation {g} is unreadable ({type(e).__name__}: "
+                                f"{' '.join(str(e).split())[:200]}); delete {d} (and the generations after it) "
+                                f"and re-run to redo it") from None
+        self._set_last_completed(g)  # also when it came from the shared cache
+        return GenerationRecord(g, plan, metrics, samples)
 
     def commit(self, rec: GenerationRecord, generator) -> None:
         d = self.gen_dir(rec.generation)
+        try:
+            self._write(d, rec, generator)
+        except BaseException as e:
+            if isinstance(e, CollapseError) or not isinstance(e, Exception):
+                raise
+            if _no_space(e):
+                shutil.rmtree(d, ignore_errors=True)  # what was written of it: space back, nothing marked done
+                raise CollapseError(f"{d}: no space left on device while writing generation {rec.generation}; "
+                                    f"free space and re-run to resume") from None
+            if isinstance(e, OSError):
+                raise CollapseError(f"{e.filename or d}: cannot write generation {rec.generation} "
+                                    f"({e.strerror or e}); re-run to resume once fixed") from None
+            raise
+        state = self.run_dir / "state.json"
+        st = read_state(state)
+        st["last_completed_generation"] = rec.generation
+        write_json_atomic(state, st)
+        if rec.generation == 0 and self.gen0_cache is not None and not (self.gen0_cache / "DONE").exists():
+            problem = integrity.copy_verified(d, self.gen0_cache)
+            if problem is not None:  # changed under us: do not share it
+                log.warning("%s; generation 0 is not shared", problem)
+
+    def _write(self, d: Path, rec: GenerationRecord, generator) -> None:
         if d.exists():  # leftovers of an interrupted attempt
             shutil.rmtree(d)
         d.mkdir(parents=True)
@@ -143,16 +237,31 @@ class RunDirStore:
         with open(d / "samples.jsonl", "w") as f:
             for row in rec.samples:
                 f.write(json.dumps(row) + "\n")
+        bad = _nonfinite(rec.metrics)
+        if bad:  # flagged, never silently null: in the log, and as a metric of its own
+            log.warning("%s: generation %d: %d metrics are NaN, infinite or missing: %s", d, rec.generation, len(bad),
+                        ", ".join(bad[:12]) + (", ..." if len(bad) > 12 else ""))
+            rec.metrics["nonfinite_metrics"] = float(len(bad))
         write_json_atomic(d / "metrics.json", rec.metrics)
         write_json_atomic(d / "timings.json", dict(generator.timings))
+        integrity.record(d)
         (d / "DONE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
-        state = self.run_dir / "state.json"
-        st = read_json(state) if state.exists() else {}
-        st["last_completed_generation"] = rec.generation
-        write_json_atomic(state, st)
-        if rec.generation == 0 and self.gen0_cache is not None and not self.gen0_cache.exists():
-            self.gen0_cache.parent.mkdir(parents=True, exist_ok=True)
-            _copy_tree(d, self.gen0_cache)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """``state.json`` (empty when missing). An unreadable one is rebuilt: everything
+    in it is found again from the generations and the MLflow store."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        st = json.loads(path.read_text())
+        if not isinstance(st, dict):
+            raise ValueError("not an object")
+        return st
+    except (ValueError, UnicodeDecodeError) as e:
+        log.warning("%s: unreadable (%s); rebuilt from the run directory", path, e)
+        return {}
 
 
 def manifest(train, rec: GenerationRecord, regime: str) -> dict[str, Any]:
@@ -182,6 +291,47 @@ def _mix_sizes(cfg: Config, n_train_split: int) -> MixSizes:
     n = cfg.data.train_size or n_train_split
     return MixSizes(human=n, synthetic=cfg.mix.synthetic_size or n, human_fraction=cfg.mix.human_fraction,
                     subsample=cfg.mix.subsample_size, fresh=cfg.mix.fresh_size, synthetic_ratio=cfg.mix.synthetic_ratio)
+
+
+def run_dir_of(cfg: Config, regime: str) -> Path:
+    if cfg.run.dir:
+        base = Path(cfg.run.dir)
+        return base / regime if len(cfg.regimes) > 1 else base
+    return Path(cfg.run.root) / cfg.run.experiment / f"{regime}_s{cfg.run.seed}"
+
+
+_HELD: dict[Path, FileLock] = {}
+
+
+def lock_run_dir(run_dir: Path) -> FileLock | None:
+    """One writer per run directory: an exclusive lock on ``<run dir>/.lock`` (held
+    until released, or by the kernel until the process dies); a second writer gets
+    one line naming the holder. None when this process holds it already."""
+    key = Path(run_dir).resolve()
+    held = _HELD.get(key)
+    if held is not None and held.fd is not None:
+        return None
+    created = []  # folders the lock creates: removed again if the run stops before writing anything
+    p = key
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    lock = FileLock(key / ".lock").acquire(what=f"run directory {run_dir}")
+    lock.created = created  # type: ignore[attr-defined]
+    _HELD[key] = lock
+    return lock
+
+
+def _release_run_dir(lock: FileLock) -> None:
+    lock.release()
+    created = getattr(lock, "created", [])
+    if created and [p.name for p in created[0].iterdir()] == [".lock"]:
+        (created[0] / ".lock").unlink(missing_ok=True)
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                break
 
 
 class Experiment:
@@ -230,11 +380,7 @@ class Experiment:
         return pools
 
     def run_dir(self, regime: str) -> Path:
-        cfg = self.cfg
-        if cfg.run.dir:
-            base = Path(cfg.run.dir)
-            return base / regime if len(cfg.regimes) > 1 else base
-        return self.root / cfg.run.experiment / f"{regime}_s{cfg.run.seed}"
+        return run_dir_of(self.cfg, regime)
 
     def gen0_key(self) -> str:
         return self.cfg.section_hash("data", "tokenizer", "model", "train", "sample", "metrics", extra={
@@ -243,36 +389,37 @@ class Experiment:
     def run_regime(self, regime: str) -> RunResult:
         cfg = self.cfg.for_regime(regime)
         run_dir = self.run_dir(regime)
+        lock = lock_run_dir(run_dir)
+        try:
+            return self._run_regime(cfg, regime, run_dir)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run_regime(self, cfg: Config, regime: str, run_dir: Path) -> RunResult:
         self._claim_run_dir(run_dir, cfg)
         gen0_cache = self.cache / f"gen0-{self.gen0_key()}" if cfg.run.share_gen0 else None
         store = RunDirStore(run_dir, regime, gen0_cache)
-        if gen0_cache is not None and (gen0_cache / "DONE").exists() and not store.is_done(0):
-            if store.gen_dir(0).exists():
-                shutil.rmtree(store.gen_dir(0))
-            _copy_tree(gen0_cache, store.gen_dir(0))
-            log.info("%s: generation 0 shared from %s", regime, gen0_cache)
-
-        mirror = self._mirror(cfg, run_dir, regime)
-        from collapse.lm.generator import LMGenerator
-
-        label = f"{regime} s{cfg.run.seed} "
-        gen = LMGenerator(cfg, self.tokenizer, self.human, run_dir, progress=cfg.run.progress, label=label,
-                          sizes=self.sizes)
-        result = RunResult(run_dir, regime, cfg.run.seed, mlflow_run_id=mirror.run_id if mirror else None)
         n = cfg.run.generations
+        prev_target = _mirror_target(read_state(run_dir / "state.json"))
+        mirror: RunMirror | None = None
+        label = f"{regime} s{cfg.run.seed} "
+        result = RunResult(run_dir, regime, cfg.run.seed)
+        gen = None
 
         def after(rec: GenerationRecord) -> None:
             result.metrics.append(rec.metrics)
             d = store.gen_dir(rec.generation)
             timings = read_json(d / "timings.json") if (d / "timings.json").exists() else {}
-            if mirror is not None and not (d / "MIRRORED").exists():
+            if mirror is not None and not _mirrored_to(d, mirror, prev_target):
+                # Idempotent: steps already in the store are not logged again, artifacts overwrite.
                 mirror.log_metrics(rec.metrics, step=rec.generation)
                 mirror.log_metrics({f"time.{k}": v for k, v in timings.items()}, step=rec.generation)
                 mirror.log_artifact(d / "samples.jsonl", f"gen_{rec.generation:03d}")
                 mirror.log_artifact(d / "manifest.json", f"gen_{rec.generation:03d}")
                 if (d / "metrics").is_dir():
                     mirror.log_artifacts(d / "metrics", f"gen_{rec.generation:03d}/metrics")
-                (d / "MIRRORED").write_text("")
+                write_json_atomic(d / "MIRRORED", {"uri": mirror.uri, "run_id": mirror.run_id})
             m = rec.metrics
             log.info(
                 "%sgen %d/%d | train %s | sample %s | test_ce %s | syntax %s | distinct_4 %s",
@@ -284,22 +431,51 @@ class Experiment:
                 gen.release()
 
         try:
-            run_generations(gen, self.pools(), regime, self.sizes, n, cfg.run.seed, store=store, on_generation=after)
-        except BaseException:
-            if mirror is not None:
-                mirror.finish("KILLED")
-            raise
-        if cfg.run.figures:
-            from collapse.reporting import plot_run
+            store.check_done(n)
+            if store.restore_shared_gen0():
+                log.info("%s: generation 0 shared from %s", regime, gen0_cache)
+            mirror = self._mirror(cfg, run_dir, regime)
+            result.mlflow_run_id = mirror.run_id if mirror else None
+            from collapse.lm.generator import LMGenerator
 
-            figs = plot_run(result.metrics_frame, run_dir / "figures")
+            gen = LMGenerator(cfg, self.tokenizer, self.human, run_dir, progress=cfg.run.progress, label=label,
+                              sizes=self.sizes)
+            # What the numbers depend on besides the config: precision used, CPU kind and flags, threads.
+            st = read_state(run_dir / "state.json")
+            st["runtime"] = gen.runtime
+            write_json_atomic(run_dir / "state.json", st)
             if mirror is not None:
-                for fig in figs:
-                    mirror.log_artifact(fig, "figures")
+                mirror.set_tags({f"runtime.{k}": v for k, v in gen.runtime.items()})
+            run_generations(gen, self.pools(), regime, self.sizes, n, cfg.run.seed, store=store, on_generation=after)
+            if cfg.run.figures:
+                from collapse.reporting import plot_run
+
+                figs = plot_run(result.metrics_frame, run_dir / "figures")
+                if mirror is not None:
+                    for fig in figs:
+                        mirror.log_artifact(fig, "figures")
+        except BaseException as e:
+            from collapse.signals import shielded
+
+            stopped = isinstance(e, KeyboardInterrupt)
+            with shielded():
+                try:
+                    st = read_state(run_dir / "state.json")
+                    st["status"] = "interrupted" if stopped else "failed"
+                    write_json_atomic(run_dir / "state.json", st)
+                except OSError:
+                    pass  # a full disk: the state says running, which resuming handles as well
+                if mirror is not None:
+                    try:
+                        mirror.finish("KILLED" if stopped else "FAILED", wait_s=10)
+                    except Exception as close_error:  # the original error matters more
+                        log.warning("could not close MLflow run %s: %s", mirror.run_id,
+                                    " ".join(str(close_error).split())[:200])
+            raise
         if mirror is not None:
             mirror.finish("FINISHED")
         # Last: a run marked done has its figures and a closed MLflow run.
-        st = read_json(run_dir / "state.json")
+        st = read_state(run_dir / "state.json")
         st["status"] = "done"
         write_json_atomic(run_dir / "state.json", st)
         return result
@@ -314,6 +490,9 @@ class Experiment:
                 old = from_dict(yaml.safe_load(cfg_path.read_text()))
             except CollapseError as e:
                 raise CollapseError(f"{cfg_path}: cannot resume, the stored config is invalid ({e})") from None
+            except (yaml.YAMLError, ValueError, TypeError, AttributeError) as e:
+                raise CollapseError(f"{cfg_path}: cannot resume, the stored config is unreadable "
+                                    f"({' '.join(str(e).split())[:160]}); delete the run directory to start over") from None
             if _fingerprint(old) != _fingerprint(cfg):
                 diff = _first_difference(_fingerprint(old), _fingerprint(cfg))
                 raise CollapseError(f"{run_dir} holds a run with a different config ({diff}); choose another run.dir or delete it")
@@ -321,8 +500,15 @@ class Experiment:
         tmp = cfg_path.with_name(".config.yaml.tmp")
         tmp.write_text(cfg.to_yaml())
         os.replace(tmp, cfg_path)
+        key = run_dir / ".run_key"  # the run directory's identity, tagged on its MLflow run
+        if not key.exists() or len(key.read_text().strip()) != 32:
+            key.write_text(uuid.uuid4().hex + "\n")
         state = run_dir / "state.json"
-        st = read_json(state) if state.exists() else {"last_completed_generation": -1}
+        st = read_state(state)
+        done = 0
+        while (run_dir / f"gen_{done:03d}" / "DONE").exists():
+            done += 1
+        st["last_completed_generation"] = done - 1  # what the generations on disk say
         st.update({"experiment": cfg.run.experiment, "regime": cfg.mix.regime, "seed": cfg.run.seed,
                    "generations": cfg.run.generations, "status": "running",
                    "data": {k: v for k, v in self.data_info.items() if k not in ("cached", "path")}})
@@ -332,7 +518,7 @@ class Experiment:
         if not cfg.tracking.enabled:
             return None
         uri = resolve_uri(cfg.tracking.uri, self.root)
-        state = read_json(run_dir / "state.json")
+        state = read_state(run_dir / "state.json")
         tags = {"regime": regime, "seed": str(cfg.run.seed), "run_dir": str(run_dir.resolve()),
                 "data.stdlib_version": str(self.data_info.get("stdlib_version", "")),
                 "data.kind": str(self.data_info.get("kind", ""))}
@@ -341,9 +527,12 @@ class Experiment:
             tags[key] = value
         if cfg.tracking.parent_run_id:  # a sweep's child run, nested under the sweep's run
             tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
-        mirror = RunMirror(uri, cfg.run.experiment, run_dir.name, run_id=state.get("mlflow_run_id"),
-                           artifact_root=self.root / "mlartifacts", tags=tags)
-        if state.get("mlflow_run_id") != mirror.run_id:
+        key = (run_dir / ".run_key").read_text().strip()
+        mirror = RunMirror(uri, cfg.run.experiment, run_dir.name,
+                           run_id=state.get("mlflow_run_id") if state.get("tracking_uri") in (None, uri) else None,
+                           artifact_root=self.root / "mlartifacts", tags=tags, key=key)
+        if mirror.created or state.get("mlflow_run_id") != mirror.run_id or state.get("tracking_uri") != uri:
+            mirror.set_tags({KEY_TAG: key})  # runs created before the tag existed are found by it from now on
             mirror.log_params(cfg.to_dict())
             mirror.log_params({"data_info.kept": self.data_info.get("kept"), "sizes.human": self.sizes.human,
                                "sizes.synthetic": self.sizes.synthetic})
@@ -352,6 +541,25 @@ class Experiment:
             state["tracking_uri"] = uri
             write_json_atomic(run_dir / "state.json", state)
         return mirror
+
+
+def _mirror_target(state: dict[str, Any]) -> dict[str, Any]:
+    return {"uri": state.get("tracking_uri"), "run_id": state.get("mlflow_run_id")}
+
+
+def _mirrored_to(d: Path, mirror: RunMirror, prev_target: dict[str, Any]) -> bool:
+    """Whether generation ``d`` is already in ``mirror``'s MLflow run: its ``MIRRORED``
+    marker names the store and run it was logged to (an empty marker, from before
+    markers named them, means the run ``state.json`` named at the start)."""
+    p = d / "MIRRORED"
+    if not p.exists():
+        return False
+    try:
+        text = p.read_text().strip()
+        target = json.loads(text) if text else prev_target
+    except (OSError, ValueError):
+        return False
+    return isinstance(target, dict) and target.get("uri") == mirror.uri and target.get("run_id") == mirror.run_id
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
@@ -379,8 +587,17 @@ def run_experiment(cfg: Config) -> list[RunResult]:
         torch.set_num_threads(cfg.run.threads)
     datasets.disable_progress_bars()  # our own bars cover the long work
     transformers.utils.logging.disable_progress_bar()
-    exp = Experiment(cfg)
-    log.info("%s: %d human train / %d val / %d test functions (%s); pool %d human, %d synthetic per generation",
-             cfg.run.experiment, len(exp.human["train"]), len(exp.human["validation"]), len(exp.human["test"]),
-             exp.data_info.get("kind", "?"), exp.sizes.human, exp.sizes.synthetic)
-    return [exp.run_regime(r) for r in cfg.regimes]
+    # Every run directory is claimed before any work, so a second writer is refused at once.
+    locks: list[FileLock | None] = []
+    try:
+        for r in cfg.regimes:
+            locks.append(lock_run_dir(run_dir_of(cfg, r)))
+        exp = Experiment(cfg)
+        log.info("%s: %d human train / %d val / %d test functions (%s); pool %d human, %d synthetic per generation",
+                 cfg.run.experiment, len(exp.human["train"]), len(exp.human["validation"]), len(exp.human["test"]),
+                 exp.data_info.get("kind", "?"), exp.sizes.human, exp.sizes.synthetic)
+        return [exp.run_regime(r) for r in cfg.regimes]
+    finally:
+        for lock in locks:
+            if lock is not None:
+                _release_run_dir(lock)

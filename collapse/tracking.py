@@ -40,26 +40,135 @@ def resolve_uri(uri: str | None, root: str | Path) -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
-def _retry(fn: Callable[[], T], what: str, attempts: int = 8) -> T:
-    """Retry on transient store errors (sqlite 'database is locked' under concurrency)."""
+# How long a run waits for a busy store (sqlite locked by another writer) before giving up.
+STORE_WAIT_S = float(os.environ.get("COLLAPSE_STORE_WAIT_S", "300"))
+
+
+def _is_busy(e: BaseException) -> bool:
+    msg = str(e).lower()
+    return "database is locked" in msg or "database is busy" in msg or "locked" in msg or "busy" in msg
+
+
+def _retry(fn: Callable[[], T], what: str, wait_s: float | None = None) -> T:
+    """Retry on transient store errors (sqlite 'database is locked' under concurrency,
+    a lost race on a unique row, a dropped connection) for at most ``STORE_WAIT_S``
+    seconds. Waiting logs one line; a store still locked after the wait is one
+    :class:`CollapseError` line, never a traceback per attempt."""
+    from collapse.errors import CollapseError
+
+    wait_s = STORE_WAIT_S if wait_s is None else wait_s
+    deadline = time.monotonic() + wait_s
     delay = 0.2
-    for i in range(attempts):
+    announced = False
+    while True:
         try:
             return fn()
         except Exception as e:  # mlflow wraps sqlite errors in MlflowException
             msg = str(e).lower()
-            transient = "locked" in msg or "busy" in msg or "unique constraint" in msg or "connection" in msg
-            if not transient or i == attempts - 1:
+            busy = _is_busy(e)
+            transient = busy or "unique constraint" in msg or "connection" in msg
+            if not transient:
                 raise
+            if time.monotonic() + delay > deadline:
+                first = " ".join(str(e).split())[:160]
+                if busy:
+                    raise CollapseError(f"MLflow store still locked after {wait_s:.0f}s ({what}: {first}); "
+                                        f"another process holds it; re-run to resume") from None
+                raise
+            if not announced:
+                log.warning("MLflow store busy (%s); retrying for up to %.0fs", what, wait_s)
+                announced = True
             log.debug("retrying %s after %s", what, e)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other stores and in-memory sqlite)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+_READY: set[str] = set()
+
+
+def ensure_store(uri: str) -> None:
+    """Create or migrate the store once, serialized across processes.
+
+    MLflow creates a new sqlite database's tables and runs its migrations on
+    first use; two processes doing that at once leave the database
+    half-migrated for good. Here the first use of a sqlite store happens under
+    an exclusive ``flock`` on ``<db>.lock``, so any number of runs and sweeps
+    may start together against a new database. A database locked by another
+    writer is waited for (one log line) for at most ``STORE_WAIT_S`` seconds,
+    then reported as one line."""
+    if uri in _READY:
+        return
+    db = sqlite_path(uri)
+    if db is not None:
+        from collapse.errors import CollapseError
+        from collapse.locks import Busy, wait_lock
+
+        # Imported before the lock: imports take seconds, the lock is for the database work.
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        from mlflow.tracking._tracking_service.utils import _get_store
+
+        db.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = wait_lock(db.with_name(db.name + ".lock"), STORE_WAIT_S)
+        except Busy:
+            raise CollapseError(f"{db}: another process has been creating or migrating this MLflow store for "
+                                f"more than {STORE_WAIT_S:.0f}s; re-run to resume") from None
+        try:
+            _wait_writable(db)
+            _retry(lambda: _get_store(uri), "open store")
+        finally:
+            lock.release()
+    _READY.add(uri)
+
+
+def _wait_writable(db: Path) -> None:
+    """Wait until sqlite grants a write lock on ``db`` (one log line when it has to
+    wait; one error line past ``STORE_WAIT_S``)."""
+    import sqlite3
+
+    from collapse.errors import CollapseError
+
+    if not db.exists():
+        return
+
+    def try_lock(timeout: float) -> bool:
+        try:
+            con = sqlite3.connect(str(db), timeout=timeout, isolation_level=None)
+        except sqlite3.Error as e:
+            raise CollapseError(f"{db}: cannot open the MLflow store ({e})") from None
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e).lower() or "busy" in str(e).lower():
+                return False
+            raise CollapseError(f"{db}: unreadable MLflow store ({e}); move it away to start a new one") from None
+        except sqlite3.DatabaseError as e:
+            raise CollapseError(f"{db}: unreadable MLflow store ({e}); move it away to start a new one") from None
+        finally:
+            con.close()
+
+    if try_lock(0.5):
+        return
+    log.warning("%s: MLflow store locked by another process; waiting up to %.0fs", db, STORE_WAIT_S)
+    if not try_lock(max(STORE_WAIT_S - 0.5, 0.1)):
+        raise CollapseError(f"{db}: MLflow store still locked after {STORE_WAIT_S:.0f}s by another process; "
+                            f"re-run to resume")
 
 
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
+    ensure_store(uri)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -120,25 +229,49 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
+KEY_TAG = "collapse.run_key"  # the run directory's id (``<run dir>/.run_key``): finds its MLflow run
+
+
 class RunMirror:
-    """One MLflow run mirroring one run directory."""
+    """One MLflow run mirroring one run directory.
+
+    The run is found, not re-created: by ``run_id`` (from ``state.json``) when the
+    store still has it, else by the ``collapse.run_key`` tag that every run is
+    created with (in the same call), so a process killed between creating the
+    MLflow run and recording its id in ``state.json``, or a deleted ``state.json``,
+    never leaves a second run for the same run directory."""
 
     def __init__(self, uri: str, experiment: str, run_name: str, run_id: str | None = None,
-                 artifact_root: str | Path | None = None, tags: Mapping[str, str] | None = None):
+                 artifact_root: str | Path | None = None, tags: Mapping[str, str] | None = None,
+                 key: str | None = None):
         self.uri = uri
         self.client = client(uri)
         self.experiment_id = get_or_create_experiment(uri, experiment, artifact_root)
+        self.created = False
         if run_id is not None:
             try:
                 self.client.get_run(run_id)
-                _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen run")
             except Exception:
-                run_id = None  # the store was reset: start a new run
-        if run_id is None:
+                run_id = None  # the store was reset or is another one: find or start the run there
+        if run_id is None and key is not None:
+            run_id = self.find(key)
+        if run_id is not None:
+            _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen run")
+        else:
             all_tags = {"mlflow.runName": run_name, **environment_tags(), **(tags or {})}
+            if key is not None:
+                all_tags[KEY_TAG] = key
             run = _retry(lambda: self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags), "create run")
             run_id = run.info.run_id
+            self.created = True
         self.run_id = run_id
+
+    def find(self, key: str) -> str | None:
+        """The oldest run of this experiment tagged with ``key`` (None when there is none)."""
+        runs = _retry(lambda: self.client.search_runs([self.experiment_id], f"tags.`{KEY_TAG}` = '{key}'",
+                                                      order_by=["attributes.start_time ASC"], max_results=10),
+                      "find run")
+        return runs[0].info.run_id if runs else None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -181,12 +314,18 @@ class RunMirror:
     def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
         _retry(lambda: self.client.log_artifacts(self.run_id, str(folder), artifact_path), "log artifacts")
 
-    def finish(self, status: str = "FINISHED") -> None:
-        _retry(lambda: self.client.set_terminated(self.run_id, status=status), "end run")
+    def finish(self, status: str = "FINISHED", wait_s: float | None = None) -> None:
+        _retry(lambda: self.client.set_terminated(self.run_id, status=status), "end run", wait_s=wait_s)
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON in ``path``; a file that is not JSON is one error line naming it."""
+    from collapse.errors import CollapseError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CollapseError(f"{path}: unreadable ({' '.join(str(e).split())[:120]})") from None
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

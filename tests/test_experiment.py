@@ -267,3 +267,17 @@ def test_init_from_a_saved_checkpoint_uses_its_tokenizer(tiny_run, shared_root, 
     assert (out / "gen_000" / "model" / "tokenizer.json").read_text() == (ckpt / "tokenizer.json").read_text()
     rc = main(["run", str(TINY), *tiny_overrides(shared_root, tmp_path / "no", **{"model.init_from": tmp_path})])
     assert rc == 2
+
+
+def test_a_run_records_what_its_numbers_depend_on(tiny_run, shared_root):
+    """Precision actually used, CPU capability and flags, thread count: in state.json and as MLflow tags."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    st = json.loads((tiny_run / "state.json").read_text())
+    rt = st["runtime"]
+    assert rt["precision"] in ("fp32", "bf16") and rt["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
+    assert rt["device"] == "cpu" and int(rt["torch_threads"]) >= 1 and "cpu_flags" in rt
+    run = MlflowClient(f"sqlite:///{shared_root}/mlflow.db").get_run(st["mlflow_run_id"])
+    assert run.data.tags["runtime.precision"] == rt["precision"]
+    assert run.data.tags["runtime.cpu_capability"] == rt["cpu_capability"]

@@ -35,9 +35,13 @@ run's axis values (``axis.mix.regime``, ``axis.run.seed``, ...), so
 generation) with every metric as a column.
 
 By default every run writes to ``sqlite:///<run.root>/mlflow.db``. Concurrent
-writers are safe: SQLite serialises them and every write is retried while the
-database is locked (``collapse.tracking._retry``), which the tests check with
-eight runs writing at once. That is enough on one machine or on a cluster
+writers are safe: the first use of the database (tables, migrations) happens
+under a lock file beside it (``collapse.tracking.ensure_store``), SQLite
+serialises the writes and every write is retried while the database is locked
+(``collapse.tracking._retry``, one log line while waiting), which the tests
+check with six processes on a new database and eight runs writing at once.
+One launcher per sweep holds ``<sweep dir>/.lock``; the parent run is found by
+its ``sweep.dir`` tag before one is created. That is enough on one machine or on a cluster
 whose runs share a local-disk database; SQLite over NFS is not (its locks are
 unreliable there).
 

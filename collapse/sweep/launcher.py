@@ -9,6 +9,7 @@ the sweep's bookkeeping::
     _logs/<run>.attempts.jsonl   one line per attempt (start, resume point, outcome)
     _errors/<run>.txt     the error of a failed run (removed when it next starts)
     _locks/<run>.lock     held by the process running the run
+    .lock                 held by the launcher (one per sweep at a time)
     _slurm/               submitit's folder: job scripts, pickles, Slurm logs
 
 Launching is idempotent: runs whose ``state.json`` says done are skipped,
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from collapse.errors import CollapseError
+from collapse.locks import FileLock
 from collapse.sweep.spec import SlurmSettings, Sweep, SweepRun
 from collapse.sweep.worker import EXIT_BUSY, RunSpec, error_path, holder, is_done, is_locked, lock_path, read_state
 from collapse.tracking import read_json, write_json_atomic
@@ -109,7 +111,16 @@ def ensure_parent_run(sweep: Sweep, uri: str | None) -> str | None:
             return run_id
         except Exception:
             run_id = None  # the store was reset: a new parent
-    tags = {"mlflow.runName": sweep.name, "sweep": sweep.name, "sweep.role": "parent", "sweep.file": str(sweep.path),
+    sweep_dir = str(sweep.dir.resolve())
+    found = _retry(lambda: c.search_runs([exp_id], f"tags.`sweep.role` = 'parent' and tags.`sweep.dir` = '{sweep_dir}'",
+                                         order_by=["attributes.start_time ASC"], max_results=1), "find sweep run")
+    if found:  # created by an earlier launch whose sweep.json did not record it (killed, or another store)
+        run_id = found[0].info.run_id
+        _retry(lambda: c.update_run(run_id, status="RUNNING"), "reopen sweep run")
+        _update_sweep_state(sweep, tracking_uri=uri, parent_run_id=run_id)
+        return run_id
+    tags = {"mlflow.runName": sweep.name, "sweep": sweep.name, "sweep.role": "parent", "sweep.dir": sweep_dir,
+            "sweep.file": str(sweep.path),
             "sweep.axes": ",".join(sweep.axis_keys), "sweep.runs": str(len(sweep.runs)), **environment_tags()}
     if sweep.description:
         tags["mlflow.note.content"] = sweep.description
@@ -246,6 +257,14 @@ def _first_line_of(path: Path) -> str:
         return "unknown error"
 
 
+def _done_prefix(run_dir: Path, generations: int) -> int:
+    """How many generations 0, 1, ... in a row have ``DONE``."""
+    k = 0
+    while k <= generations and (run_dir / f"gen_{k:03d}" / "DONE").exists():
+        k += 1
+    return k
+
+
 def run_statuses(sweep: Sweep, *, scheduler: bool = True) -> list[RunStatus]:
     """Each run's state from its run directory, its lock, its error file and
     (for Slurm runs) squeue, then sacct where accounting exists."""
@@ -255,8 +274,9 @@ def run_statuses(sweep: Sweep, *, scheduler: bool = True) -> list[RunStatus]:
     out = []
     for r in sweep.runs:
         st = read_state(r.run_dir)
-        last = int(st.get("last_completed_generation", -1))
         n = r.generations
+        # The generations on disk count too: one restored from the shared cache is finished before state.json says so.
+        last = max(int(st.get("last_completed_generation", -1)), _done_prefix(r.run_dir, n) - 1)
         job = jobs.get(r.name)
         rs = RunStatus(r.name, "pending", last, n, job)
         err = error_path(sweep.dir, r.name)
@@ -267,6 +287,9 @@ def run_statuses(sweep: Sweep, *, scheduler: bool = True) -> list[RunStatus]:
         elif is_locked(lock_path(sweep.dir, r.name)):
             rs.state = "running"
             rs.detail = holder(lock_path(sweep.dir, r.name))
+        elif is_locked(r.run_dir / ".lock"):  # a `collapse run` on the same run directory
+            rs.state = "running"
+            rs.detail = holder(r.run_dir / ".lock")
         elif job and queue and job in queue:
             state, reason = queue[job]
             if state in ("RUNNING", "CONFIGURING"):  # started, still loading before it takes the lock
@@ -371,6 +394,32 @@ def launch(sweep: Sweep, executor: str = "local", *, parallel: int | None = None
     if executor == "slurm" and shutil.which("sbatch") is None:
         raise CollapseError("collapse sweep --executor slurm: sbatch not found (not on a Slurm cluster; "
                             "scripts/slurm-local.sh start runs one on this machine)")
+    # One launcher per sweep at a time: a second one is refused with the holder's pid and host.
+    lock = FileLock(sweep.dir / ".lock").acquire(what=f"sweep {sweep.name} ({sweep.dir})")
+    try:
+        return _launch(sweep, executor, parallel=parallel, slurm=slurm, wait=wait, echo=echo, poll_s=poll_s)
+    except KeyboardInterrupt:
+        _close_parent_run(sweep, "KILLED")
+        raise
+    finally:
+        lock.release()
+
+
+def _close_parent_run(sweep: Sweep, status: str) -> None:
+    st = read_sweep_state(sweep)
+    uri, run_id = st.get("tracking_uri"), st.get("parent_run_id")
+    if not uri or not run_id:
+        return
+    try:
+        from collapse.tracking import client
+
+        client(uri).set_terminated(run_id, status=status)
+    except Exception as e:
+        log.warning("sweep %s: could not close the MLflow parent run: %s", sweep.name, " ".join(str(e).split())[:200])
+
+
+def _launch(sweep: Sweep, executor: str, *, parallel: int | None, slurm: SlurmSettings | None, wait: bool,
+            echo: Callable[[str], None], poll_s: float) -> LaunchResult:
     statuses = run_statuses(sweep)
     todo, skipped = _to_launch(sweep, statuses)
     uri = tracking_uri(sweep)

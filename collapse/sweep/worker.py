@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collapse.locks import Busy
+
 try:  # the Slurm job class; submitit is a dependency, local runs do not need it
     from submitit.helpers import Checkpointable as _Checkpointable
     from submitit.helpers import DelayedSubmission as _DelayedSubmission
@@ -242,6 +244,9 @@ def run_spec(spec: RunSpec, *, t_launch: float | None = None) -> dict[str, Any]:
         _append_attempt(spec, {**record, "outcome": "started"})
         try:
             results = run_experiment(cfg)
+        except Busy as e:  # another process (a plain collapse run) holds the run directory
+            record["outcome"] = f"busy: {e}"[:500]
+            raise RunBusy(str(e)) from None
         except Exception as e:
             p = error_path(spec.sweep_dir, spec.name)
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -297,8 +302,10 @@ def _setup_logging() -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("mlflow", "alembic", "urllib3", "filelock", "datasets", "httpx"):
+    for noisy in ("urllib3", "filelock", "datasets", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in ("mlflow", "alembic", "sqlalchemy"):  # their retries log a multi-line warning per attempt
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 def _redirect_output(log_file: str) -> None:
@@ -318,15 +325,19 @@ def local_main(spec: RunSpec, log_file: str, t_launch: float) -> None:
     output to the run's log; the exit code tells the launcher what happened."""
     import sys
 
+    from collapse.signals import terminate_as_interrupt
+
     _redirect_output(log_file)
     _setup_logging()
     code = 0
     try:
-        run_spec(spec, t_launch=t_launch)
+        with terminate_as_interrupt():  # the launcher stops workers with SIGTERM: clean up as on Ctrl-C
+            run_spec(spec, t_launch=t_launch)
     except RunBusy as e:
         print(f"{spec.name}: already running ({e})", file=sys.stderr)
         code = EXIT_BUSY
     except KeyboardInterrupt:
+        print(f"{spec.name}: stopped; launching the sweep again resumes it", file=sys.stderr)
         code = 130
     except BaseException:
         traceback.print_exc()
