@@ -12,6 +12,7 @@ same command resumes.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from typing import Iterator
@@ -21,21 +22,33 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM received."""
 
 
+_owner: list[int] = []  # the pid that installed the handler
+
+
 def _raise(signum, frame) -> None:
+    if _owner and os.getpid() != _owner[-1]:
+        # A forked worker (a data-preparation pool) inherited the handler: die as SIGTERM means,
+        # silently, as the pool that terminates it expects.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated()
 
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` in the main thread while inside (a no-op elsewhere)."""
+    """SIGTERM raises :class:`Terminated` in the main thread of this process while inside (a no-op
+    elsewhere); forked children that inherit the handler die of SIGTERM as usual."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _owner.append(os.getpid())
     old = signal.signal(signal.SIGTERM, _raise)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+        _owner.pop()
 
 
 def exit_code(e: KeyboardInterrupt) -> int:

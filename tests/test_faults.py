@@ -428,3 +428,30 @@ def test_sigterm_to_a_sweep_launcher_stops_its_workers_cleanly(shared_root, tmp_
     runs = c.search_runs([c.get_experiment_by_name("termsweep").experiment_id])
     assert sorted((r.data.tags.get("sweep.role", "child"), r.info.status) for r in runs) == \
         [("child", "KILLED"), ("parent", "KILLED")]
+
+
+def test_a_forked_worker_dies_of_sigterm_silently():
+    """A pool worker forked inside terminate_as_interrupt inherits the handler; SIGTERM (how a pool
+    stops its workers) must end it as SIGTERM does, not raise Terminated with a traceback in it."""
+    import signal as sig
+
+    from collapse.signals import terminate_as_interrupt
+
+    with terminate_as_interrupt():
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(r)
+            os.dup2(w, 2)  # its stderr: a traceback would land here
+            try:
+                time.sleep(30)
+            finally:
+                os._exit(0)
+        os.close(w)
+        time.sleep(0.2)
+        os.kill(pid, sig.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        err = os.read(r, 65536)
+        os.close(r)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == sig.SIGTERM
+    assert b"Terminated" not in err and b"Traceback" not in err
