@@ -168,9 +168,12 @@ def test_pool_gives_the_same_corpus_as_serial(tmp_path, monkeypatch):
         (root / f"m{i:02d}.py").write_text(_func(f"f{i}", pad=i) + "\n" + _func(f"g{i}", pad=2 * i))
     (root / "zz_bad.py").write_text("def (:\n")
     (root / "LICENSE").write_text(MIT)
-    monkeypatch.setattr(corpus_mod, "POOL_MIN_FILES", 10**9)
+    import collapse.data.pipeline as pipeline_mod  # where the pool threshold lives
+
+    monkeypatch.setattr(pipeline_mod, "POOL_MIN_FILES", 10**9)
+    assert corpus_mod._pool_workers(13) == 0
     serial = load_human_corpus(_cfg(root), progress=False)
-    monkeypatch.setattr(corpus_mod, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(pipeline_mod, "POOL_MIN_FILES", 1)
     if corpus_mod._pool_workers(13) == 0:
         pytest.skip("no process pool here (one CPU, no fork, or other threads running)")
     pooled = load_human_corpus(_cfg(root), progress=False)

@@ -42,7 +42,6 @@ import contextlib
 import hashlib
 import importlib.util
 import logging
-import os
 import platform
 import re
 import tempfile
@@ -58,7 +57,7 @@ from tqdm.auto import tqdm
 from collapse.config import DataConfig
 from collapse.data.filters import header_is_autogen, normalize_text
 from collapse.data.licenses import NOASSERTION, UNKNOWN, LicenseFinder, allowed, spdx_header
-from collapse.data.pipeline import STEP_REASONS, run_pipeline
+from collapse.data.pipeline import STEP_REASONS, _pool_workers, run_pipeline
 from collapse.data.redact import redact_source
 from collapse.data.sources import (STDLIB_SKIP_DIRS, FileEntry, OptOut, SourceSpec, list_files, parse_sources,
                                    resolve_source, stdlib_root)
@@ -157,36 +156,6 @@ def _read_py_file(args: tuple[str, str]) -> tuple[str | None, bool, list[dict[st
     return spdx_header(text), header_is_autogen(text), rows
 
 
-#: Below this many files a process pool costs more than it saves.
-POOL_MIN_FILES = 64
-
-
-def _pool_workers(n_files: int) -> int:
-    """How many worker processes to parse with; 0 means parse in this process.
-
-    Parsing the stdlib is ~6 s in one process and ~3.5 s with two forked
-    workers on the 2-core reference machine, so a pool is used when it is
-    safe: ``fork`` is available (workers must not re-import the caller's
-    ``__main__``, as spawn would) and this process runs no other Python
-    thread whose locks a forked child could inherit held. tqdm's monitor
-    thread is the exception: it outlives every bar, and it only ever holds
-    tqdm's own lock, which the workers never take.
-    """
-    import multiprocessing
-    import threading
-
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    if (
-        n_files < POOL_MIN_FILES
-        or cpus < 2
-        or "fork" not in multiprocessing.get_all_start_methods()
-        or any(t is not threading.current_thread() and t.name != "tqdm_monitor" for t in threading.enumerate())
-    ):
-        return 0
-    return min(cpus, 8)
 
 
 def _extract_files(files: list[tuple[str, str]], progress: bool, desc: str) -> list[Any]:
