@@ -300,6 +300,41 @@ def run_dir_of(cfg: Config, regime: str) -> Path:
     return Path(cfg.run.root) / cfg.run.experiment / f"{regime}_s{cfg.run.seed}"
 
 
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be a folder this process writes in (None when it can be):
+    it or an ancestor is a file, or its nearest existing ancestor is not writable."""
+    path = Path(path).expanduser().absolute()
+    p = path
+    while not p.exists():
+        if p.is_symlink():  # a dangling link
+            return f"{p} is a broken link"
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is a file, not a folder" if p != path else "it is a file, not a folder"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{p} is not writable" if p != path else "it is not writable"
+    return None
+
+
+def check_writable(cfg: Config, *, run_dirs: bool = True) -> None:
+    """Raise one :class:`CollapseError` line naming the key (``run.root`` or ``run.dir``)
+    when a folder a run writes cannot be created or written, before any work
+    (``run_dirs=False``: only ``run.root``, for ``collapse pretrain``)."""
+    checks = [("run.root", Path(cfg.run.root))]
+    if not run_dirs:
+        pass
+    elif cfg.run.dir:
+        checks.append(("run.dir", Path(cfg.run.dir)))
+    else:
+        checks.append(("run.root", run_dir_of(cfg, cfg.regimes[0])))  # <root>/<experiment>/...
+    for key, path in checks:
+        why = _unwritable(path)
+        if why is not None:
+            hint = ("set run.root to a folder you can write, e.g. run.root=runs" if key == "run.root" else
+                    "set run.dir to a folder you can write, or leave it unset (runs go under run.root)")
+            raise CollapseError(f"{key}: cannot write {path} ({why}); {hint}")
+
+
 _HELD: dict[Path, FileLock] = {}
 
 
@@ -588,6 +623,7 @@ def run_experiment(cfg: Config) -> list[RunResult]:
     datasets.disable_progress_bars()  # our own bars cover the long work
     transformers.utils.logging.disable_progress_bar()
     # Every run directory is claimed before any work, so a second writer is refused at once.
+    check_writable(cfg)  # an unwritable run.root or run.dir: one line, before the data pipeline
     locks: list[FileLock | None] = []
     try:
         for r in cfg.regimes:

@@ -162,6 +162,9 @@ def run_pretrain(cfg: Config, command: str | None = None) -> PretrainResult:
     if cfg.model.init_from:
         raise CollapseError("collapse pretrain trains from scratch: model.init_from must be null")
     command = command or "collapse pretrain " + " ".join(sys.argv[2:])
+    from collapse.experiment import check_writable
+
+    check_writable(cfg, run_dirs=False)  # an unwritable run.root: one line, before the data pipeline
     root = Path(cfg.run.root)
     human, info = prepare_human_data(cfg.data, root / "_cache", progress=cfg.run.progress)
     key = pretrain_key(cfg, info["key"])

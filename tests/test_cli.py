@@ -1,0 +1,63 @@
+"""The command line and API talk to people: one line and a next step for ordinary mistakes,
+read-only commands that write nothing, sweep overrides, ``collapse ls`` and ``collapse show``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import collapse
+from collapse.cli import main
+from collapse.errors import CollapseError
+from tests.conftest import REPO, TINY, tiny_overrides
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*")) if root.exists() else []
+
+
+# ------------------------------------------------------------ unwritable folders
+
+@pytest.mark.parametrize("key", ["run.root", "run.dir"])
+def test_an_unwritable_run_root_or_dir_is_one_line_before_any_work(key, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    import collapse.data
+
+    def no_pipeline(*a, **k):
+        raise AssertionError("the data pipeline ran")
+
+    monkeypatch.setattr(collapse.data, "prepare_human_data", no_pipeline)
+    other = {"run.root": tmp_path / "root", "run.dir": tmp_path / "dir"}
+    other[key] = blocker / "x"
+    rc = main(["run", str(TINY), *(f"{k}={v}" for k, v in other.items()), f"tracking.uri=sqlite:///{tmp_path}/m.db"])
+    err = one_line(capsys)
+    assert rc == 2 and err.startswith(f"collapse: error: {key}: cannot write {blocker / 'x'}")
+    assert f"{blocker} is a file, not a folder" in err and f"set {key} to a folder you can write" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing written
+
+
+def test_the_api_raises_a_collapse_error_for_an_unwritable_root(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(CollapseError, match=r"run\.root: cannot write .*a_file is a file, not a folder"):
+        collapse.run(TINY, run__root=str(blocker / "runs"))
+    with pytest.raises(CollapseError, match=r"run\.root: cannot write"):
+        from collapse.config import load_config
+        from collapse.pretrain import run_pretrain
+
+        run_pretrain(load_config(REPO / "experiments" / "pretrain_cpu.yaml", {"run.root": str(blocker)}))
