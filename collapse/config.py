@@ -362,7 +362,11 @@ def _validate(cfg: Config) -> None:
 
     for m in cfg.metrics.names:
         if m not in REGISTRY:
-            raise ConfigError(f"metrics.names: unknown metric {m!r} (known: {', '.join(sorted(REGISTRY))})")
+            from collapse.metrics.keys import suggest_metric
+
+            hint = suggest_metric(m)
+            raise ConfigError(f"metrics.names: unknown metric {m!r}" + (f"; {hint}" if hint else "")
+                              + f" (known: {', '.join(sorted(REGISTRY))})")
     if len(set(cfg.metrics.names)) != len(cfg.metrics.names):
         raise ConfigError(f"metrics.names: expected distinct names, got {cfg.metrics.names!r}")
     if any(k < 4 for k in cfg.metrics.copy_k_also):

@@ -61,3 +61,30 @@ def test_the_api_raises_a_collapse_error_for_an_unwritable_root(tmp_path):
         from collapse.pretrain import run_pretrain
 
         run_pretrain(load_config(REPO / "experiments" / "pretrain_cpu.yaml", {"run.root": str(blocker)}))
+
+
+# ------------------------------------------------------------ mistakes named with a next step
+
+@pytest.mark.parametrize("name, hint", [
+    ("distinct_4", "distinct_4 is a key that the metric distinct_n logs: list distinct_n"),
+    ("copy_rate_k16", "the metric verbatim_copy logs"),
+    ("ppl_gen0_q50", "the metric perplexity_gen0 logs"),
+    ("self_blue", "did you mean self_bleu?"),
+    ("train_loss", "train_loss is logged every generation without being listed"),
+])
+def test_an_unknown_metric_name_suggests_the_metric_to_list(name, hint, capsys):
+    rc = main(["run", str(TINY), f"metrics.names=[test_ce,{name}]"])
+    err = one_line(capsys)
+    assert rc == 2 and f"metrics.names: unknown metric {name!r}; " in err and hint in err
+
+
+def test_every_logged_key_has_the_metric_that_logs_it():
+    from collapse.metrics import REGISTRY
+    from collapse.metrics.keys import KEY_PATTERNS, is_always_logged, metric_of_key
+
+    assert set(KEY_PATTERNS) == set(REGISTRY)
+    golden = json.loads((REPO / "tests" / "golden" / "tiny-AVX2.json").read_text())
+    keys = {k for g in golden["generations"] for k in g}
+    unknown = sorted(k for k in keys if metric_of_key(k) is None and not is_always_logged(k))
+    assert not unknown, unknown
+    assert metric_of_key("human.distinct_4") == "distinct_n" and metric_of_key("distinct_n") is None
