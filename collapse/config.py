@@ -440,6 +440,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     data: dict[str, Any] = {}
     if path is not None:
         data = read_yaml_mapping(path)
+        if "axes" in data and not set(data) & {f.name for f in dataclasses.fields(Config)}:
+            raise ConfigError(f"{path} is a sweep file (it has axes:); launch it with `collapse sweep {path}`")
         data.setdefault("run", {})
         if isinstance(data["run"], dict):
             data["run"].setdefault("experiment", Path(path).stem)

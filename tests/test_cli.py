@@ -88,3 +88,16 @@ def test_every_logged_key_has_the_metric_that_logs_it():
     unknown = sorted(k for k in keys if metric_of_key(k) is None and not is_always_logged(k))
     assert not unknown, unknown
     assert metric_of_key("human.distinct_4") == "distinct_n" and metric_of_key("distinct_n") is None
+
+
+def test_a_sweep_file_given_to_run_and_a_recipe_given_to_sweep_name_the_command(tmp_path, capsys):
+    sweep = REPO / "experiments" / "sweeps" / "tiny_grid.yaml"
+    assert main(["run", str(sweep)]) == 2
+    assert f"{sweep} is a sweep file (it has axes:); launch it with `collapse sweep {sweep}`" in one_line(capsys)
+    with pytest.raises(CollapseError, match="collapse sweep"):
+        collapse.run(sweep)
+    assert main(["sweep", str(TINY)]) == 2
+    err = one_line(capsys)
+    assert f"{TINY} is an experiment recipe, not a sweep file" in err and f"`collapse run {TINY}`" in err
+    assert main(["sweep", str(TINY), "--status"]) == 2
+    assert "is an experiment recipe" in one_line(capsys)

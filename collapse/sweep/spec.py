@@ -245,6 +245,10 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     raw = read_yaml_mapping(path)
     f = str(path)
+    sections = {fl.name for fl in dataclasses.fields(Config)}
+    if raw and not set(raw) & set(TOP_KEYS) and set(raw) & sections:
+        raise CollapseError(f"{f} is an experiment recipe, not a sweep file (no base: or axes:); run it with "
+                            f"`collapse run {f}`, or sweep it from a file with `base: {f}` and axes:")
     for k in raw:
         if k not in TOP_KEYS:
             raise CollapseError(f"{f}: unknown key {k!r} (known: {', '.join(TOP_KEYS)})")
