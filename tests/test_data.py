@@ -256,6 +256,12 @@ def test_bad_sources_raise_one_line_errors(tmp_path):
     csv.write_text("text\nfoo\n")
     _one_line_error(_cfg(csv), "data.source: expected 'stdlib', 'installed', a directory of .py files", "'hf:NAME'", "x.csv")
     _one_line_error(_cfg("hf:"), "data.source:")
+    # rows without the text column: an error naming them (file:line), not empty texts
+    gaps = tmp_path / "gaps.jsonl"
+    gaps.write_text(json.dumps({"text": _func("f", pad=5)}) + "\n\n" + json.dumps({"content": "x"}) + "\n"
+                    + json.dumps({"text": None}) + "\n" + json.dumps({"content": "y"}) + "\n")
+    _one_line_error(_cfg(gaps), "data.text_column: 2 rows of", f"have no 'text' ({gaps}:3, {gaps}:5)",
+                    "set data.text_column")
     num = _write_jsonl(tmp_path / "num.jsonl", [{"text": 1}, {"text": 2}])
     _one_line_error(_cfg(num), "data.text_column:", "expected strings")
     empty_dir = tmp_path / "empty"
@@ -265,6 +271,10 @@ def test_bad_sources_raise_one_line_errors(tmp_path):
     unlicensed.mkdir()
     (unlicensed / "a.py").write_text(_func("a", pad=3))
     _one_line_error(_cfg(unlicensed), "empty after filtering", "files dropped: license_unknown=1")
+    # the next step is named: the license check emptied it
+    _one_line_error(_cfg(unlicensed), "set data.allow_unknown_license=true to keep them")
+    (unlicensed / "a.py").write_text("# SPDX-License-Identifier: GPL-3.0-only\n" + _func("a", pad=3))
+    _one_line_error(_cfg(unlicensed), "license_not_allowed=1", "add their licenses to data.licenses_allowed")
     short = _write_jsonl(tmp_path / "short.jsonl", [{"text": "a"}, {"text": "b"}, {"text": "a"}])
     _one_line_error(
         _cfg(short, min_chars=5),

@@ -41,6 +41,7 @@ import ast
 import contextlib
 import hashlib
 import importlib.util
+import json
 import logging
 import platform
 import re
@@ -222,7 +223,32 @@ def _read_table(path: Path, column: str, progress: bool) -> list[str]:
             ds = reader(str(path), cache_dir=tmp, keep_in_memory=True)
         except Exception as e:  # datasets wraps parse errors in many types
             raise CollapseError(f"data.source: could not read {path}: {_first_line(e)}") from None
-        return _column_texts(ds, column, path.name)
+        texts = _column_texts(ds, column, path.name)
+        if path.suffix == ".jsonl" and column in ds.column_names and None in ds[column]:
+            _check_jsonl_rows(path, column)
+        return texts
+
+
+def _check_jsonl_rows(path: Path, column: str) -> None:
+    """Rows of a .jsonl file without ``column`` are an error naming them (``file:line``);
+    an explicit ``null`` is an empty text, which the length filter drops."""
+    missing = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # datasets read the file: such a line does not occur
+            if not isinstance(row, dict) or column not in row:
+                missing.append(lineno)
+    if missing:
+        shown = ", ".join(f"{path}:{n}" for n in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise CollapseError(f"data.text_column: {len(missing)} row{'s' if len(missing) != 1 else ''} of {path} "
+                            f"{'have' if len(missing) != 1 else 'has'} no {column!r} ({shown}); add the column to "
+                            f"{'them' if len(missing) != 1 else 'it'} or drop {'them' if len(missing) != 1 else 'it'}, "
+                            "or set data.text_column to the column that holds the code")
 
 
 def _read_hf(name: str, column: str, progress: bool) -> list[str]:
@@ -323,6 +349,18 @@ def _table_rows(spec: SourceSpec, cfg: DataConfig, progress: bool) -> list[dict[
         assert spec.root is not None
         texts, prefix = _read_table(spec.root, cfg.text_column, progress), spec.root.name
     return [{"text": t, "source": f"{prefix}#row{i}", "license": NOASSERTION} for i, t in enumerate(texts)]
+
+
+def _license_hint(files_dropped: Counter[str]) -> str:
+    """The next step when the license check emptied the corpus ('' when it dropped nothing)."""
+    hints = []
+    if files_dropped.get("license_unknown"):
+        hints.append(f"{files_dropped['license_unknown']} file(s) without a license were dropped: set "
+                     "data.allow_unknown_license=true to keep them (if you may train on them)")
+    if files_dropped.get("license_not_allowed"):
+        hints.append(f"{files_dropped['license_not_allowed']} file(s) under licenses outside data.licenses_allowed "
+                     "were dropped: add their licenses to data.licenses_allowed, or set it to null for no check")
+    return ("; " + "; ".join(hints)) if hints else ""
 
 
 def _cap(rows: list[dict[str, Any]], cap: int | None) -> tuple[list[dict[str, Any]], int]:
@@ -462,6 +500,7 @@ def load_human_corpus(cfg: DataConfig, progress: bool = True, dropped: list[dict
             f"{info['files']} file{'s' if info['files'] != 1 else ''}; "
             + (f"files dropped: {files_why}; " if files_why else "")
             + f"dropped: {why}; data.min_chars={cfg.min_chars}, data.max_chars={cfg.max_chars})"
+            + _license_hint(files_dropped)
         )
     ds = datasets.Dataset.from_dict(
         {
