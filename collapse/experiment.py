@@ -79,10 +79,26 @@ class RunResult:
         df.insert(1, "seed", self.seed)
         return df
 
+    def finished_generations(self) -> list[int]:
+        """The generations on disk that finished (``gen_NNN/DONE``), in order."""
+        return sorted(int(d.name[4:]) for d in Path(self.run_dir).glob("gen_[0-9][0-9][0-9]") if (d / "DONE").exists())
+
     def samples(self, generation: int):
         from datasets import load_from_disk
 
-        return load_from_disk(str(self.run_dir / f"gen_{generation:03d}" / "samples"))
+        d = self.run_dir / f"gen_{generation:03d}" / "samples"
+        if not isinstance(generation, int) or generation < 0 or not (d.parent / "DONE").exists() or not d.is_dir():
+            done = self.finished_generations()
+            have = (f"finished generations: {_span(done)}" if done else "no generation has finished yet")
+            raise CollapseError(f"generation {generation!r} of {self.run_dir} does not exist ({have})")
+        return load_from_disk(str(d))
+
+
+def _span(gens: list[int]) -> str:
+    """``0..3`` for a run of consecutive generations, else ``0, 2, 5``."""
+    if gens == list(range(gens[0], gens[-1] + 1)) and len(gens) > 2:
+        return f"{gens[0]}..{gens[-1]}"
+    return ", ".join(map(str, gens))
 
 
 def _nonfinite(metrics: dict[str, Any]) -> list[str]:

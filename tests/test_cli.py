@@ -101,3 +101,23 @@ def test_a_sweep_file_given_to_run_and_a_recipe_given_to_sweep_name_the_command(
     assert f"{TINY} is an experiment recipe, not a sweep file" in err and f"`collapse run {TINY}`" in err
     assert main(["sweep", str(TINY), "--status"]) == 2
     assert "is an experiment recipe" in one_line(capsys)
+
+
+def test_texts_of_a_generation_that_does_not_exist_names_those_that_do(tmp_path):
+    import datasets
+
+    from collapse.api import Results
+    from collapse.config import load_config
+    from collapse.experiment import RunResult
+
+    run_dir = tmp_path / "replace_s0"
+    for g in (0, 1):
+        d = run_dir / f"gen_{g:03d}"
+        datasets.Dataset.from_dict({"text": [f"def f{g}(): pass", "x = 1"]}).save_to_disk(str(d / "samples"))
+        (d / "DONE").write_text("")
+    (run_dir / "gen_002" / "samples").mkdir(parents=True)  # started, never finished
+    res = Results(load_config(TINY), {"replace": RunResult(run_dir, "replace", 0)})
+    assert res.texts(1, n=1) == ["def f1(): pass"]
+    for g in (2, 7, -1):
+        with pytest.raises(CollapseError, match=rf"generation {g} of .*replace_s0 does not exist \(finished generations: 0, 1\)"):
+            res.texts(g)
