@@ -235,9 +235,12 @@ def plot_perplexity_histograms(panels: dict[str, pd.DataFrame], out_base: Path, 
 
 def run_dirs(experiment: str, tracking_uri: str | None = None, root: str | Path = "runs") -> dict[str, Path]:
     """run name → run directory (the ``run_dir`` tag) of the experiment's runs that still exist on disk."""
-    from collapse.tracking import client, resolve_uri
+    from collapse.tracking import NoStore, client, resolve_uri
 
-    c = client(resolve_uri(tracking_uri, root))
+    try:
+        c = client(resolve_uri(tracking_uri, root, create=False), create=False)  # reads only
+    except NoStore:
+        return {}
     exp = c.get_experiment_by_name(experiment)
     out = {}
     for run in c.search_runs([exp.experiment_id], max_results=50000) if exp else []:
@@ -439,7 +442,51 @@ def _pick_hue(wide: pd.DataFrame, hue: str | None) -> str:
 def report(experiment_or_sweep: str | Path, out: str | Path = "reports", metrics: list[str] | None = None,
            tracking_uri: str | None = None, root: str | Path = "runs", hue: str | None = None,
            width: str = "double", copies: int = 20) -> list[Path]:
-    """Every figure and table of an experiment or sweep; returns the written paths (``report.md`` last)."""
+    """Every figure and table of an experiment or sweep into ``<out>/<name>/``; returns the
+    written paths (``report.md`` last). The store is the one the sweep was launched with
+    unless ``tracking_uri`` says otherwise (:func:`collapse.sweep.load.resolve_source`).
+    All or nothing: the files are written to a temporary folder beside it that replaces
+    ``<out>/<name>`` when every one is written; a report that fails leaves nothing."""
+    import shutil
+    import tempfile
+
+    from collapse.sweep.load import resolve_source
+
+    name, uri, _, _ = resolve_source(experiment_or_sweep, tracking_uri, root)
+    out = Path(out)
+    made = [p for p in (out, *out.parents) if not p.exists()]  # folders to remove again on failure
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.report-", dir=out))
+    try:
+        paths = _report(experiment_or_sweep, tmp, metrics=metrics, tracking_uri=uri, root=root, hue=hue,
+                        width=width, copies=copies)
+        final = out / name
+        old = None
+        if final.exists():
+            old = out / f".{name}.old-{os.getpid()}"
+            os.replace(final, old)
+        os.replace(tmp / name, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for p in made:  # the innermost first
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+    paths = [final / p.relative_to(tmp / name) for p in paths]
+    log.info("report: %s → %s", name, final)
+    for p in paths:
+        print(p)
+    return paths
+
+
+def _report(experiment_or_sweep: str | Path, out: Path, metrics: list[str] | None, tracking_uri: str,
+            root: str | Path, hue: str | None, width: str, copies: int) -> list[Path]:
+    """The body of :func:`report`: writes under ``out/<name>`` and returns the paths."""
     from collapse.sweep.load import _is_sweep_file, load_runs
 
     wide = load_runs(experiment_or_sweep, tracking_uri=tracking_uri, root=root)
@@ -525,7 +572,5 @@ def report(experiment_or_sweep: str | Path, out: str | Path = "reports", metrics
         lines += ["", "## Dataset cards", ""] + [f"- [{c.parent.parent.parent.name}/gen_000]({c})" for c in cards[:20]]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     paths.append(out_dir / "report.md")
-    log.info("report: %s (%d runs, hue %s) → %s", name, len(runs), hue, out_dir)
-    for p in paths:
-        print(p)
+    log.info("report: %s (%d runs, hue %s)", name, len(runs), hue)
     return paths

@@ -24,19 +24,23 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+from collapse.errors import CollapseError
+
 log = logging.getLogger("collapse")
 T = TypeVar("T")
 
 
-def resolve_uri(uri: str | None, root: str | Path) -> str:
-    """Config value, else $MLFLOW_TRACKING_URI, else sqlite:///<abs root>/mlflow.db."""
+def resolve_uri(uri: str | None, root: str | Path, *, create: bool = True) -> str:
+    """Config value, else $MLFLOW_TRACKING_URI, else sqlite:///<abs root>/mlflow.db
+    (``create``: the root folder is made; readers pass False and make nothing)."""
     if uri:
         return uri
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
     root = Path(root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
@@ -165,9 +169,26 @@ def _wait_writable(db: Path) -> None:
                             f"re-run to resume")
 
 
-def client(uri: str):
+class NoStore(CollapseError):
+    """A reader asked for a sqlite store that does not exist (the message names the file)."""
+
+
+def store_exists(uri: str) -> bool:
+    """False only for a sqlite store whose database file is missing (other stores: assumed there)."""
+    db = sqlite_path(uri)
+    return db is None or db.is_file()
+
+
+def client(uri: str, *, create: bool = True):
+    """An MlflowClient for ``uri``. ``create=False`` (read-only commands): a missing
+    sqlite database raises :class:`NoStore` instead of being created, and an existing
+    one is opened as it is (no lock file, no migration)."""
     from mlflow.tracking import MlflowClient
 
+    if not create:
+        if not store_exists(uri):
+            raise NoStore(f"no MLflow store at {sqlite_path(uri)}")
+        return MlflowClient(tracking_uri=uri)
     ensure_store(uri)
     return MlflowClient(tracking_uri=uri)
 

@@ -27,7 +27,7 @@ def one_line(capsys) -> str:
 
 
 def files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*")) if root.exists() else []
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 # ------------------------------------------------------------ unwritable folders
@@ -121,3 +121,110 @@ def test_texts_of_a_generation_that_does_not_exist_names_those_that_do(tmp_path)
     for g in (2, 7, -1):
         with pytest.raises(CollapseError, match=rf"generation {g} of .*replace_s0 does not exist \(finished generations: 0, 1\)"):
             res.texts(g)
+
+
+# ------------------------------------------------------------ read-only commands create nothing
+
+def fake_sweep(tmp_path: Path, *, record: bool = True) -> dict:
+    """A sweep whose ``base.overrides`` log to a store outside its run root, filled by hand
+    as a launch would (parent run, two child runs with metrics, run directories with a
+    config, a dataset card and perplexity artifacts): no model is trained."""
+    from mlflow.tracking import MlflowClient
+
+    from collapse.tracking import client
+
+    root, store = tmp_path / "root", tmp_path / "elsewhere"
+    uri = f"sqlite:///{store}/mlflow.db"
+    name = "fake_grid"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "base": {"recipe": str(TINY), "overrides": {
+        "run.root": str(root), "tracking.uri": uri}}, "axes": {"grid": {"mix.regime": ["replace", "accumulate"]}}}))
+    client(uri)  # the store, created as a launch creates it
+    c = MlflowClient(uri)
+    exp = c.create_experiment(name)
+    c.create_run(exp, run_name=name, tags={"sweep.role": "parent"})
+    for regime in ("replace", "accumulate"):
+        run_dir = root / name / regime
+        (run_dir / "gen_000" / "data").mkdir(parents=True)
+        (run_dir / "gen_000" / "metrics").mkdir()
+        (run_dir / "human_reference").mkdir()
+        (run_dir / "config.yaml").write_text("run: {}\n")
+        (run_dir / "gen_000" / "data" / "README.md").write_text("# card\n")
+        for f in (run_dir / "human_reference" / "perplexity_gen0.jsonl", run_dir / "gen_000" / "metrics" / "perplexity_gen0.jsonl"):
+            f.write_text("".join(json.dumps({"ppl": 2.0 + i}) + "\n" for i in range(20)))
+        r = c.create_run(exp, run_name=regime, tags={"regime": regime, "seed": "0", "axis.mix.regime": regime,
+                                                     "run_dir": str(run_dir)})
+        for g in (0, 1):
+            c.log_metric(r.info.run_id, "test_ce", 3.0 + g * (0.5 if regime == "replace" else 0.1), step=g)
+            c.log_metric(r.info.run_id, "distinct_4", 0.9 - 0.1 * g, step=g)
+        c.set_terminated(r.info.run_id)
+    if record:  # what a launch records in the sweep folder
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / "sweep.json").write_text(json.dumps({"name": name, "tracking_uri": uri}))
+    return {"path": path, "root": root, "uri": uri, "name": name, "store": store}
+
+
+def test_a_report_of_a_sweep_uses_the_store_it_was_launched_with(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --root (runs/) would be here
+    fs = fake_sweep(tmp_path)
+    for source, extra in ((fs["path"], []), (fs["name"], ["--root", str(fs["root"])])):
+        out = tmp_path / "out"
+        assert main(["report", str(source), "--out", str(out), *extra]) == 0
+        index = (out / fs["name"] / "report.md").read_text()
+        assert "config.yaml" in index and "## Dataset cards" in index  # the run directories were found
+        assert (out / fs["name"] / "perplexity_gen0.png").exists()
+        assert sorted(p.name for p in out.iterdir()) == [fs["name"]]  # no temporary folder left
+    assert not (tmp_path / "runs").exists() and not (fs["root"] / "mlflow.db").exists()
+
+
+def test_a_report_that_fails_writes_nothing(tmp_path, capsys):
+    fs = fake_sweep(tmp_path)
+    capsys.readouterr()
+    out = tmp_path / "new" / "out"
+    assert main(["report", str(fs["path"]), "--out", str(out), "--metrics", "no_such_key"]) == 2
+    assert "metrics not logged: no_such_key" in one_line(capsys)
+    assert not (tmp_path / "new").exists()
+    assert main(["report", str(fs["path"]), "--out", str(out)]) == 0
+    before = {p: p.read_bytes() for p in files_under(out)}
+    assert main(["report", str(fs["path"]), "--out", str(out), "--metrics", "no_such_key"]) == 2
+    assert {p: p.read_bytes() for p in files_under(out)} == before  # the last good report is kept as it was
+
+
+def test_read_only_commands_never_create_a_store(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    empty = tmp_path / "empty"
+    assert main(["report", "quickstart", "--root", str(empty), "--out", str(tmp_path / "out")]) == 2
+    err = one_line(capsys)
+    assert f"no MLflow store at {empty / 'mlflow.db'}: nothing has been tracked there" in err
+    with pytest.raises(CollapseError, match="no MLflow store at"):
+        collapse.load_runs("quickstart", root=empty)
+    assert not empty.exists() and not (tmp_path / "out").exists()
+
+    fs = fake_sweep(tmp_path / "s")
+    db = fs["store"] / "mlflow.db"
+    run_dir = fs["root"] / fs["name"] / "replace"
+    (run_dir / "state.json").write_text(json.dumps({"status": "done", "last_completed_generation": 2,
+                                                    "mlflow_run_id": "0" * 32, "tracking_uri": fs["uri"]}))
+    (fs["root"] / fs["name"] / "sweep.json").write_text(json.dumps({"tracking_uri": fs["uri"], "parent_run_id": "1" * 32}))
+    for p in fs["store"].iterdir():
+        p.unlink()  # the store is gone (moved, or a copy of the run folders)
+    # a fresh process: this one's MLflow keeps the deleted database open
+    r = subprocess.run([sys.executable, "-m", "collapse.cli", "sweep", str(fs["path"]), "--status"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and "fake_grid: 2 runs: 1 done, 1 pending" in r.stdout, r.stderr
+    capsys.readouterr()  # MLflow's own lines from filling the store
+    assert main(["report", str(fs["path"]), "--out", str(tmp_path / "out")]) == 2
+    assert f"no MLflow store at {db}" in one_line(capsys)
+    with pytest.raises(CollapseError, match="no MLflow store at"):
+        collapse.load_runs(fs["path"])
+    assert list(fs["store"].iterdir()) == [] and not (fs["root"] / "mlflow.db").exists()
+
+
+def test_a_report_of_an_unknown_experiment_lists_those_there(tmp_path, capsys):
+    fs = fake_sweep(tmp_path)
+    capsys.readouterr()
+    assert main(["report", "fake_gird", "--tracking-uri", fs["uri"], "--root", str(fs["root"])]) == 2
+    err = one_line(capsys)
+    assert f"no MLflow experiment named 'fake_gird' at {fs['uri']} (experiments there: fake_grid)" in err
+    assert f"`collapse ls {fs['root']}` lists the runs on disk" in err

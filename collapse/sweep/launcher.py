@@ -146,6 +146,10 @@ def finish_parent_run(sweep: Sweep, statuses: list["RunStatus"]) -> None:
     from collapse.tracking import _retry, client
 
     status = "FINISHED" if all(s.state == "done" for s in statuses) else "FAILED"
+    from collapse.tracking import store_exists
+
+    if not store_exists(uri):  # the store is gone (or `--status` on a copy): nothing to close, nothing created
+        return
     c = client(uri)
     try:
         if c.get_run(run_id).info.status != status:

@@ -38,36 +38,69 @@ def _is_sweep_file(arg: str | Path) -> bool:
     return p.suffix in (".yaml", ".yml") and p.is_file()
 
 
-def load_runs(experiment_or_sweep: str | Path, *, tracking_uri: str | None = None,
-              root: str | Path = "runs") -> pd.DataFrame:
-    """One row per (run, generation) of an MLflow experiment, read from MLflow.
+def resolve_source(experiment_or_sweep: str | Path, tracking_uri: str | None = None,
+                   root: str | Path = "runs") -> tuple[str, str, list[str] | None, Path]:
+    """``(experiment name, tracking URI, sweep axes or None, run root)`` of an experiment
+    name or a sweep file, creating nothing. The URI: ``tracking_uri`` when given, else
+    the one the sweep was launched with (``<root>/<sweep>/sweep.json``, for a sweep file
+    or a name that is a sweep's), else the sweep's ``tracking.uri``, else
+    ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db``."""
+    from collapse.tracking import read_json, resolve_uri
 
-    ``experiment_or_sweep`` is an experiment name or a sweep file (its name is
-    the experiment; its tracking store is the one it was launched with).
-    Columns: ``run_id``, ``run_name``, ``status``, ``regime``, ``seed``, one
-    column per sweep axis named by its key (``mix.regime``, ``run.seed``,
-    ``sample.temperature`` ...), ``generation``, then every metric. A sweep's
-    parent run is left out. Ready for seaborn, e.g.
-    ``sns.lineplot(df, x="generation", y="test_ce", hue="mix.regime")``.
-    """
-    from collapse.tracking import client, resolve_uri
-
-    axis_keys: list[str] | None = None
     if _is_sweep_file(experiment_or_sweep):
         from collapse.sweep.launcher import read_sweep_state
         from collapse.sweep.spec import load_sweep
 
         sweep = load_sweep(experiment_or_sweep)
-        name = sweep.name
-        axis_keys = sweep.axis_keys
-        uri = tracking_uri or read_sweep_state(sweep).get("tracking_uri") or resolve_uri(sweep.tracking_uri, sweep.root)
-    else:
-        name = str(experiment_or_sweep)
-        uri = resolve_uri(tracking_uri, root)
-    c = client(uri)
+        uri = (tracking_uri or read_sweep_state(sweep).get("tracking_uri")
+               or resolve_uri(sweep.tracking_uri, sweep.root, create=False))
+        return sweep.name, uri, sweep.axis_keys, sweep.root
+    name = str(experiment_or_sweep)
+    recorded = None
+    state = Path(root) / name / "sweep.json"
+    if tracking_uri is None and "/" not in name and state.is_file():
+        try:
+            recorded = read_json(state).get("tracking_uri")
+        except (CollapseError, OSError, AttributeError):
+            recorded = None
+    return name, tracking_uri or recorded or resolve_uri(None, root, create=False), None, Path(root)
+
+
+def open_experiment(name: str, uri: str, root: str | Path | None = None):
+    """``(client, experiment)`` for reading, creating nothing: a missing store or
+    experiment is one :class:`CollapseError` line that lists what there is."""
+    from collapse.tracking import NoStore, client
+
+    where = f" (`collapse ls {root}` lists the runs on disk)" if root is not None else ""
+    try:
+        c = client(uri, create=False)
+    except NoStore as e:
+        raise CollapseError(f"{e}: nothing has been tracked there; pass --tracking-uri (or --root) where "
+                            f"the runs of {name!r} were logged{where}") from None
     exp = c.get_experiment_by_name(name)
     if exp is None:
-        raise CollapseError(f"no MLflow experiment named {name!r} at {uri}")
+        names = sorted(e.name for e in c.search_experiments() if e.name != "Default")
+        have = f"experiments there: {', '.join(names)}" if names else "no experiment there yet"
+        raise CollapseError(f"no MLflow experiment named {name!r} at {uri} ({have}){where}")
+    return c, exp
+
+
+def load_runs(experiment_or_sweep: str | Path, *, tracking_uri: str | None = None,
+              root: str | Path = "runs") -> pd.DataFrame:
+    """One row per (run, generation) of an MLflow experiment, read from MLflow.
+
+    ``experiment_or_sweep`` is an experiment name or a sweep file (its name is
+    the experiment; its tracking store is the one it was launched with, as for
+    a name that is a sweep's under ``root``). Columns: ``run_id``, ``run_name``,
+    ``status``, ``regime``, ``seed``, one column per sweep axis named by its key
+    (``mix.regime``, ``run.seed``, ``sample.temperature`` ...), ``generation``,
+    then every metric. A sweep's parent run is left out. Reads only: a missing
+    store or experiment is one :class:`CollapseError` line and nothing is
+    created. Ready for seaborn, e.g.
+    ``sns.lineplot(df, x="generation", y="test_ce", hue="mix.regime")``.
+    """
+    name, uri, axis_keys, src_root = resolve_source(experiment_or_sweep, tracking_uri, root)
+    c, exp = open_experiment(name, uri, src_root)
     runs = []
     token = None
     while True:

@@ -154,7 +154,7 @@ def mirror_status(state: dict[str, Any]) -> str | None:
     try:
         from collapse.tracking import client
 
-        return client(uri).get_run(run_id).info.status
+        return client(uri, create=False).get_run(run_id).info.status  # a status check creates no store
     except Exception:
         return None
 
