@@ -448,15 +448,20 @@ class Experiment:
                 lock.release()
 
     def _run_regime(self, cfg: Config, regime: str, run_dir: Path) -> RunResult:
-        self._claim_run_dir(run_dir, cfg)
-        gen0_cache = self.cache / f"gen0-{self.gen0_key()}" if cfg.run.share_gen0 else None
-        store = RunDirStore(run_dir, regime, gen0_cache)
+        try:
+            self._claim_run_dir(run_dir, cfg)
+            gen0_cache = self.cache / f"gen0-{self.gen0_key()}" if cfg.run.share_gen0 else None
+            store = RunDirStore(run_dir, regime, gen0_cache)
+            prev_target = _mirror_target(read_state(run_dir / "state.json"))
+        except KeyboardInterrupt:
+            _mark_stopped(run_dir, "interrupted")  # stopped once it said running: never left saying so
+            raise
         n = cfg.run.generations
-        prev_target = _mirror_target(read_state(run_dir / "state.json"))
         mirror: RunMirror | None = None
         label = f"{regime} s{cfg.run.seed} "
         result = RunResult(run_dir, regime, cfg.run.seed)
         gen = None
+        mirror_open = True  # until finish("FINISHED") returns
 
         def after(rec: GenerationRecord) -> None:
             result.metrics.append(rec.metrics)
@@ -505,30 +510,29 @@ class Experiment:
                 if mirror is not None:
                     for fig in figs:
                         mirror.log_artifact(fig, "figures")
+            if mirror is not None:
+                mirror.finish("FINISHED")  # inside: a Ctrl-C while closing leaves "interrupted", not "running"
+                mirror_open = False
         except BaseException as e:
             from collapse.signals import shielded
 
             stopped = isinstance(e, KeyboardInterrupt)
             with shielded():
-                try:
-                    st = read_state(run_dir / "state.json")
-                    st["status"] = "interrupted" if stopped else "failed"
-                    write_json_atomic(run_dir / "state.json", st)
-                except OSError:
-                    pass  # a full disk: the state says running, which resuming handles as well
-                if mirror is not None:
+                _mark_stopped(run_dir, "interrupted" if stopped else "failed")
+                if mirror is not None and mirror_open:
                     try:
                         mirror.finish("KILLED" if stopped else "FAILED", wait_s=10)
                     except Exception as close_error:  # the original error matters more
                         log.warning("could not close MLflow run %s: %s", mirror.run_id,
                                     " ".join(str(close_error).split())[:200])
             raise
-        if mirror is not None:
-            mirror.finish("FINISHED")
         # Last: a run marked done has its figures and a closed MLflow run.
-        st = read_state(run_dir / "state.json")
-        st["status"] = "done"
-        write_json_atomic(run_dir / "state.json", st)
+        from collapse.signals import shielded
+
+        with shielded():
+            st = read_state(run_dir / "state.json")
+            st["status"] = "done"
+            write_json_atomic(run_dir / "state.json", st)
         return result
 
     def _claim_run_dir(self, run_dir: Path, cfg: Config) -> None:
@@ -592,6 +596,20 @@ class Experiment:
             state["tracking_uri"] = uri
             write_json_atomic(run_dir / "state.json", state)
         return mirror
+
+
+def _mark_stopped(run_dir: Path, status: str) -> None:
+    """``state.json`` says ``status`` (interrupted | failed) when the run stops; signals wait."""
+    from collapse.signals import shielded
+
+    with shielded():
+        try:
+            st = read_state(run_dir / "state.json")
+            if st.get("status") == "running":
+                st["status"] = status
+                write_json_atomic(run_dir / "state.json", st)
+        except (OSError, CollapseError):
+            pass  # a full disk or a damaged state: it says running, which resuming handles as well
 
 
 def _mirror_target(state: dict[str, Any]) -> dict[str, Any]:

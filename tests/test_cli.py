@@ -228,3 +228,60 @@ def test_a_report_of_an_unknown_experiment_lists_those_there(tmp_path, capsys):
     err = one_line(capsys)
     assert f"no MLflow experiment named 'fake_gird' at {fs['uri']} (experiments there: fake_grid)" in err
     assert f"`collapse ls {fs['root']}` lists the runs on disk" in err
+
+
+# ------------------------------------------------------------ Ctrl-C
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_the_run_interrupted_not_running(shared_root, tmp_path, monkeypatch):
+    """Ctrl-C in a terminal signals the whole foreground process group (the API's process and any
+    workers it forked): the run says interrupted, its MLflow run is KILLED."""
+    run_dir = tmp_path / "ctrl_c"
+    code = ("import collapse, sys; from collapse.config import parse_override as p; "
+            "collapse.run(sys.argv[1], **{'.'.join(k): v for k, v in map(p, sys.argv[2:])})")
+    overrides = tiny_overrides(shared_root, run_dir, **{"run.generations": 1})
+    p = subprocess.Popen([sys.executable, "-c", code, str(TINY), *overrides], cwd=REPO, start_new_session=True,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.time() + 300
+    state = run_dir / "state.json"
+    while p.poll() is None and time.time() < deadline:  # running, with its MLflow run open: mid-generation
+        try:
+            if json.loads(state.read_text()).get("mlflow_run_id"):
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert p.poll() is None, p.communicate()[1][-2000:]
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
+    st = json.loads(state.read_text())
+    assert st["status"] == "interrupted", st
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{shared_root}/mlflow.db")
+    assert c.get_run(st["mlflow_run_id"]).info.status == "KILLED"
+
+    # Ctrl-C while the finished run closes its MLflow run: interrupted too, and the next call completes it
+    from collapse.tracking import RunMirror
+
+    finish = RunMirror.finish
+
+    def interrupted_finish(self, status="FINISHED", wait_s=None):
+        if status == "FINISHED":
+            raise KeyboardInterrupt
+        return finish(self, status, wait_s)
+
+    args = {k: v for k, v in (o.split("=", 1) for o in overrides)}
+    monkeypatch.setattr(RunMirror, "finish", interrupted_finish)
+    with pytest.raises(KeyboardInterrupt):
+        collapse.run(TINY, **args, run__generations=1)
+    assert json.loads(state.read_text())["status"] == "interrupted"
+    assert (run_dir / "gen_001" / "DONE").exists()
+    assert c.get_run(st["mlflow_run_id"]).info.status == "KILLED"
+    monkeypatch.setattr(RunMirror, "finish", finish)
+    collapse.run(TINY, **args, run__generations=1)
+    assert json.loads(state.read_text())["status"] == "done"
+    assert c.get_run(st["mlflow_run_id"]).info.status == "FINISHED"
