@@ -59,7 +59,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     flags = {"partition": args.partition, "gpus_per_node": args.gpus_per_node, "cpus_per_task": args.cpus_per_task,
              "mem_gb": args.mem_gb, "timeout_min": args.timeout_min, "array_parallelism": args.array_parallelism}
     return main_sweep(args.file, args.executor, parallel=args.parallel, dry_run=args.dry_run, show_status=args.status,
-                      wait=args.wait, slurm_flags=flags)
+                      wait=args.wait, slurm_flags=flags, overrides=args.overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="expand a sweep file and launch its runs (local processes or a Slurm job array)")
     sw.add_argument("file", help="sweep file, e.g. experiments/sweeps/tiny_grid.yaml")
+    sw.add_argument("overrides", nargs="*", help="dotted key=value overrides for every run, e.g. run.root=/scratch/runs "
+                                                 "run.generations=5 (recorded; a relaunch must give the same ones)")
     sw.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs go (default: local)")
     sw.add_argument("--parallel", type=int, default=None, help="local: runs at a time (default: cores // run.threads)")
     sw.add_argument("--dry-run", action="store_true", help="print the runs and launch nothing")

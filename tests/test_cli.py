@@ -285,3 +285,103 @@ def test_ctrl_c_leaves_the_run_interrupted_not_running(shared_root, tmp_path, mo
     collapse.run(TINY, **args, run__generations=1)
     assert json.loads(state.read_text())["status"] == "done"
     assert c.get_run(st["mlflow_run_id"]).info.status == "FINISHED"
+
+
+# ------------------------------------------------------------ sweep overrides
+
+def small_sweep(folder: Path, root: Path, name: str = "over", *, uri: bool = True, **axes) -> Path:
+    """A sweep over the tiny recipe made smaller (generations 0..1 on 160 functions); ``uri``:
+    its store is named (else it is the default, ``<run.root>/mlflow.db``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    base = {"recipe": str(TINY), "overrides": {"run.root": str(root), "run.generations": 1, "data.train_size": 160,
+                                               "sample.max_new_tokens": 32,
+                                               "metrics.names": ["test_ce", "syntax_valid", "distinct_n"]}}
+    if uri:
+        base["overrides"]["tracking.uri"] = f"sqlite:///{root}/mlflow.db"
+    path.write_text(yaml.safe_dump({"name": name, "base": base,
+                                    "axes": axes or {"grid": {"mix.regime": ["replace", "accumulate"]}}}))
+    return path
+
+
+def test_sweep_overrides_apply_to_every_run(tmp_path, capsys):
+    from collapse.sweep import load_sweep
+
+    path = small_sweep(tmp_path, tmp_path / "root")
+    other = tmp_path / "elsewhere"
+    sweep = load_sweep(path, [f"run.root={other}", "run.generations=4", "train.lr=0.01"])
+    assert sweep.overrides == {"run.root": str(other), "run.generations": 4, "train.lr": 0.01}
+    assert sweep.root == other and sweep.dir == other / "over"
+    for r in sweep.runs:
+        assert r.run_dir.parent == other / "over" and r.generations == 4 and r.config["train"]["lr"] == 0.01
+        assert r.config["data"]["train_size"] == 160  # the file's own overrides stay
+    assert main(["sweep", str(path), f"run.root={other}", "run.generations=4", "--dry-run"]) == 0
+    assert str(other / "over" / "replace") in capsys.readouterr().out
+    assert not other.exists()  # a dry run writes nothing
+    for bad, message in ((["mix.regime=accumulate"], "mix.regime: an axis of sweep over"),
+                         (["run.dir=/tmp/x"], "run.dir: set by the sweep for each run"),
+                         (["train.lrr=1"], "train.lrr: unknown key"),
+                         (["run.generations=-1"], "run.generations"),
+                         (["generations"], "expected key=value")):
+        assert main(["sweep", str(path), *bad, "--dry-run"]) == 2, bad
+        assert message in one_line(capsys), bad
+    assert not (tmp_path / "root").exists()
+
+
+def test_sweep_overrides_are_recorded_and_a_relaunch_with_others_is_refused(tmp_path, capsys, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from collapse.sweep import launcher
+
+    launched = []
+
+    def fake_local(sweep, specs, parallel, echo):  # no training: what was asked is what matters here
+        launched.append({s.name: s.config for s in specs})
+        return launcher.LaunchResult([s.name for s in specs], {}, {}, {})
+
+    monkeypatch.setattr(launcher, "_launch_local", fake_local)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = small_sweep(tmp_path, tmp_path / "root", uri=False)
+    root = tmp_path / "moved"
+    assert main(["sweep", str(path), f"run.root={root}", "train.lr=0.01", "run.generations=3"]) == 1  # runs not done
+    assert all(c["train"]["lr"] == 0.01 and c["run"]["generations"] == 3 and c["run"]["root"] == str(root)
+               for c in launched[0].values())
+    state = json.loads((root / "over" / "sweep.json").read_text())
+    assert state["overrides"] == {"run.root": str(root), "train.lr": 0.01, "run.generations": 3}
+    c = MlflowClient(state["tracking_uri"])
+    parent = c.get_run(state["parent_run_id"])
+    assert parent.data.params["override.train.lr"] == "0.01" and parent.data.params["override.run.generations"] == "3"
+    assert parent.data.tags["sweep.overrides"] == f"run.generations=3 run.root={root} train.lr=0.01"
+    capsys.readouterr()
+
+    # a different config: refused in one line, before anything is launched
+    for changed in (["train.lr=0.02"], []):
+        assert main(["sweep", str(path), f"run.root={root}", *changed, "run.generations=3"]) == 2
+        err = one_line(capsys)
+        assert f"sweep over ({root / 'over'}) was launched with overrides run.generations=3 run.root={root} " \
+               "train.lr=0.01" in err
+        assert ("train.lr=0.01 there, train.lr=0.02 now" if changed else "train.lr=0.01 there, no train.lr now") in err
+        assert len(launched) == 1
+    assert main(["sweep", str(path), f"run.root={root}", "train.lr=0.02", "--dry-run"]) == 2
+    one_line(capsys)
+
+    # what a run may change on resume, a sweep may too (more generations), recorded as the last launch's
+    assert main(["sweep", str(path), f"run.root={root}", "train.lr=0.01", "run.generations=5"]) == 1
+    assert len(launched) == 2 and all(c["run"]["generations"] == 5 for c in launched[1].values())
+    assert json.loads((root / "over" / "sweep.json").read_text())["overrides"]["run.generations"] == 5
+    assert c.get_run(state["parent_run_id"]).data.tags["sweep.overrides"].startswith("run.generations=5 ")
+    assert state["tracking_uri"] == f"sqlite:///{root}/mlflow.db"  # the default store follows run.root
+    assert not (tmp_path / "root").exists()  # the file's run.root was never used
+
+
+@pytest.mark.slow
+def test_a_sweep_launched_with_overrides_runs_them(shared_root, tmp_path, capsys):
+    path = small_sweep(tmp_path, shared_root, name="over_real", grid={"mix.regime": ["accumulate"]})
+    rc = main(["sweep", str(path), "run.generations=0", "mix.synthetic_size=100", "--parallel", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out[-2000:]
+    run_dir = shared_root / "over_real" / "accumulate"
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["run"]["generations"] == 0 and cfg["mix"]["synthetic_size"] == 100
+    assert (run_dir / "gen_000" / "DONE").exists() and not (run_dir / "gen_001").exists()
+    assert "over_real: 1 runs: 1 done" in out

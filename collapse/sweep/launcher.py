@@ -57,7 +57,7 @@ def _update_sweep_state(sweep: Sweep, **changes: Any) -> dict[str, Any]:
     sweep.dir.mkdir(parents=True, exist_ok=True)
     st = read_sweep_state(sweep)
     for k, v in changes.items():
-        if isinstance(v, dict) and isinstance(st.get(k), dict):
+        if isinstance(v, dict) and isinstance(st.get(k), dict) and k != "overrides":
             st[k].update(v)
         else:
             st[k] = v
@@ -74,7 +74,7 @@ def _forget_jobs(sweep: Sweep, names: list[str]) -> None:
 
 def _record_launch(sweep: Sweep, executor: str, uri: str | None, parent: str | None) -> None:
     _update_sweep_state(sweep, name=sweep.name, file=str(sweep.path), root=str(sweep.root), executor=executor,
-                        tracking_uri=uri, parent_run_id=parent, axes=sweep.axis_keys,
+                        tracking_uri=uri, parent_run_id=parent, axes=sweep.axis_keys, overrides=sweep.overrides,
                         runs={r.name: {"axes": r.axes, "run_dir": str(r.run_dir)} for r in sweep.runs},
                         launched=time.strftime("%Y-%m-%dT%H:%M:%S"))
     try:
@@ -93,6 +93,35 @@ def tracking_uri(sweep: Sweep) -> str | None:
     return resolve_uri(sweep.tracking_uri, sweep.root)
 
 
+def _overrides_text(overrides: dict[str, Any]) -> str:
+    return " ".join(f"{k}={json.dumps(v) if isinstance(v, (list, dict)) or v is None else v}"
+                    for k, v in sorted(overrides.items())) or "none"
+
+
+def check_overrides(sweep: Sweep) -> dict[str, Any] | None:
+    """Refuse (one line) a launch whose command-line overrides differ from those the sweep was
+    launched with, as a run refuses a changed config: keys that may change on resume
+    (``run.generations``, ``run.threads``, ``tracking.*`` ...) may differ. Returns the
+    recorded overrides (None: never launched)."""
+    st = read_sweep_state(sweep)
+    if "launched" not in st:
+        return None
+    recorded = st.get("overrides") or {}
+    from collapse.experiment import _RESUMABLE_KEYS
+
+    resumable = {f"{a}.{b}" for a, b in _RESUMABLE_KEYS}
+    fixed_then = {k: v for k, v in recorded.items() if k not in resumable}
+    fixed_now = {k: v for k, v in sweep.overrides.items() if k not in resumable}
+    if fixed_then != fixed_now:
+        key = sorted(k for k in set(fixed_then) | set(fixed_now) if fixed_then.get(k, "<unset>") != fixed_now.get(k, "<unset>"))[0]
+        then = f"{key}={fixed_then[key]}" if key in fixed_then else f"no {key}"
+        now = f"{key}={fixed_now[key]}" if key in fixed_now else f"no {key}"
+        raise CollapseError(f"sweep {sweep.name} ({sweep.dir}) was launched with overrides "
+                            f"{_overrides_text(recorded)} ({then} there, {now} now); relaunch with the same "
+                            "overrides, or give the changed sweep its own run.root")
+    return recorded
+
+
 def ensure_parent_run(sweep: Sweep, uri: str | None) -> str | None:
     """The sweep's MLflow parent run: created once (experiment = sweep name),
     reused on every later launch of the same sweep and store."""
@@ -108,6 +137,7 @@ def ensure_parent_run(sweep: Sweep, uri: str | None) -> str | None:
         try:
             c.get_run(run_id)
             _retry(lambda: c.update_run(run_id, status="RUNNING"), "reopen sweep run")
+            _log_overrides(c, run_id, sweep)
             return run_id
         except Exception:
             run_id = None  # the store was reset: a new parent
@@ -117,6 +147,7 @@ def ensure_parent_run(sweep: Sweep, uri: str | None) -> str | None:
     if found:  # created by an earlier launch whose sweep.json did not record it (killed, or another store)
         run_id = found[0].info.run_id
         _retry(lambda: c.update_run(run_id, status="RUNNING"), "reopen sweep run")
+        _log_overrides(c, run_id, sweep)
         _update_sweep_state(sweep, tracking_uri=uri, parent_run_id=run_id)
         return run_id
     tags = {"mlflow.runName": sweep.name, "sweep": sweep.name, "sweep.role": "parent", "sweep.dir": sweep_dir,
@@ -132,9 +163,25 @@ def ensure_parent_run(sweep: Sweep, uri: str | None) -> str | None:
               for k in sweep.axis_keys]
     if params:
         _retry(lambda: c.log_batch(run_id, params=params), "log sweep params")
+    _log_overrides(c, run_id, sweep)
     _retry(lambda: c.log_artifact(run_id, str(sweep.path)), "log sweep file")
     _update_sweep_state(sweep, tracking_uri=uri, parent_run_id=run_id)
     return run_id
+
+
+def _log_overrides(c: Any, run_id: str, sweep: Sweep) -> None:
+    """The command-line overrides on the parent run: tag ``sweep.overrides`` (the latest
+    launch's) and a param ``override.<key>`` per key (params never change: a resumable
+    key given a new value keeps its first)."""
+    from mlflow.entities import Param, RunTag
+
+    from collapse.tracking import _retry
+
+    have = c.get_run(run_id).data.params
+    params = [Param(f"override.{k}", json.dumps(v)[:6000]) for k, v in sorted(sweep.overrides.items())
+              if f"override.{k}" not in have]
+    tags = [RunTag("sweep.overrides", _overrides_text(sweep.overrides)[:5000])]
+    _retry(lambda: c.log_batch(run_id, params=params, tags=tags), "log sweep overrides")
 
 
 def finish_parent_run(sweep: Sweep, statuses: list["RunStatus"]) -> None:
@@ -401,6 +448,9 @@ def launch(sweep: Sweep, executor: str = "local", *, parallel: int | None = None
     # One launcher per sweep at a time: a second one is refused with the holder's pid and host.
     lock = FileLock(sweep.dir / ".lock").acquire(what=f"sweep {sweep.name} ({sweep.dir})")
     try:
+        recorded = check_overrides(sweep)
+        if recorded is not None and recorded != sweep.overrides:
+            echo(f"{sweep.name}: overrides {_overrides_text(sweep.overrides)} (last launch: {_overrides_text(recorded)})")
         return _launch(sweep, executor, parallel=parallel, slurm=slurm, wait=wait, echo=echo, poll_s=poll_s)
     except KeyboardInterrupt:
         _close_parent_run(sweep, "KILLED")
@@ -643,17 +693,18 @@ def status(sweep: Sweep) -> tuple[str, list[RunStatus]]:
 
 def main_sweep(path: str, executor: str = "local", *, parallel: int | None = None, dry_run: bool = False,
                show_status: bool = False, wait: bool = False, slurm_flags: dict[str, Any] | None = None,
-               echo: Callable[[str], None] = print) -> int:
-    """``collapse sweep``: returns the exit code."""
+               echo: Callable[[str], None] = print, overrides: list[str] | None = None) -> int:
+    """``collapse sweep FILE [key=value ...]``: returns the exit code."""
     from collapse.sweep.spec import load_sweep
 
-    sweep = load_sweep(path)
+    sweep = load_sweep(path, overrides)
     if show_status:
         text, _ = status(sweep)
         echo(text)
         return 0
     echo(format_plan(sweep))
     if dry_run:
+        check_overrides(sweep)  # what a launch would refuse, a dry run refuses too
         statuses = run_statuses(sweep)
         todo, skipped = _to_launch(sweep, statuses)
         echo(f"{sweep.name}: {len(sweep.runs)} runs ({len(skipped)} done or in progress, {len(todo)} to launch); "

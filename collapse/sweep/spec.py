@@ -106,6 +106,7 @@ class Sweep:
     tracking_uri: str | None  # tracking.uri of the base (None: $MLFLOW_TRACKING_URI, else sqlite in root)
     tracking_enabled: bool = True
     description: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)  # `collapse sweep FILE key=value ...`: every run gets them
 
     @property
     def dir(self) -> Path:
@@ -240,8 +241,11 @@ def _axis_values(where: str, key: str, values: Any) -> list[Any]:
     return values
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Parse, expand and validate a sweep file (every run's config is checked)."""
+def load_sweep(path: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> Sweep:
+    """Parse, expand and validate a sweep file (every run's config is checked).
+    ``overrides`` (``["run.generations=4"]`` or ``{"run.generations": 4}``) apply to
+    every run, after the file's ``base.overrides``; they may not name an axis."""
+    overrides_arg = overrides
     path = Path(path)
     raw = read_yaml_mapping(path)
     f = str(path)
@@ -277,6 +281,8 @@ def load_sweep(path: str | Path) -> Sweep:
     for key in overrides:
         if key in RESERVED and key not in ("run.root", "tracking.uri", "tracking.enabled"):
             raise CollapseError(f"{f}: base.overrides: {key} is set by the sweep for each run")
+    given = _command_line_overrides(f, overrides_arg)
+    overrides.update(given)
     apply_overrides(data, overrides)
     try:
         base_cfg = from_dict(copy.deepcopy(data))
@@ -321,6 +327,10 @@ def load_sweep(path: str | Path) -> Sweep:
     if "run.seed" in order:
         order.remove("run.seed")
         order.append("run.seed")
+    clash = [k for k in given if k in order]
+    if clash:
+        raise CollapseError(f"{clash[0]}: an axis of sweep {name} (values in {f}); an override applies to every "
+                            "run, so edit the axis in the sweep file instead")
     for k in order:
         if k in RESERVED:
             raise CollapseError(f"{f}: axes: {k} is set by the sweep for each run and cannot be an axis")
@@ -361,7 +371,26 @@ def load_sweep(path: str | Path) -> Sweep:
             runs.append(SweepRun(rname, {k: _get(full, k) for k in order}, full, run_dir))
     return Sweep(name=name, path=path.resolve(), root=root, axis_keys=order, runs=runs,
                  slurm=_parse_slurm(f"{f}: slurm", raw.get("slurm")), tracking_uri=base_cfg.tracking.uri,
-                 tracking_enabled=base_cfg.tracking.enabled, description=str(raw.get("description") or ""))
+                 tracking_enabled=base_cfg.tracking.enabled, description=str(raw.get("description") or ""),
+                 overrides=given)
+
+
+def _command_line_overrides(f: str, overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """``key=value`` strings (or a mapping) → ``{dotted key: value}``, each key checked."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        out = dict(_flatten_overrides("overrides", overrides))
+    else:
+        out = {}
+        for item in overrides:
+            key, value = parse_override(item)
+            out[".".join(key)] = value
+    for key in out:
+        if key in RESERVED and key not in ("run.root", "tracking.uri", "tracking.enabled"):
+            raise CollapseError(f"{key}: set by the sweep for each run; it cannot be overridden")
+        check_key(key)
+    return out
 
 
 def _flatten_grid(f: str, grid: dict[str, Any]) -> dict[str, Any]:
