@@ -1,4 +1,4 @@
-"""Command line: ``collapse run | pretrain | report | sweep | theory | metrics``. Thin: parses, then calls the library.
+"""Command line: ``collapse run | pretrain | report | sweep | ls | show | theory | metrics``. Thin: parses, then calls the library.
 
 Bad input (a ``CollapseError``) is printed as one line on stderr with exit
 code 2, never a traceback.
@@ -62,6 +62,38 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                       wait=args.wait, slurm_flags=flags, overrides=args.overrides)
 
 
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from collapse.browse import format_ls
+
+    print(format_ls(args.root))
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from collapse.browse import show
+
+    print(show(args.run_dir, generation=args.generation, n=args.n))
+    return 0
+
+
+def _add_browse_parsers(sub) -> None:
+    """``collapse ls`` and ``collapse show``: read run directories, write nothing."""
+    ls = sub.add_parser("ls", help="experiments and sweeps under a run root: their runs, status, last generation")
+    ls.add_argument("root", nargs="?", default=_default_root(), help="run root (default: run.root's default, runs/)")
+    ls.set_defaults(func=_cmd_ls)
+    sh = sub.add_parser("show", help="one generation of a run: its manifest, metrics and a few samples")
+    sh.add_argument("run_dir", help="a run directory, e.g. runs/tiny/replace_s0 (`collapse ls` lists them)")
+    sh.add_argument("--generation", "-g", type=int, default=None, help="generation (default: the last finished)")
+    sh.add_argument("-n", type=int, default=3, help="samples to print (default: 3)")
+    sh.set_defaults(func=_cmd_show)
+
+
+def _default_root() -> str:
+    from collapse.config import RunConfig
+
+    return RunConfig().root
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="collapse", description="Model-collapse research on code language models.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -107,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     met = sub.add_parser("metrics", help="list the registered metrics with what they measure")
     met.add_argument("--markdown", action="store_true", help="print the metric reference as Markdown (docs/metrics.md)")
     met.set_defaults(func=_cmd_metrics)
+
+    _add_browse_parsers(sub)
 
     try:
         from collapse.theory.cli import add_parser as add_theory

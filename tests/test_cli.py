@@ -385,3 +385,107 @@ def test_a_sweep_launched_with_overrides_runs_them(shared_root, tmp_path, capsys
     assert cfg["run"]["generations"] == 0 and cfg["mix"]["synthetic_size"] == 100
     assert (run_dir / "gen_000" / "DONE").exists() and not (run_dir / "gen_001").exists()
     assert "over_real: 1 runs: 1 done" in out
+
+
+# ------------------------------------------------------------ collapse ls / collapse show
+
+def fake_run(run_dir: Path, status: str | None, done: int, generations: int = 2, **state) -> Path:
+    """A run directory as a run leaves it: state.json, config.yaml, generations 0..done finished."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("run: {}\n")
+    if status is not None:
+        (run_dir / "state.json").write_text(json.dumps({"status": status, "generations": generations,
+                                                        "last_completed_generation": done, "regime": "replace",
+                                                        "seed": 0, "experiment": "tiny", **state}))
+    for g in range(done + 1):
+        d = run_dir / f"gen_{g:03d}"
+        d.mkdir()
+        (d / "manifest.json").write_text(json.dumps({"generation": g, "total": 300, "pools": {"human": 300 - 100 * g, "synthetic": 100 * g},
+                                                     "counts": {"human": {"-1": 300 - 100 * g}, "synthetic": {str(h): 100 for h in range(g)}},
+                                                     "content_sha256": "ab" * 32}))
+        (d / "metrics.json").write_text(json.dumps({"test_ce": 3.0 + g, "distinct_4": 0.9, "human.distinct_4": 0.8}))
+        (d / "timings.json").write_text(json.dumps({"train_s": 1.5, "sample_s": 0.5}))
+        (d / "samples.jsonl").write_text("".join(json.dumps({"text": f"def gen{g}_sample{i}():\n    return {i}\x07",
+                                                             "n_tokens": 12, "finished": True}) + "\n" for i in range(5)))
+        (d / "DONE").write_text("")
+    return run_dir
+
+
+def snapshot(root: Path) -> dict:
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*")}
+
+
+def test_ls_lists_experiments_and_sweeps_with_status_and_last_generation(tmp_path, capsys):
+    from collapse.locks import FileLock
+
+    root = tmp_path / "runs"
+    fake_run(root / "tiny" / "replace_s0", "done", 2)
+    fake_run(root / "tiny" / "accumulate_s0", "interrupted", 0)
+    fake_run(root / "tiny" / "fresh_s0", "running", 1)  # killed: nobody holds its lock
+    fake_run(root / "tiny" / "augment_s0", "running", -1)
+    fake_run(root / "grid" / "replace_s1", "failed", 0, generations=1)
+    (root / "grid" / "sweep.json").write_text(json.dumps({"file": "/x/grid.yaml", "runs": {
+        "replace_s1": {"run_dir": str(root / "grid" / "replace_s1")},
+        "accumulate_s1": {"run_dir": str(root / "grid" / "accumulate_s1")}}}))
+    for junk in ("_cache", "mlartifacts"):
+        (root / junk / "x").mkdir(parents=True)
+    (root / "mlflow.db").write_text("")
+    lock = FileLock(root / "tiny" / "augment_s0" / ".lock").acquire()  # a live run
+    before = snapshot(root)
+    try:
+        assert main(["ls", str(root)]) == 0
+    finally:
+        lock.release()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["experiment", "kind", "run", "status", "generation"]
+    rows = [line.split() for line in out[1:-1]]
+    assert rows == [["grid", "sweep", "replace_s1", "failed", "0/1"],
+                    ["grid", "sweep", "accumulate_s1", "pending", "-/?"],
+                    ["tiny", "experiment", "accumulate_s0", "interrupted", "0/2"],
+                    ["tiny", "experiment", "augment_s0", "running", "-/2"],
+                    ["tiny", "experiment", "fresh_s0", "stopped", "1/2"],
+                    ["tiny", "experiment", "replace_s0", "done", "2/2"]]
+    assert out[-1] == f"2 experiments and sweeps, 6 runs under {root}"
+    assert snapshot(root) == before  # read only
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["ls", str(empty)]) == 0 and "no experiments or sweeps yet" in capsys.readouterr().out
+    assert list(empty.iterdir()) == []
+    assert main(["ls", str(tmp_path / "nope")]) == 2
+    assert f"{tmp_path / 'nope'} does not exist: name the run root" in one_line(capsys)
+    assert not (tmp_path / "nope").exists()
+
+
+def test_ls_defaults_to_the_default_run_root(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fake_run(tmp_path / "runs" / "tiny" / "replace_s0", "done", 2)
+    assert main(["ls"]) == 0
+    assert "tiny        experiment  replace_s0  done    2/2" in capsys.readouterr().out
+
+
+def test_show_prints_a_generations_manifest_metrics_and_samples(tmp_path, capsys):
+    run_dir = fake_run(tmp_path / "runs" / "tiny" / "replace_s0", "done", 2)
+    (run_dir / "gen_003").mkdir()  # started, not finished
+    before = snapshot(tmp_path)
+    assert main(["show", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{run_dir}  generation 2 of 0..2\n")  # the last finished by default
+    assert "300 examples: human 100, synthetic 200" in out and "synthetic: gen 0 100, gen 1 100" in out
+    assert "took: train 1.5s, sample 0.5s" in out
+    assert [line.split() for line in out.splitlines() if line.strip().startswith(("test_ce", "distinct_4"))] == \
+        [["distinct_4", "0.9", "0.8"], ["test_ce", "5"]]
+    assert out.count("--- sample") == 3 and "samples (3 of 5;" in out and "def gen2_sample0():" in out
+    assert "return 0\\x07" in out  # control characters escaped
+    assert main(["show", str(run_dir), "--generation", "0", "-n", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "generation 0 of 0..2" in out and out.count("--- sample") == 5 and "def gen0_sample4():" in out
+    assert snapshot(tmp_path) == before  # read only
+
+    for args, message in (([str(run_dir), "--generation", "3"], "generation 3 has not finished (finished generations: 0, 1, 2)"),
+                          ([str(run_dir.parent)], "holds several runs: name one (replace_s0)"),
+                          ([str(tmp_path / "nope")], "does not exist; `collapse ls` lists the runs"),
+                          ([str(tmp_path)], "is not a run directory"),
+                          ([str(run_dir), "-n", "-1"], "-n: expected >= 0")):
+        assert main(["show", *args]) == 2, args
+        assert message in one_line(capsys), args
