@@ -94,7 +94,7 @@ def to_long(wide: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ordered_metrics(names: Iterable[str]) -> list[str]:
-    names = [n for n in names if not n.startswith(("human.", "time.", "train_steps", "train_tokens", "train_examples", "gate."))]
+    names = [n for n in names if not n.startswith(("human.", "time.", "train_steps", "train_tokens", "train_examples", "train_flops", "model_params", "gate."))]
     first = [m for m in KEY_METRICS if m in names]
     return first + sorted(set(names) - set(first))
 
