@@ -15,6 +15,10 @@ and writes, under ``reports/<name>/``:
 - ``final_effects.md|tex|csv``: per regime, each metric at generation 0 and
   at the last generation, the change, and Welch's t-test across seeds of the
   last generation against a reference regime;
+- ``summary.md|csv``: per regime and metric, the collapse summary statistics
+  (:mod:`collapse.summary`) averaged over seeds with 95 % CIs: slope per
+  generation, area between the curve and its generation-0 value, and how
+  soon the metric moved by 10 % from generation 0;
 - ``copies.md``: the longest verbatim copies of human code with their sources;
 - ``runs.csv`` (one row per run and generation) and ``metrics.csv`` (tidy);
 - ``report.md``: an index of all of the above with one-line captions and the
@@ -497,6 +501,18 @@ def report(experiment_or_sweep: str | Path, out: str | Path = "reports", metrics
                                         f"seeds, the change, and against {reference} the difference with Welch's 95 % CI, "
                                         f"Hedges' g and Welch's p, Holm-adjusted (no test below {MIN_SEEDS} seeds or "
                                         "without variance); also .tex (booktabs) and .csv"))
+
+    from collapse.summary import DEFAULT_THRESHOLD, group_summary, summarize_runs, summary_markdown
+
+    summ = group_summary(summarize_runs(wide, threshold=DEFAULT_THRESHOLD, metrics=[m for m in chosen if m in wide]),
+                         hue, chosen)
+    summ.to_csv(out_dir / "summary.csv", index=False)
+    (out_dir / "summary.md").write_text(summary_markdown(summ, hue))
+    paths += [out_dir / "summary.md", out_dir / "summary.csv"]
+    entries.append(("summary.md", f"collapse summary statistics per {hue} and metric: the slope per generation, the "
+                                  f"area between each curve and its generation-0 value, and the first generation that "
+                                  f"moved by {DEFAULT_THRESHOLD * 100:g} %, means over seeds with t-based 95 % CIs; also .csv "
+                                  "(collapse.summarize gives them per run)"))
 
     top = top_copies(dirs, copies)
     if top:
