@@ -28,15 +28,17 @@ log = logging.getLogger("collapse")
 T = TypeVar("T")
 
 
-def resolve_uri(uri: str | None, root: str | Path) -> str:
-    """Config value, else $MLFLOW_TRACKING_URI, else sqlite:///<abs root>/mlflow.db."""
+def resolve_uri(uri: str | None, root: str | Path, create: bool = True) -> str:
+    """Config value, else $MLFLOW_TRACKING_URI, else sqlite:///<abs root>/mlflow.db
+    (``create``: the root folder is made if missing; readers pass False)."""
     if uri:
         return uri
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
     root = Path(root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
 
 

@@ -38,8 +38,16 @@ def _is_sweep_file(arg: str | Path) -> bool:
     return p.suffix in (".yaml", ".yml") and p.is_file()
 
 
+def sweep_tracking_uri(sweep) -> str:
+    """The tracking URI a sweep was launched with (its ``sweep.json``), else the one it would use."""
+    from collapse.sweep.launcher import read_sweep_state
+    from collapse.tracking import resolve_uri
+
+    return read_sweep_state(sweep).get("tracking_uri") or resolve_uri(sweep.tracking_uri, sweep.root, create=False)
+
+
 def load_runs(experiment_or_sweep: str | Path, *, tracking_uri: str | None = None,
-              root: str | Path = "runs") -> pd.DataFrame:
+              root: str | Path = "runs", summary: bool = False, threshold: float = 0.1) -> pd.DataFrame:
     """One row per (run, generation) of an MLflow experiment, read from MLflow.
 
     ``experiment_or_sweep`` is an experiment name or a sweep file (its name is
@@ -49,21 +57,35 @@ def load_runs(experiment_or_sweep: str | Path, *, tracking_uri: str | None = Non
     ``sample.temperature`` ...), ``generation``, then every metric. A sweep's
     parent run is left out. Ready for seaborn, e.g.
     ``sns.lineplot(df, x="generation", y="test_ce", hue="mix.regime")``.
+
+    ``summary=True`` returns the collapse summary frame instead: one row per
+    (run, metric) with the slope per generation and its 95 % CI, the signed
+    area between the curve and its generation-0 value, and the first
+    generation that moved by ``threshold`` (relative) from generation 0
+    (:func:`collapse.summary.summarize_runs`; the same as
+    ``collapse.summarize(load_runs(...))``).
+
+    Reading never writes: a sqlite store that does not exist is an error, not
+    a new empty database.
     """
-    from collapse.tracking import client, resolve_uri
+    from collapse.tracking import client, resolve_uri, sqlite_path
 
     axis_keys: list[str] | None = None
     if _is_sweep_file(experiment_or_sweep):
-        from collapse.sweep.launcher import read_sweep_state
         from collapse.sweep.spec import load_sweep
 
         sweep = load_sweep(experiment_or_sweep)
         name = sweep.name
         axis_keys = sweep.axis_keys
-        uri = tracking_uri or read_sweep_state(sweep).get("tracking_uri") or resolve_uri(sweep.tracking_uri, sweep.root)
+        uri = tracking_uri or sweep_tracking_uri(sweep)
     else:
         name = str(experiment_or_sweep)
-        uri = resolve_uri(tracking_uri, root)
+        uri = resolve_uri(tracking_uri, root, create=False)
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise CollapseError(f"no MLflow store at {db}: nothing has been tracked there yet"
+                            + (f" (launch the sweep first: collapse sweep {experiment_or_sweep})"
+                               if axis_keys is not None else ""))
     c = client(uri)
     exp = c.get_experiment_by_name(name)
     if exp is None:
@@ -98,4 +120,9 @@ def load_runs(experiment_or_sweep: str | Path, *, tracking_uri: str | None = Non
     df = pd.DataFrame(rows, columns=columns)
     if len(df):
         df["generation"] = df["generation"].astype(int)
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    if summary:
+        from collapse.summary import summarize_runs
+
+        return summarize_runs(df, threshold=threshold)
+    return df
