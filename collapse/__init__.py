@@ -22,7 +22,7 @@ def __getattr__(name: str):
 
         return load_runs
     if name == "summarize":
-        from collapse.summary import summarize
+        from collapse.api import summarize
 
         return summarize
     raise AttributeError(f"module 'collapse' has no attribute {name!r}")

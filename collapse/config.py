@@ -103,7 +103,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: float = _f(1.0, "passes over each generation's training set", *_pos)
     max_steps: int | None = _f(None, "cap on optimizer steps per generation; null = no cap", *_pos_or_none)
-    tokens_per_generation: int | None = _f(None, "training budget of each generation in tokens: ceil(tokens_per_generation / (batch_size * seq_len)) optimizer steps whatever the training set's size (epochs is then unused; the set is cycled, each pass in a new order), so regimes whose training sets grow (accumulate) train at equal compute; max_steps still caps it; null = epochs decide", *_pos_or_none, hashed_at_default=False)
+    tokens_per_generation: int | None = _f(None, "training budget of each generation in tokens: ceil(tokens_per_generation / (batch_size * seq_len)) optimizer steps whatever the training set's size (epochs is then unused; the set is cycled, each pass in a new order), so regimes whose training sets grow (accumulate) train at equal compute (collapse pretrain: the budget of its one training); max_steps still caps it; null = epochs decide", *_pos_or_none, hashed_at_default=False)
     batch_size: int = _f(16, "sequences per optimizer step", *_pos)
     lr: float = _f(3e-3, "peak learning rate (AdamW)", *_pos)
     weight_decay: float = _f(0.1, "AdamW weight decay", *_nonneg)

@@ -375,6 +375,31 @@ def effects_markdown(table: pd.DataFrame, hue: str, reference: str, last: int) -
     return "\n".join(lines) + "\n\n" + "\n\n".join(_effects_notes(table, reference)) + "\n"
 
 
+def _pct(x: float) -> str:
+    return f"{x * 100:g} %"
+
+
+def summary_markdown(table: pd.DataFrame, by: str) -> str:
+    """The report's summary.md: :func:`collapse.summary.group_summary` as a Markdown table."""
+    from collapse.stats import MIN_SEEDS
+    from collapse.summary import DEFAULT_THRESHOLD
+
+    thr = float(table["threshold"].iloc[0]) if len(table) else DEFAULT_THRESHOLD
+    lines = [f"| metric | {by} | runs | slope per generation [95 % CI] | area vs gen 0 [95 % CI] | "
+             f"runs moved ≥ {_pct(thr)} | first such generation [95 % CI] |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for _, r in table.iterrows():
+        lines.append(f"| `{r['metric']}` | {r[by]} | {r['n_runs']} | {_fmt(r['slope_mean'])}{_ci(r['slope_lo'], r['slope_hi'])} | "
+                     f"{_fmt(r['area_mean'])}{_ci(r['area_lo'], r['area_hi'])} | {r['crossed']}/{r['n_runs']} | "
+                     f"{_fmt(r['first_gen_mean'], 2)}{_ci(r['first_gen_lo'], r['first_gen_hi'])} |")
+    text = ("Per run: the least-squares slope of the metric against the generation, the signed area between its "
+            "curve and its generation-0 value (trapezoid rule; metric × generations), and the first generation at "
+            f"which it had moved by {_pct(thr)} of its generation-0 value. Means over runs (seeds) with t-based 95 % "
+            f"confidence intervals (none below {MIN_SEEDS} runs); the first generation is averaged over the runs that "
+            "moved that far.")
+    return "\n".join(lines) + "\n\n" + text + "\n"
+
+
 def effects_latex(table: pd.DataFrame, hue: str, reference: str, last: int) -> str:
     """A booktabs table (needs ``\\usepackage{booktabs}``)."""
     def esc(s) -> str:
@@ -502,7 +527,7 @@ def report(experiment_or_sweep: str | Path, out: str | Path = "reports", metrics
                                         f"Hedges' g and Welch's p, Holm-adjusted (no test below {MIN_SEEDS} seeds or "
                                         "without variance); also .tex (booktabs) and .csv"))
 
-    from collapse.summary import DEFAULT_THRESHOLD, group_summary, summarize_runs, summary_markdown
+    from collapse.summary import DEFAULT_THRESHOLD, group_summary, summarize_runs
 
     summ = group_summary(summarize_runs(wide, threshold=DEFAULT_THRESHOLD, metrics=[m for m in chosen if m in wide]),
                          hue, chosen)

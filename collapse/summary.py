@@ -1,7 +1,7 @@
 """Collapse summary statistics: a metric's whole curve over generations in three numbers.
 
-Per run and metric (:func:`summarize_runs`, also ``collapse.summarize`` and
-``collapse.load_runs(..., summary=True)``):
+Per run and metric (:func:`summarize_runs`; from tracked runs: ``collapse.summarize``
+or ``collapse.load_runs(..., summary=True)``):
 
 - ``slope``: the least-squares slope of the metric against the generation
   number (change per generation), with its t-based 95 % confidence interval
@@ -15,7 +15,8 @@ Per run and metric (:func:`summarize_runs`, also ``collapse.summarize`` and
   ``|y(g) − y(0)| ≥ threshold · |y(0)|``; missing (``<NA>``) when it never
   does, or when y(0) is 0 or not logged (a relative move is undefined then).
 
-Over seeds (:func:`group_summary`, the report's ``summary.md``): per group and
+Over seeds (:func:`group_summary`; the report's ``summary.md``, drawn by
+:func:`collapse.reporting.summary_markdown`): per group and
 metric, the mean slope and mean area with t-based 95 % intervals over the runs
 (:func:`collapse.stats.mean_ci`: none below 3 seeds), and how many runs crossed
 the threshold with the mean first generation of those that did.
@@ -124,20 +125,6 @@ def summarize_runs(frame: "pd.DataFrame", threshold: float = DEFAULT_THRESHOLD,
     return out
 
 
-def summarize(source: Any, threshold: float = DEFAULT_THRESHOLD, metrics: list[str] | None = None,
-              **load_kwargs: Any) -> "pd.DataFrame":
-    """``collapse.summarize``: the summary frame (:func:`summarize_runs`) of a runs table,
-    or of an experiment name / sweep file read with :func:`collapse.load_runs`
-    (``load_kwargs``: ``tracking_uri``, ``root``)."""
-    import pandas as pd
-
-    if not isinstance(source, pd.DataFrame):
-        from collapse.sweep.load import load_runs
-
-        source = load_runs(source, **load_kwargs)
-    return summarize_runs(source, threshold=threshold, metrics=metrics)
-
-
 def group_summary(summary: "pd.DataFrame", by: str, metrics: list[str] | None = None) -> "pd.DataFrame":
     """Per value of ``by`` (an axis column) and metric, over its runs (seeds): the mean
     slope and mean area with t-based 95 % CIs, the runs that crossed the threshold
@@ -169,28 +156,4 @@ def group_summary(summary: "pd.DataFrame", by: str, metrics: list[str] | None = 
                                        "first_gen_hi", "threshold", "note"])
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:g} %"
-
-
-def summary_markdown(table: "pd.DataFrame", by: str) -> str:
-    from collapse.reporting import _ci, _fmt
-    from collapse.stats import MIN_SEEDS
-
-    thr = float(table["threshold"].iloc[0]) if len(table) else DEFAULT_THRESHOLD
-    lines = [f"| metric | {by} | runs | slope per generation [95 % CI] | area vs gen 0 [95 % CI] | "
-             f"runs moved ≥ {_pct(thr)} | first such generation [95 % CI] |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for _, r in table.iterrows():
-        lines.append(f"| `{r['metric']}` | {r[by]} | {r['n_runs']} | {_fmt(r['slope_mean'])}{_ci(r['slope_lo'], r['slope_hi'])} | "
-                     f"{_fmt(r['area_mean'])}{_ci(r['area_lo'], r['area_hi'])} | {r['crossed']}/{r['n_runs']} | "
-                     f"{_fmt(r['first_gen_mean'], 2)}{_ci(r['first_gen_lo'], r['first_gen_hi'])} |")
-    text = ("Per run: the least-squares slope of the metric against the generation, the signed area between its "
-            "curve and its generation-0 value (trapezoid rule; metric × generations), and the first generation at "
-            f"which it had moved by {_pct(thr)} of its generation-0 value. Means over runs (seeds) with t-based 95 % "
-            f"confidence intervals (none below {MIN_SEEDS} runs); the first generation is averaged over the runs that "
-            "moved that far.")
-    return "\n".join(lines) + "\n\n" + text + "\n"
-
-
-__all__ = ["curve_summary", "summarize_runs", "summarize", "group_summary", "summary_markdown", "DEFAULT_THRESHOLD"]
+__all__ = ["curve_summary", "summarize_runs", "group_summary", "DEFAULT_THRESHOLD", "SUMMARY_COLUMNS"]

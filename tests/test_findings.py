@@ -7,6 +7,7 @@ expanded, one small MLflow store filled by hand (no model is trained here).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -126,7 +127,7 @@ def test_runs_behind_are_counted_and_an_unlogged_metric_is_an_error():
 
 # ------------------------------------------------------------- claim parsing
 
-def write_sweep(tmp_path, claims_list, name="claimed", seeds=3, grid=None, points=None, **extra) -> "Path":
+def write_sweep(tmp_path, claims_list, name="claimed", seeds=3, grid=None, points=None, **extra) -> Path:
     base = {"recipe": str(TINY), "overrides": {"run.root": str(tmp_path / "root"),
                                                "tracking.uri": f"sqlite:///{tmp_path}/root/mlflow.db"}}
     axes = {"grid": grid or {"mix.regime": ["replace", "accumulate"]}, "seeds": seeds}
@@ -444,3 +445,24 @@ def test_tokens_per_generation_is_validated_and_hash_neutral_when_unset():
     old = hashlib.sha256(json.dumps({s: d[s] for s in sections}, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert unset.section_hash(*sections) == null.section_hash(*sections) == old
     assert load_config(TINY, ["train.tokens_per_generation=100000"]).section_hash(*sections) != old
+
+
+def test_report_summary_of_hand_logged_runs(tracked, tmp_path):
+    """collapse report's summary.md|csv on the hand-logged runs: replace's test_ce rises linearly from 1.0
+    to 2.0, 2.4, 2.2 over 2 generations (slopes 0.5, 0.7, 0.6), accumulate's to 1.0, 1.1, 0.9."""
+    import collapse
+    from collapse.stats import mean_ci
+
+    collapse.report(tracked, out=tmp_path / "reports", metrics=["test_ce"])
+    out = tmp_path / "reports" / "claimed"
+    table = pd.read_csv(out / "summary.csv")
+    rep = table[table.regime == "replace"].iloc[0]
+    slopes = [(v - 1.0) / 2 for v in CLEAR["replace"]]
+    ci = mean_ci(slopes)
+    assert (rep.slope_mean, rep.slope_lo, rep.slope_hi) == pytest.approx((ci.mean, ci.lo, ci.hi))
+    assert rep.area_mean == pytest.approx(np.mean([v - 1.0 for v in CLEAR["replace"]]))  # ∫0..2 of a line from 0
+    assert rep.crossed == 3 and rep.first_gen_mean == 1  # each moved ≥ 10 % by generation 1
+    acc = table[table.regime == "accumulate"].iloc[0]
+    assert acc.crossed == 2 and acc.first_gen_mean == 2  # 1.0 → 1.1 and 1.0 → 0.9 move 10 %, at generation 2
+    assert "[summary.md](summary.md)" in (out / "report.md").read_text()
+    assert "slope per generation [95 % CI]" in (out / "summary.md").read_text()

@@ -26,7 +26,7 @@ cores // ``run.threads``), each with ``run.threads=1`` unless the sweep sets
 it. Workers are forked from a server that imported torch and friends once.
 
 A sweep file may also state what its runs should show (``claims:``, see
-:mod:`collapse.findings`); ``collapse findings SWEEP`` evaluates them from the
+:mod:`collapse.claims`); ``collapse findings SWEEP`` evaluates them from the
 tracked runs (effect, Welch's 95 % interval over seeds, verdict).
 
 Tracking

@@ -695,7 +695,7 @@ def main_sweep(path: str, executor: str = "local", *, parallel: int | None = Non
         return 0
     echo(format_plan(sweep))
     if sweep.claims:
-        from collapse.findings import format_claims
+        from collapse.claims import format_claims
 
         echo(format_claims(sweep.claims))
     if dry_run:

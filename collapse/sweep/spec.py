@@ -32,7 +32,7 @@ A sweep file (``experiments/sweeps/*.yaml``)::
         min_effect: 0.05               # optional: |effect| must reach this too
         where: {sample.temperature: 1.0}   # optional: fix other axes, so each group varies only in the seed
 
-Claims are checked against the expansion (:mod:`collapse.findings`): an axis
+Claims are checked against the expansion (:mod:`collapse.claims`): an axis
 or a value the sweep does not have, or a group whose runs differ in more
 than the seed, is an error naming ``claims[i]``.
 
@@ -56,7 +56,7 @@ from typing import Any
 
 from collapse.config import Config, apply_overrides, build_dataclass, from_dict, parse_override, read_yaml_mapping
 from collapse.errors import CollapseError, ConfigError
-from collapse.findings import Claim, check_claims, parse_claims
+from collapse.claims import Claim, check_claims, parse_claims
 
 TOP_KEYS = ("name", "description", "base", "axes", "slurm", "claims")
 AXES_KEYS = ("grid", "list", "seeds")
