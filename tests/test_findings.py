@@ -466,3 +466,13 @@ def test_report_summary_of_hand_logged_runs(tracked, tmp_path):
     assert acc.crossed == 2 and acc.first_gen_mean == 2  # 1.0 → 1.1 and 1.0 → 0.9 move 10 %, at generation 2
     assert "[summary.md](summary.md)" in (out / "report.md").read_text()
     assert "slope per generation [95 % CI]" in (out / "summary.md").read_text()
+
+
+def test_every_generation_logs_its_training_compute():
+    """The seeded tiny run's pinned numbers (tests/golden): train_flops = 6 · model_params · train_tokens."""
+    from tests.conftest import REPO
+
+    for path in sorted((REPO / "tests" / "golden").glob("tiny-*.json")):
+        for g in json.loads(path.read_text())["generations"]:
+            assert g["model_params"] > 0 and g["train_tokens"] > 0
+            assert g["train_flops"] == 6 * g["model_params"] * g["train_tokens"]
