@@ -112,6 +112,7 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = _f("auto", "bf16 autocast or fp32; auto = bf16 on CUDA and on CPUs with native bf16, else fp32")
     eval_every: int = _f(0, "validation loss every N steps (0 = only at the end)", *_nonneg)
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+    compile: bool = _f(False, "torch.compile the model for training (one process): a compile of about a minute, then faster steps; see BENCHMARKS.md for when it pays", hashed_at_default=False)
     nproc: int = _f(1, "data-parallel training processes: > 1 trains each generation under torchrun with DistributedDataParallel (nccl on GPUs, gloo on CPU); batch_size is the global batch and must divide evenly", *_pos)
 
 

@@ -214,6 +214,8 @@ def train(model, docs: list[list[int]], eos_id: int, seq_len: int, cfg: TrainCon
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    elif cfg.compile:
+        net = torch.compile(model)  # same parameters: model.state_dict() and evaluation stay eager
     losses: list[float] = []
     val_history: list[tuple[int, float]] = []
     start, elapsed = 0, 0.0
