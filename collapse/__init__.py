@@ -21,4 +21,8 @@ def __getattr__(name: str):
         from collapse.sweep.load import load_runs
 
         return load_runs
+    if name == "summarize":
+        from collapse.api import summarize
+
+        return summarize
     raise AttributeError(f"module 'collapse' has no attribute {name!r}")

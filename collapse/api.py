@@ -1,4 +1,4 @@
-"""The Python API for notebooks and scripts: ``collapse.run``.
+"""The Python API for notebooks and scripts: ``collapse.run`` and ``collapse.summarize``.
 
     import collapse
     res = collapse.run("experiments/tiny.yaml", run__generations=2, mix={"regime": ["replace", "accumulate"]})
@@ -126,3 +126,21 @@ def run(config_or_path: str | Path | Config | dict | None = None, **overrides: A
     cfg = resolve_config(config_or_path, **overrides)
     results = run_experiment(cfg)
     return Results(cfg, {r.regime: r for r in results})
+
+
+def summarize(source: Any, threshold: float = 0.1, metrics: list[str] | None = None, **load_kwargs: Any):
+    """``collapse.summarize``: the collapse summary statistics, one row per (run, metric):
+    slope per generation with its 95 % CI, signed area between the curve and its
+    generation-0 value, first generation that moved by ``threshold`` (relative)
+    from generation 0 (:func:`collapse.summary.summarize_runs`). ``source``: a runs
+    table shaped like :func:`collapse.load_runs`'s, or an experiment name / sweep
+    file read with it (``load_kwargs``: ``tracking_uri``, ``root``)."""
+    import pandas as pd
+
+    from collapse.summary import summarize_runs
+
+    if not isinstance(source, pd.DataFrame):
+        from collapse.sweep.load import load_runs
+
+        source = load_runs(source, **load_kwargs)
+    return summarize_runs(source, threshold=threshold, metrics=metrics)

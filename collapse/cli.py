@@ -1,4 +1,4 @@
-"""Command line: ``collapse run | pretrain | report | sweep | ls | show | theory | metrics``. Thin: parses, then calls the library.
+"""Command line: ``collapse run | pretrain | report | sweep | findings | ls | show | theory | metrics``. Thin: parses, then calls the library.
 
 Bad input (a ``CollapseError``) is printed as one line on stderr with exit
 code 2, never a traceback.
@@ -59,7 +59,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     flags = {"partition": args.partition, "gpus_per_node": args.gpus_per_node, "cpus_per_task": args.cpus_per_task,
              "mem_gb": args.mem_gb, "timeout_min": args.timeout_min, "array_parallelism": args.array_parallelism}
     return main_sweep(args.file, args.executor, parallel=args.parallel, dry_run=args.dry_run, show_status=args.status,
-                      wait=args.wait, slurm_flags=flags, overrides=args.overrides)
+                      wait=args.wait, slurm_flags=flags, command=_command_line(args), overrides=args.overrides)
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed (recorded with what it produced)."""
+    import shlex
+
+    return shlex.join(["collapse", *getattr(args, "argv", [])])
+
+
+def _cmd_findings(args: argparse.Namespace) -> int:
+    from collapse.findings import findings
+
+    findings(args.sweeps, out=args.out, tracking_uri=args.tracking_uri)
+    return 0
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
@@ -136,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
         sw.add_argument(flag, type=tp, default=None, help=f"slurm: {doc} (default: the sweep file's slurm: section)")
     sw.set_defaults(func=_cmd_sweep)
 
+    fi = sub.add_parser("findings", help="evaluate the claims: of sweep files from their tracked runs (effect, 95 % CI, "
+                                         "Welch p, verdict) as a Markdown table")
+    fi.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep files with a claims: list")
+    fi.add_argument("--out", default=None, metavar="FILE",
+                    help="write the table to FILE (.md) and the same rows to FILE's .csv (default: stdout)")
+    fi.add_argument("--tracking-uri", default=None,
+                    help="MLflow tracking URI (default: the one each sweep was launched with)")
+    fi.set_defaults(func=_cmd_findings)
+
     met = sub.add_parser("metrics", help="list the registered metrics with what they measure")
     met.add_argument("--markdown", action="store_true", help="print the metric reference as Markdown (docs/metrics.md)")
     met.set_defaults(func=_cmd_metrics)
@@ -154,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(message)s",

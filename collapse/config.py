@@ -27,9 +27,15 @@ from collapse.errors import ConfigError
 REGIMES = ("replace", "accumulate", "accumulate_subsample", "fixed_fraction", "fresh", "augment")
 
 
-def _f(default: Any, doc: str, check: typing.Callable[[Any], bool] | None = None, expect: str = ""):
-    """A config field with a one-line doc and an optional range check."""
-    meta = {"doc": doc, "check": check, "expect": expect}
+def _f(default: Any, doc: str, check: typing.Callable[[Any], bool] | None = None, expect: str = "",
+       hashed_at_default: bool = True):
+    """A config field with a one-line doc and an optional range check.
+
+    ``hashed_at_default=False`` marks a field added after configs were hashed
+    (cache keys, content-addressed checkpoints): at its default it is left out
+    of :meth:`Config.section_hash`, so every existing key stays what it was;
+    set to anything else, it counts like any other field."""
+    meta = {"doc": doc, "check": check, "expect": expect, "hashed_at_default": hashed_at_default}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -97,6 +103,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: float = _f(1.0, "passes over each generation's training set", *_pos)
     max_steps: int | None = _f(None, "cap on optimizer steps per generation; null = no cap", *_pos_or_none)
+    tokens_per_generation: int | None = _f(None, "training budget of each generation in tokens: ceil(tokens_per_generation / (batch_size * seq_len)) optimizer steps whatever the training set's size (epochs is then unused; the set is cycled, each pass in a new order), so regimes whose training sets grow (accumulate) train at equal compute (collapse pretrain: the budget of its one training); max_steps still caps it; null = epochs decide", *_pos_or_none, hashed_at_default=False)
     batch_size: int = _f(16, "sequences per optimizer step", *_pos)
     lr: float = _f(3e-3, "peak learning rate (AdamW)", *_pos)
     weight_decay: float = _f(0.1, "AdamW weight decay", *_nonneg)
@@ -105,6 +112,7 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = _f("auto", "bf16 autocast or fp32; auto = bf16 on CUDA and on CPUs with native bf16, else fp32")
     eval_every: int = _f(0, "validation loss every N steps (0 = only at the end)", *_nonneg)
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+    compile: bool = _f(False, "torch.compile the model for training (one process): a compile of about a minute, then faster steps; see BENCHMARKS.md for when it pays", hashed_at_default=False)
     nproc: int = _f(1, "data-parallel training processes: > 1 trains each generation under torchrun with DistributedDataParallel (nccl on GPUs, gloo on CPU); batch_size is the global batch and must divide evenly", *_pos)
 
 
@@ -243,11 +251,23 @@ class Config:
     def section_hash(self, *sections: str, extra: Any = None) -> str:
         """Stable hash of some sections (keys of caches shared between runs)."""
         d = self.to_dict()
-        payload = {s: d[s] for s in sections}
+        payload = {s: _hashed(getattr(self, s), d[s]) for s in sections}
         if extra is not None:
             payload["extra"] = extra
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _hashed(section: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """A section's values as hashed: fields marked ``hashed_at_default=False`` drop out at their default."""
+    out = dict(values)
+    for f in dataclasses.fields(section):
+        if f.metadata.get("hashed_at_default", True) or f.name not in out:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if out[f.name] == default:
+            del out[f.name]
+    return out
 
 
 # ---------------------------------------------------------------- loading

@@ -137,7 +137,7 @@ Built by `{command}`.
 | functions | {split.get('train', '?')} train / {split.get('validation', '?')} validation / {split.get('test', '?')} test / {split.get('reference', '?')} reference (held out: content-hash buckets below {held_out_fraction(cfg):g}) |
 | licenses | {lic} |
 | model | {cfg.model.preset} preset, {metrics['parameters']:,} parameters, vocabulary {metrics['vocab_size']:,} |
-| training | {metrics['train_steps']:,} steps, {metrics['train_tokens']:,} tokens seen, {metrics['train_seconds']:.0f} s, precision {metrics['precision']} |
+| training | {metrics['train_steps']:,} steps, {metrics['train_tokens']:,} tokens seen ({metrics.get('train_flops', float('nan')):.3g} FLOPs, 6·N·tokens), {metrics['train_seconds']:.0f} s, precision {metrics['precision']} |
 | held-out test | {metrics['test_ce']:.3f} nats/token, {metrics['test_bpb']:.3f} bits/byte |
 | unconditional samples that parse (T = {temps}) | {rates} ({cfg.pretrain.eval_samples} samples each, {cfg.sample.max_new_tokens} tokens at most) |
 
@@ -155,7 +155,7 @@ def run_pretrain(cfg: Config, command: str | None = None) -> PretrainResult:
     from collapse.lm.generator import resolve_precision
     from collapse.lm.model import BASE_MARKER, build_model, count_parameters, pick_device, resolved_dims
     from collapse.lm.tokenizer import prepare_tokenizer, token_byte_lengths
-    from collapse.lm.train import block_losses, pack, tokenize_texts, train
+    from collapse.lm.train import block_losses, pack, tokenize_texts, train, train_flops
     from collapse.seeding import torch_seed
     from collapse.tracking import RunMirror, flatten, read_json, resolve_uri, write_json_atomic
 
@@ -227,6 +227,7 @@ def run_pretrain(cfg: Config, command: str | None = None) -> PretrainResult:
             "train_tokens_per_s": res.tokens_per_s, "train_loss": res.train_loss,
             "val_loss": val["nll"] / max(val["tokens"], 1), "test_ce": test["nll"] / max(test["tokens"], 1),
             "test_bpb": test["nll"] / (math.log(2) * max(test["bytes"], 1)),
+            "train_flops": train_flops(count_parameters(model), res.tokens),
             "parameters": count_parameters(model), "vocab_size": len(tok), "precision": precision,
             "cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "threads": torch.get_num_threads(),
         }

@@ -15,6 +15,10 @@ and writes, under ``reports/<name>/``:
 - ``final_effects.md|tex|csv``: per regime, each metric at generation 0 and
   at the last generation, the change, and Welch's t-test across seeds of the
   last generation against a reference regime;
+- ``summary.md|csv``: per regime and metric, the collapse summary statistics
+  (:mod:`collapse.summary`) averaged over seeds with 95 % CIs: slope per
+  generation, area between the curve and its generation-0 value, and how
+  soon the metric moved by 10 % from generation 0;
 - ``copies.md``: the longest verbatim copies of human code with their sources;
 - ``runs.csv`` (one row per run and generation) and ``metrics.csv`` (tidy);
 - ``report.md``: an index of all of the above with one-line captions and the
@@ -94,7 +98,7 @@ def to_long(wide: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ordered_metrics(names: Iterable[str]) -> list[str]:
-    names = [n for n in names if not n.startswith(("human.", "time.", "train_steps", "train_tokens", "train_examples", "gate."))]
+    names = [n for n in names if not n.startswith(("human.", "time.", "train_steps", "train_tokens", "train_examples", "train_flops", "model_params", "gate."))]
     first = [m for m in KEY_METRICS if m in names]
     return first + sorted(set(names) - set(first))
 
@@ -374,6 +378,31 @@ def effects_markdown(table: pd.DataFrame, hue: str, reference: str, last: int) -
     return "\n".join(lines) + "\n\n" + "\n\n".join(_effects_notes(table, reference)) + "\n"
 
 
+def _pct(x: float) -> str:
+    return f"{x * 100:g} %"
+
+
+def summary_markdown(table: pd.DataFrame, by: str) -> str:
+    """The report's summary.md: :func:`collapse.summary.group_summary` as a Markdown table."""
+    from collapse.stats import MIN_SEEDS
+    from collapse.summary import DEFAULT_THRESHOLD
+
+    thr = float(table["threshold"].iloc[0]) if len(table) else DEFAULT_THRESHOLD
+    lines = [f"| metric | {by} | runs | slope per generation [95 % CI] | area vs gen 0 [95 % CI] | "
+             f"runs moved ≥ {_pct(thr)} | first such generation [95 % CI] |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for _, r in table.iterrows():
+        lines.append(f"| `{r['metric']}` | {r[by]} | {r['n_runs']} | {_fmt(r['slope_mean'])}{_ci(r['slope_lo'], r['slope_hi'])} | "
+                     f"{_fmt(r['area_mean'])}{_ci(r['area_lo'], r['area_hi'])} | {r['crossed']}/{r['n_runs']} | "
+                     f"{_fmt(r['first_gen_mean'], 2)}{_ci(r['first_gen_lo'], r['first_gen_hi'])} |")
+    text = ("Per run: the least-squares slope of the metric against the generation, the signed area between its "
+            "curve and its generation-0 value (trapezoid rule; metric × generations), and the first generation at "
+            f"which it had moved by {_pct(thr)} of its generation-0 value. Means over runs (seeds) with t-based 95 % "
+            f"confidence intervals (none below {MIN_SEEDS} runs); the first generation is averaged over the runs that "
+            "moved that far.")
+    return "\n".join(lines) + "\n\n" + text + "\n"
+
+
 def effects_latex(table: pd.DataFrame, hue: str, reference: str, last: int) -> str:
     """A booktabs table (needs ``\\usepackage{booktabs}``)."""
     def esc(s) -> str:
@@ -544,6 +573,18 @@ def _report(experiment_or_sweep: str | Path, out: Path, metrics: list[str] | Non
                                         f"seeds, the change, and against {reference} the difference with Welch's 95 % CI, "
                                         f"Hedges' g and Welch's p, Holm-adjusted (no test below {MIN_SEEDS} seeds or "
                                         "without variance); also .tex (booktabs) and .csv"))
+
+    from collapse.summary import DEFAULT_THRESHOLD, group_summary, summarize_runs
+
+    summ = group_summary(summarize_runs(wide, threshold=DEFAULT_THRESHOLD, metrics=[m for m in chosen if m in wide]),
+                         hue, chosen)
+    summ.to_csv(out_dir / "summary.csv", index=False)
+    (out_dir / "summary.md").write_text(summary_markdown(summ, hue))
+    paths += [out_dir / "summary.md", out_dir / "summary.csv"]
+    entries.append(("summary.md", f"collapse summary statistics per {hue} and metric: the slope per generation, the "
+                                  f"area between each curve and its generation-0 value, and the first generation that "
+                                  f"moved by {DEFAULT_THRESHOLD * 100:g} %, means over seeds with t-based 95 % CIs; also .csv "
+                                  "(collapse.summarize gives them per run)"))
 
     top = top_copies(dirs, copies)
     if top:

@@ -30,9 +30,9 @@ log = logging.getLogger("collapse")
 T = TypeVar("T")
 
 
-def resolve_uri(uri: str | None, root: str | Path, *, create: bool = True) -> str:
+def resolve_uri(uri: str | None, root: str | Path, create: bool = True) -> str:
     """Config value, else $MLFLOW_TRACKING_URI, else sqlite:///<abs root>/mlflow.db
-    (``create``: the root folder is made; readers pass False and make nothing)."""
+    (``create``: the root folder is made if missing; readers pass False)."""
     if uri:
         return uri
     env = os.environ.get("MLFLOW_TRACKING_URI")

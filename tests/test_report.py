@@ -43,11 +43,11 @@ def test_report_writes_every_file(grid, shared_root, tmp_path):
                  "--metrics", "test_ce", "distinct_4", "copy_rate"]) == 0
     out = tmp_path / "report_grid"
     for f in ("metrics.png", "metrics.pdf", "perplexity_gen0.png", "perplexity_gen0.pdf", "trajectory.png",
-              "trajectory.pdf", "final_effects.md", "final_effects.tex", "final_effects.csv", "copies.md",
-              "runs.csv", "metrics.csv", "report.md"):
+              "trajectory.pdf", "final_effects.md", "final_effects.tex", "final_effects.csv", "summary.md",
+              "summary.csv", "copies.md", "runs.csv", "metrics.csv", "report.md"):
         assert (out / f).stat().st_size > 100, f
     index = (out / "report.md").read_text()
-    for f in ("metrics.pdf", "perplexity_gen0.pdf", "trajectory.pdf", "final_effects.md", "copies.md"):
+    for f in ("metrics.pdf", "perplexity_gen0.pdf", "trajectory.pdf", "final_effects.md", "summary.md", "copies.md"):
         assert f"[{f}]({f})" in index
     runs = collapse.load_runs("report_grid", tracking_uri=grid)
     for run_id in runs["run_id"].unique():
@@ -124,3 +124,44 @@ def test_report_of_an_unknown_experiment_is_one_line(shared_root, capsys, grid):
     assert "no MLflow experiment named 'no_such_experiment'" in err and "\n" not in err
     assert main(["report", "report_grid", "--root", str(shared_root), "--tracking-uri", grid, "--hue", "bogus"]) == 2
     assert "not an axis" in capsys.readouterr().err
+
+
+def test_summary_table_is_the_per_run_summary_averaged(grid, shared_root, tmp_path):
+    """summary.csv: per regime and metric, the mean over seeds of collapse.summarize's per-run slopes and areas."""
+    collapse.report("report_grid", out=tmp_path, tracking_uri=grid, root=shared_root, metrics=["test_ce"])
+    table = pd.read_csv(tmp_path / "report_grid" / "summary.csv")
+    per_run = collapse.load_runs("report_grid", tracking_uri=grid, summary=True)
+    per_run = per_run[per_run.metric == "test_ce"]
+    for _, row in table.iterrows():
+        runs = per_run[per_run.regime == row["regime"]]
+        assert row["n_runs"] == len(runs) == 2
+        assert row["slope_mean"] == pytest.approx(runs.slope.mean()) and row["area_mean"] == pytest.approx(runs.area.mean())
+        assert math.isnan(row["slope_lo"])  # two seeds: no interval
+
+
+def test_findings_on_the_tracked_sweep(grid, shared_root, tmp_path, capsys):
+    """collapse findings on a sweep file of the same runs with claims added: two seeds per group, so no
+    interval and the verdict says so; the launch command and wall time come from sweep.json."""
+    import yaml
+
+    uri = f"sqlite:///{shared_root}/mlflow.db"
+    sweep = {"name": "report_grid",
+             "base": {"recipe": str(TINY), "overrides": {
+                 "run.root": str(shared_root), "tracking.uri": uri, "run.generations": 2, "metrics.names": METRICS,
+                 "metrics.copy_k": 4}},
+             "axes": {"grid": {"mix.regime": ["replace", "accumulate"]}, "seeds": [0, 1]},
+             "claims": [{"name": "replace drifts", "metric": "test_ce", "groups": {"mix.regime": ["replace", "accumulate"]},
+                         "direction": "greater"}]}
+    path = tmp_path / "report_grid.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    out = tmp_path / "FINDINGS.md"
+    assert main(["findings", str(path), "--out", str(out)]) == 0
+    row = pd.read_csv(out.with_suffix(".csv")).iloc[0]
+    runs = collapse.load_runs(path)
+    last = runs[runs.generation == 2]
+    want = last[last.regime == "replace"].test_ce.mean() - last[last.regime == "accumulate"].test_ce.mean()
+    assert row["verdict"] == "insufficient seeds" and row["effect"] == pytest.approx(want)
+    assert math.isnan(row["ci_lo"]) and (row["n_first"], row["n_second"]) == (2, 2)
+    assert row["command"].startswith("collapse sweep ") and row["wall_s"] > 0
+    md = out.read_text()
+    assert "| insufficient seeds |" in md and "2 / 2" in md and "4 of 4" in md

@@ -64,6 +64,10 @@ def test_shipped_sweep_files_expand():
     assert ff.axes == {"mix.regime": "fixed_fraction", "mix.human_fraction": 0.5, "sample.temperature": 0.8,
                        "run.seed": 2}
     assert small.slurm.gpus_per_node == 1 and small.slurm.timeout_min == 240
+    assert [(c.axis, c.first, c.second, c.direction) for c in tiny.claims] == [
+        ("mix.regime", "replace", "accumulate", "greater")]
+    assert [c.where for c in small.claims] == [{"sample.temperature": 1.0},
+                                               {"mix.human_fraction": 0.1, "sample.temperature": 1.0}]
 
 
 def test_dry_run_prints_the_expansion_and_launches_nothing(tmp_path, capsys):

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from collapse.config import Config
-from collapse.lm.model import BASE_MARKER, build_model, load_model, pick_device, resolved_dims, runtime_info
+from collapse.lm.model import BASE_MARKER, build_model, count_parameters, load_model, pick_device, resolved_dims, runtime_info
 from collapse.lm.sample import split_prompt, sample as sample_lm
 from collapse.lm.tokenizer import token_byte_lengths
-from collapse.lm.train import pack, tokenize_texts, train
+from collapse.lm.train import pack, tokenize_texts, train, train_flops
 from collapse.metrics import MetricContext, compute
 from collapse.metrics.diversity import unigram_counts
 from collapse.mixing import MixSizes, required_human
@@ -140,7 +140,10 @@ class LMGenerator:
         self.timings["train_tokens_per_s"] = res.tokens_per_s
         self.model = model
         self.last_train = res
-        return {**res.as_metrics(), "train_examples": len(train_ds)}
+        # Compute accounting: the tokens trained on and their FLOPs (6·N·tokens, N every parameter).
+        n_params = count_parameters(model)
+        return {**res.as_metrics(), "train_examples": len(train_ds), "model_params": n_params,
+                "train_flops": train_flops(n_params, res.tokens)}
 
     def sample(self, n: int, generation: int):
         """``n`` samples of the current model as rows with provenance.

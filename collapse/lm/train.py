@@ -135,8 +135,23 @@ class TrainResult:
         return {"train_loss": self.train_loss, "train_steps": self.steps, "train_tokens": self.tokens}
 
 
-def plan_steps(n_blocks: int, cfg: TrainConfig) -> int:
-    steps = max(1, math.ceil(cfg.epochs * n_blocks / cfg.batch_size))
+def train_flops(n_params: int, tokens: int) -> float:
+    """Training compute by the usual estimate: 6 FLOPs per parameter and token
+    (2 for the forward pass, 4 for the backward; Kaplan et al. 2020), with
+    ``n_params`` every parameter of the model, embeddings included."""
+    return 6.0 * float(n_params) * float(tokens)
+
+
+def plan_steps(n_blocks: int, cfg: TrainConfig, seq_len: int | None = None) -> int:
+    """Optimizer steps of one training: ``epochs`` passes over ``n_blocks`` packed
+    sequences, or with ``train.tokens_per_generation`` (needs ``seq_len``)
+    ceil(tokens / (batch_size · seq_len)) whatever ``n_blocks`` is; ``max_steps`` caps either."""
+    if cfg.tokens_per_generation is not None:
+        if seq_len is None:
+            raise ValueError("plan_steps: train.tokens_per_generation needs seq_len")
+        steps = max(1, math.ceil(cfg.tokens_per_generation / (cfg.batch_size * seq_len)))
+    else:
+        steps = max(1, math.ceil(cfg.epochs * n_blocks / cfg.batch_size))
     return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
 
@@ -173,12 +188,16 @@ def train(model, docs: list[list[int]], eos_id: int, seq_len: int, cfg: TrainCon
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     # One packing per epoch, each with its own document order.
-    n_epochs = max(1, math.ceil(cfg.epochs))
+    n_epochs = max(1, math.ceil(cfg.epochs)) if cfg.tokens_per_generation is None else 1
     epoch_blocks = [pack(docs, eos_id, seq_len, rng.permutation(len(docs))) for _ in range(n_epochs)]
-    blocks = torch.cat(epoch_blocks)
-    if len(blocks) == 0:
+    if len(epoch_blocks[0]) == 0:
         raise ValueError("training set holds fewer tokens than one sequence")
-    steps = plan_steps(len(epoch_blocks[0]), cfg)
+    steps = plan_steps(len(epoch_blocks[0]), cfg, seq_len)
+    if cfg.tokens_per_generation is not None:
+        # A fixed token budget: as many passes (each in a new order) as its steps need, so no batch wraps around.
+        while sum(len(b) for b in epoch_blocks) < steps * cfg.batch_size:
+            epoch_blocks.append(pack(docs, eos_id, seq_len, rng.permutation(len(docs))))
+    blocks = torch.cat(epoch_blocks)
     # Each epoch's blocks are shuffled too, so a batch mixes distant documents.
     perm = torch.cat([torch.randperm(len(b), generator=torch.Generator().manual_seed(seed + i)) + sum(len(e) for e in epoch_blocks[:i])
                       for i, b in enumerate(epoch_blocks)])
@@ -195,6 +214,8 @@ def train(model, docs: list[list[int]], eos_id: int, seq_len: int, cfg: TrainCon
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    elif cfg.compile:
+        net = torch.compile(model)  # same parameters: model.state_dict() and evaluation stay eager
     losses: list[float] = []
     val_history: list[tuple[int, float]] = []
     start, elapsed = 0, 0.0

@@ -41,7 +41,7 @@ KEY_PATTERNS: dict[str, tuple[str, ...]] = {
                        r"synthetic_copy_longest_(max|median)"),
 }
 # Logged every generation whatever metrics.names says (training and sampling statistics).
-ALWAYS_LOGGED = (r"train_(loss|steps|tokens|examples)", "sample_eos_rate", r"time\..+", r"gate\..+")
+ALWAYS_LOGGED = (r"train_(loss|steps|tokens|examples|flops)", "model_params", "sample_eos_rate", r"time\..+", r"gate\..+")
 
 
 def metric_of_key(key: str) -> str | None:

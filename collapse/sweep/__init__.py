@@ -25,6 +25,10 @@ Local runs share the machine: ``--parallel N`` runs N at a time (default:
 cores // ``run.threads``), each with ``run.threads=1`` unless the sweep sets
 it. Workers are forked from a server that imported torch and friends once.
 
+A sweep file may also state what its runs should show (``claims:``, see
+:mod:`collapse.claims`); ``collapse findings SWEEP`` evaluates them from the
+tracked runs (effect, Welch's 95 % interval over seeds, verdict).
+
 Tracking
 --------
 One MLflow parent run per sweep (created once, before launching), one child

@@ -3,7 +3,8 @@
 The sweep folder ``<run.root>/<sweep name>/`` holds the run directories and
 the sweep's bookkeeping::
 
-    sweep.json            name, file, tracking URI, MLflow parent run id, Slurm job id of each run
+    sweep.json            name, file, tracking URI, MLflow parent run id, Slurm job id of each run,
+                          and every launch: its command, start, end and wall time (collapse findings reads them)
     sweep.yaml            the sweep file as last launched
     _logs/<run>.log       output of local workers
     _logs/<run>.attempts.jsonl   one line per attempt (start, resume point, outcome)
@@ -72,6 +73,40 @@ def _forget_jobs(sweep: Sweep, names: list[str]) -> None:
         write_json_atomic(sweep_json(sweep), st)
 
 
+def default_command(sweep: Sweep, executor: str, parallel: int | None) -> str:
+    """The ``collapse sweep`` command line that launches ``sweep`` this way (for launches from Python)."""
+    import shlex
+
+    args = ["collapse", "sweep", str(sweep.path)]
+    if executor != "local":
+        args += ["--executor", executor]
+    if parallel is not None:
+        args += ["--parallel", str(parallel)]
+    if sweep.overrides:
+        args += _override_args(sweep.overrides)
+    return shlex.join(args)
+
+
+def _record_attempt(sweep: Sweep, command: str, executor: str, started: float, outcome: str,
+                    result: "LaunchResult | None", waited: bool) -> None:
+    """Append one launch to ``sweep.json``'s ``launches``: what ran, when, for how long.
+    A Slurm launch that did not wait has no end: its wall time is unknown."""
+    ended = time.time()
+    measured = executor == "local" or waited
+    entry = {"command": command, "executor": executor, "outcome": outcome,
+             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+             "ended": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ended)) if measured else None,
+             "wall_s": round(ended - started, 3) if measured else None,
+             "launched": len(result.launched) if result is not None else None}
+    try:
+        st = read_sweep_state(sweep)
+        st["launches"] = [*st.get("launches", []), entry]
+        sweep.dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(sweep_json(sweep), st)
+    except (OSError, CollapseError) as e:  # the runs matter more than their bookkeeping
+        log.warning("sweep %s: could not record the launch in sweep.json: %s", sweep.name, e)
+
+
 def _record_launch(sweep: Sweep, executor: str, uri: str | None, parent: str | None) -> None:
     _update_sweep_state(sweep, name=sweep.name, file=str(sweep.path), root=str(sweep.root), executor=executor,
                         tracking_uri=uri, parent_run_id=parent, axes=sweep.axis_keys, overrides=sweep.overrides,
@@ -93,9 +128,13 @@ def tracking_uri(sweep: Sweep) -> str | None:
     return resolve_uri(sweep.tracking_uri, sweep.root)
 
 
+def _override_args(overrides: dict[str, Any]) -> list[str]:
+    """``key=value`` arguments that give these overrides back (sorted by key)."""
+    return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) or v is None else v}" for k, v in sorted(overrides.items())]
+
+
 def _overrides_text(overrides: dict[str, Any]) -> str:
-    return " ".join(f"{k}={json.dumps(v) if isinstance(v, (list, dict)) or v is None else v}"
-                    for k, v in sorted(overrides.items())) or "none"
+    return " ".join(_override_args(overrides)) or "none"
 
 
 def check_overrides(sweep: Sweep) -> dict[str, Any] | None:
@@ -434,10 +473,13 @@ def _to_launch(sweep: Sweep, statuses: list[RunStatus]) -> tuple[list[SweepRun],
 
 
 def launch(sweep: Sweep, executor: str = "local", *, parallel: int | None = None, slurm: SlurmSettings | None = None,
-           wait: bool = True, echo: Callable[[str], None] = print, poll_s: float = 5.0) -> LaunchResult:
+           wait: bool = True, echo: Callable[[str], None] = print, poll_s: float = 5.0,
+           command: str | None = None) -> LaunchResult:
     """Launch the runs of ``sweep`` not done yet. ``local``: ``parallel`` worker
     processes on this machine, returns when they have ended. ``slurm``: one job
-    array through submitit; with ``wait`` returns when the jobs have left the queue."""
+    array through submitit; with ``wait`` returns when the jobs have left the queue.
+    Each launch is recorded in ``sweep.json`` (``command``, default: the
+    equivalent ``collapse sweep`` line; start, end, wall time, outcome)."""
     if executor not in ("local", "slurm"):
         raise CollapseError(f"collapse sweep: --executor: expected local or slurm, got {executor!r}")
     if parallel is not None and parallel < 1:
@@ -447,16 +489,29 @@ def launch(sweep: Sweep, executor: str = "local", *, parallel: int | None = None
                             "scripts/slurm-local.sh start runs one on this machine)")
     # One launcher per sweep at a time: a second one is refused with the holder's pid and host.
     lock = FileLock(sweep.dir / ".lock").acquire(what=f"sweep {sweep.name} ({sweep.dir})")
-    try:
+    try:  # other overrides than the sweep was launched with: refused before anything, recorded nowhere
         recorded = check_overrides(sweep)
-        if recorded is not None and recorded != sweep.overrides:
-            echo(f"{sweep.name}: overrides {_overrides_text(sweep.overrides)} (last launch: {_overrides_text(recorded)})")
-        return _launch(sweep, executor, parallel=parallel, slurm=slurm, wait=wait, echo=echo, poll_s=poll_s)
+    except BaseException:
+        lock.release()
+        raise
+    if recorded is not None and recorded != sweep.overrides:
+        echo(f"{sweep.name}: overrides {_overrides_text(sweep.overrides)} (last launch: {_overrides_text(recorded)})")
+    started = time.time()
+    outcome, result = "error", None
+    try:
+        result = _launch(sweep, executor, parallel=parallel, slurm=slurm, wait=wait, echo=echo, poll_s=poll_s)
+        outcome = "ok" if result.ok else "failed"
+        return result
     except KeyboardInterrupt:
+        outcome = "interrupted"
         _close_parent_run(sweep, "KILLED")
         raise
     finally:
-        lock.release()
+        try:
+            _record_attempt(sweep, command or default_command(sweep, executor, parallel), executor, started, outcome,
+                            result, waited=wait)
+        finally:
+            lock.release()
 
 
 def _close_parent_run(sweep: Sweep, status: str) -> None:
@@ -693,8 +748,10 @@ def status(sweep: Sweep) -> tuple[str, list[RunStatus]]:
 
 def main_sweep(path: str, executor: str = "local", *, parallel: int | None = None, dry_run: bool = False,
                show_status: bool = False, wait: bool = False, slurm_flags: dict[str, Any] | None = None,
-               echo: Callable[[str], None] = print, overrides: list[str] | None = None) -> int:
-    """``collapse sweep FILE [key=value ...]``: returns the exit code."""
+               echo: Callable[[str], None] = print, command: str | None = None,
+               overrides: list[str] | None = None) -> int:
+    """``collapse sweep FILE [key=value ...]``: returns the exit code. ``command``: the command line,
+    recorded in ``sweep.json``; ``overrides``: for every run (:func:`collapse.sweep.spec.load_sweep`)."""
     from collapse.sweep.spec import load_sweep
 
     sweep = load_sweep(path, overrides)
@@ -703,6 +760,10 @@ def main_sweep(path: str, executor: str = "local", *, parallel: int | None = Non
         echo(text)
         return 0
     echo(format_plan(sweep))
+    if sweep.claims:
+        from collapse.claims import format_claims
+
+        echo(format_claims(sweep.claims))
     if dry_run:
         check_overrides(sweep)  # what a launch would refuse, a dry run refuses too
         statuses = run_statuses(sweep)
@@ -711,7 +772,7 @@ def main_sweep(path: str, executor: str = "local", *, parallel: int | None = Non
              f"dry run: nothing launched")
         return 0
     settings = sweep.slurm.updated(**(slurm_flags or {}))
-    res = launch(sweep, executor, parallel=parallel, slurm=settings, wait=wait, echo=echo)
+    res = launch(sweep, executor, parallel=parallel, slurm=settings, wait=wait, echo=echo, command=command)
     if executor == "local" or wait:
         text, statuses = status(sweep)
         echo(text)

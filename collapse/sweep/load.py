@@ -38,6 +38,14 @@ def _is_sweep_file(arg: str | Path) -> bool:
     return p.suffix in (".yaml", ".yml") and p.is_file()
 
 
+def sweep_tracking_uri(sweep) -> str:
+    """The tracking URI a sweep was launched with (its ``sweep.json``), else the one it would use."""
+    from collapse.sweep.launcher import read_sweep_state
+    from collapse.tracking import resolve_uri
+
+    return read_sweep_state(sweep).get("tracking_uri") or resolve_uri(sweep.tracking_uri, sweep.root, create=False)
+
+
 def resolve_source(experiment_or_sweep: str | Path, tracking_uri: str | None = None,
                    root: str | Path = "runs") -> tuple[str, str, list[str] | None, Path]:
     """``(experiment name, tracking URI, sweep axes or None, run root)`` of an experiment
@@ -48,13 +56,10 @@ def resolve_source(experiment_or_sweep: str | Path, tracking_uri: str | None = N
     from collapse.tracking import read_json, resolve_uri
 
     if _is_sweep_file(experiment_or_sweep):
-        from collapse.sweep.launcher import read_sweep_state
         from collapse.sweep.spec import load_sweep
 
         sweep = load_sweep(experiment_or_sweep)
-        uri = (tracking_uri or read_sweep_state(sweep).get("tracking_uri")
-               or resolve_uri(sweep.tracking_uri, sweep.root, create=False))
-        return sweep.name, uri, sweep.axis_keys, sweep.root
+        return sweep.name, tracking_uri or sweep_tracking_uri(sweep), sweep.axis_keys, sweep.root
     name = str(experiment_or_sweep)
     recorded = None
     state = Path(root) / name / "sweep.json"
@@ -66,7 +71,7 @@ def resolve_source(experiment_or_sweep: str | Path, tracking_uri: str | None = N
     return name, tracking_uri or recorded or resolve_uri(None, root, create=False), None, Path(root)
 
 
-def open_experiment(name: str, uri: str, root: str | Path | None = None):
+def open_experiment(name: str, uri: str, root: str | Path | None = None, sweep_file: str | Path | None = None):
     """``(client, experiment)`` for reading, creating nothing: a missing store or
     experiment is one :class:`CollapseError` line that lists what there is."""
     from collapse.tracking import NoStore, client
@@ -75,8 +80,9 @@ def open_experiment(name: str, uri: str, root: str | Path | None = None):
     try:
         c = client(uri, create=False)
     except NoStore as e:
-        raise CollapseError(f"{e}: nothing has been tracked there; pass --tracking-uri (or --root) where "
-                            f"the runs of {name!r} were logged{where}") from None
+        first = f" (launch the sweep first: collapse sweep {sweep_file})" if sweep_file is not None else ""
+        raise CollapseError(f"{e}: nothing has been tracked there yet{first}; pass --tracking-uri (or --root) "
+                            f"where the runs of {name!r} were logged{where}") from None
     exp = c.get_experiment_by_name(name)
     if exp is None:
         names = sorted(e.name for e in c.search_experiments() if e.name != "Default")
@@ -86,7 +92,7 @@ def open_experiment(name: str, uri: str, root: str | Path | None = None):
 
 
 def load_runs(experiment_or_sweep: str | Path, *, tracking_uri: str | None = None,
-              root: str | Path = "runs") -> pd.DataFrame:
+              root: str | Path = "runs", summary: bool = False, threshold: float = 0.1) -> pd.DataFrame:
     """One row per (run, generation) of an MLflow experiment, read from MLflow.
 
     ``experiment_or_sweep`` is an experiment name or a sweep file (its name is
@@ -94,13 +100,22 @@ def load_runs(experiment_or_sweep: str | Path, *, tracking_uri: str | None = Non
     a name that is a sweep's under ``root``). Columns: ``run_id``, ``run_name``,
     ``status``, ``regime``, ``seed``, one column per sweep axis named by its key
     (``mix.regime``, ``run.seed``, ``sample.temperature`` ...), ``generation``,
-    then every metric. A sweep's parent run is left out. Reads only: a missing
-    store or experiment is one :class:`CollapseError` line and nothing is
-    created. Ready for seaborn, e.g.
+    then every metric. A sweep's parent run is left out. Ready for seaborn, e.g.
     ``sns.lineplot(df, x="generation", y="test_ce", hue="mix.regime")``.
+
+    ``summary=True`` returns the collapse summary frame instead: one row per
+    (run, metric) with the slope per generation and its 95 % CI, the signed
+    area between the curve and its generation-0 value, and the first
+    generation that moved by ``threshold`` (relative) from generation 0
+    (:func:`collapse.summary.summarize_runs`; the same as
+    ``collapse.summarize(load_runs(...))``).
+
+    Reading never writes: a store or experiment that does not exist is one
+    :class:`CollapseError` line (listing the experiments there), not a new
+    empty database.
     """
     name, uri, axis_keys, src_root = resolve_source(experiment_or_sweep, tracking_uri, root)
-    c, exp = open_experiment(name, uri, src_root)
+    c, exp = open_experiment(name, uri, src_root, experiment_or_sweep if axis_keys is not None else None)
     runs = []
     token = None
     while True:
@@ -131,4 +146,9 @@ def load_runs(experiment_or_sweep: str | Path, *, tracking_uri: str | None = Non
     df = pd.DataFrame(rows, columns=columns)
     if len(df):
         df["generation"] = df["generation"].astype(int)
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    if summary:
+        from collapse.summary import summarize_runs
+
+        return summarize_runs(df, threshold=threshold)
+    return df

@@ -22,6 +22,19 @@ A sweep file (``experiments/sweeps/*.yaml``)::
       timeout_min: 240
       array_parallelism: 16
       max_num_timeout: 10            # requeues after reaching the time limit (then the run stops; launch again)
+    claims:                          # optional: published findings these runs should reproduce (collapse findings)
+      - name: accumulate stays bounded
+        paper: Gerstgrasser et al. 2024
+        metric: test_ce                # a metric key as logged
+        generation: last               # or a generation number
+        groups: {mix.regime: [replace, accumulate]}   # effect = mean(replace) − mean(accumulate) over seeds
+        direction: greater             # expected sign of the effect: greater | less
+        min_effect: 0.05               # optional: |effect| must reach this too
+        where: {sample.temperature: 1.0}   # optional: fix other axes, so each group varies only in the seed
+
+Claims are checked against the expansion (:mod:`collapse.claims`): an axis
+or a value the sweep does not have, or a group whose runs differ in more
+than the seed, is an error naming ``claims[i]``.
 
 Each run is one (config, seed) with one regime: a base whose ``mix.regime``
 is a list becomes a ``mix.regime`` axis. Runs live in
@@ -43,8 +56,9 @@ from typing import Any
 
 from collapse.config import Config, apply_overrides, build_dataclass, from_dict, parse_override, read_yaml_mapping
 from collapse.errors import CollapseError, ConfigError
+from collapse.claims import Claim, check_claims, parse_claims
 
-TOP_KEYS = ("name", "description", "base", "axes", "slurm")
+TOP_KEYS = ("name", "description", "base", "axes", "slurm", "claims")
 AXES_KEYS = ("grid", "list", "seeds")
 # Keys the sweep itself decides for every run.
 RESERVED = ("run.dir", "run.root", "run.experiment", "tracking.uri", "tracking.parent_run_id", "tracking.tags",
@@ -106,6 +120,7 @@ class Sweep:
     tracking_uri: str | None  # tracking.uri of the base (None: $MLFLOW_TRACKING_URI, else sqlite in root)
     tracking_enabled: bool = True
     description: str = ""
+    claims: list[Claim] = field(default_factory=list)  # the sweep file's claims: (collapse findings)
     overrides: dict[str, Any] = field(default_factory=dict)  # `collapse sweep FILE key=value ...`: every run gets them
 
     @property
@@ -259,6 +274,7 @@ def load_sweep(path: str | Path, overrides: list[str] | dict[str, Any] | None = 
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise CollapseError(f"{f}: name: expected letters, digits and _.=+,- (no '/' or spaces), got {name!r}")
+    claims = parse_claims(raw.get("claims"), f)
 
     # -- base config
     base = raw.get("base")
@@ -369,10 +385,11 @@ def load_sweep(path: str | Path, overrides: list[str] | dict[str, Any] | None = 
                 raise CollapseError(f"{f}: run {rname}: {e}") from None
             full = cfg.to_dict()
             runs.append(SweepRun(rname, {k: _get(full, k) for k in order}, full, run_dir))
+    check_claims(claims, runs, order, f)
     return Sweep(name=name, path=path.resolve(), root=root, axis_keys=order, runs=runs,
                  slurm=_parse_slurm(f"{f}: slurm", raw.get("slurm")), tracking_uri=base_cfg.tracking.uri,
                  tracking_enabled=base_cfg.tracking.enabled, description=str(raw.get("description") or ""),
-                 overrides=given)
+                 claims=claims, overrides=given)
 
 
 def _command_line_overrides(f: str, overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
