@@ -12,6 +12,12 @@ with one regime; see :mod:`collapse.sweep.spec` for the format. ::
     collapse sweep experiments/sweeps/tiny_grid.yaml --parallel 4
     collapse sweep experiments/sweeps/small_grid.yaml --executor slurm  # one job array through submitit
     collapse sweep experiments/sweeps/small_grid.yaml --status          # pending / running / k of N / done / failed
+    collapse sweep experiments/sweeps/tiny_grid.yaml run.root=/scratch/runs run.generations=5   # overrides, every run
+
+Overrides after the file apply to every run (after ``base.overrides``; not to
+an axis); they are recorded in ``sweep.json`` and on the MLflow parent run,
+and a relaunch with other overrides is refused unless only keys a run may
+change on resume differ (:func:`collapse.sweep.launcher.check_overrides`).
 
 Runs live in ``<run.root>/<sweep name>/<run name>`` (run names come from the
 axis values: ``replace_s0``, ``fixed_fraction_human_fraction=0.5_temperature=0.8_s1``);
@@ -79,7 +85,9 @@ run directories themselves must be on a file system every node sees). The
 URI a sweep was launched with is kept in ``<run.root>/<sweep>/sweep.json``;
 read the results back with
 ``collapse.load_runs("experiments/sweeps/small_grid.yaml")`` or
-``collapse report <sweep name> --tracking-uri http://tracking-host:5000``.
+``collapse report experiments/sweeps/small_grid.yaml`` (or ``collapse report
+<sweep name> --root <run.root>``): both read the URI from ``sweep.json``, and
+neither ever creates a store.
 """
 
 from collapse.sweep.load import load_runs
