@@ -460,8 +460,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     data: dict[str, Any] = {}
     if path is not None:
         data = read_yaml_mapping(path)
-        if "axes" in data and not set(data) & {f.name for f in dataclasses.fields(Config)}:
-            raise ConfigError(f"{path} is a sweep file (it has axes:); launch it with `collapse sweep {path}`")
+        marks = [k for k in ("axes", "base") if k in data]
+        if marks and not set(data) & {f.name for f in dataclasses.fields(Config)}:
+            raise ConfigError(f"{path} is a sweep file (it has {marks[0]}:); launch it with `collapse sweep {path}`")
         data.setdefault("run", {})
         if isinstance(data["run"], dict):
             data["run"].setdefault("experiment", Path(path).stem)
