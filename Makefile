@@ -1,5 +1,5 @@
 # collapse — two commands on a fresh machine with Python 3.11 and make:
-#   make demo   the quickstart experiment and its figure
+#   make demo   the quickstart experiment (building the CPU base first) and its report under runs/reports/
 #   make test   the test suite
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: demo test install bench clean help
 
 help:
-	@echo "make demo   - install, run experiments/quickstart.yaml, draw reports/quickstart/"
+	@echo "make demo   - install, run experiments/quickstart.yaml (the CPU base is pretrained on first use), report into runs/reports/quickstart/"
 	@echo "make test   - install, run the test suite"
 	@echo "make bench  - the benchmarks of BENCHMARKS.md"
 
@@ -33,7 +33,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/collapse run experiments/quickstart.yaml
-	$(VENV)/bin/collapse report quickstart
+	$(VENV)/bin/collapse report quickstart --out runs/reports
 
 test: install
 	$(PY) -m pytest -q
@@ -43,4 +43,4 @@ bench: install
 	$(PY) benchmarks/bench_sample.py
 
 clean:
-	rm -rf $(VENV) runs reports/quickstart reports/tiny
+	rm -rf $(VENV) runs
