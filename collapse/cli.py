@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "Welch p, verdict) as a Markdown table")
     fi.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep files with a claims: list")
     fi.add_argument("--out", default=None, metavar="FILE",
-                    help="write the table to FILE (.md) and the same rows to FILE's .csv (default: stdout)")
+                    help="write the table to FILE (.md) and the same rows to FILE's .csv with a lower-case stem (FINDINGS.md → findings.csv) (default: stdout)")
     fi.add_argument("--tracking-uri", default=None,
                     help="MLflow tracking URI (default: the one each sweep was launched with)")
     fi.set_defaults(func=_cmd_findings)

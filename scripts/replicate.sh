@@ -4,7 +4,7 @@
 # reports/replications/. Sized for <= 90 minutes on a 2-core machine with 2 runs at a time (the
 # arithmetic is at the top of each sweep file), plus ~11 minutes to build the CPU base the first time.
 #
-#   scripts/replicate.sh                 # all six, then reports/replications/FINDINGS.md (+ FINDINGS.csv)
+#   scripts/replicate.sh                 # all six, then reports/replications/FINDINGS.md (+ findings.csv)
 #   scripts/replicate.sh kazdan feng     # only these (their own reports/replications/<name>.md)
 #   make replicate                       # the same as the first, with the project's virtual environment
 #
