@@ -838,8 +838,9 @@ def report(experiment_or_sweep: str | Path, out: str | Path = "reports", metrics
     x = next((m for m in ("distinct_4", "ast_shape_distinct", "self_bleu") if m in wide), None)
     if x and y:
         paths += plot_trajectory(wide, out_dir / "trajectory", x=x, y=y, hue=hue)
-        entries.append(("trajectory.pdf", f"quality ({y}) against diversity ({x}), one path per {hue}, "
-                                          "numbers are generations; human reference dashed"))
+        entries.append(("trajectory.pdf", f"quality ({y}) against diversity ({x}), one path per {hue}, first and last "
+                                          f"generations numbered, t-based 95 % error bars over seeds where a point has "
+                                          f"{MIN_SEEDS} or more; human reference dashed"))
 
     table, reference = final_effects(wide, [m for m in chosen if m in wide], hue=hue)
     table.to_csv(out_dir / "final_effects.csv", index=False)
