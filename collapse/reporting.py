@@ -688,11 +688,17 @@ def effects_markdown(table: pd.DataFrame, hue: str, reference: str, last: int) -
             "Hedges g | p (Welch) | p (Holm) |")
     lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for _, r in table.iterrows():
-        lines.append(f"| `{r['metric']}` | {r[hue]} | {r['n_seeds']} | {_fmt(r['gen0_mean'])} | "
+        lines.append(f"| {_metric_cell(r['metric'])} | {r[hue]} | {r['n_seeds']} | {_fmt(r['gen0_mean'])} | "
                      f"{_fmt(r['last_mean'])}{_ci(r['last_ci_lo'], r['last_ci_hi'])} | {_fmt(r['change'])} | "
                      f"{_fmt(r['diff_vs_ref'])}{_ci(r['diff_ci_lo'], r['diff_ci_hi'])} | {_fmt(r['hedges_g'], 2)} | "
                      f"{_p(r['p_value'])} | {_p(r['p_holm'])} |")
     return "\n".join(lines) + "\n\n" + "\n\n".join(_effects_notes(table, reference)) + "\n"
+
+
+def _metric_cell(key: str) -> str:
+    """A table's metric cell: the registry's name and unit, then the key (the key alone when unknown)."""
+    label = metric_label(key)
+    return f"`{key}`" if label == key else f"{label} `{key}`"
 
 
 def _pct(x: float) -> str:
@@ -709,7 +715,7 @@ def summary_markdown(table: pd.DataFrame, by: str) -> str:
              f"runs moved ≥ {_pct(thr)} | first such generation [95 % CI] |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for _, r in table.iterrows():
-        lines.append(f"| `{r['metric']}` | {r[by]} | {r['n_runs']} | {_fmt(r['slope_mean'])}{_ci(r['slope_lo'], r['slope_hi'])} | "
+        lines.append(f"| {_metric_cell(r['metric'])} | {r[by]} | {r['n_runs']} | {_fmt(r['slope_mean'])}{_ci(r['slope_lo'], r['slope_hi'])} | "
                      f"{_fmt(r['area_mean'])}{_ci(r['area_lo'], r['area_hi'])} | {r['crossed']}/{r['n_runs']} | "
                      f"{_fmt(r['first_gen_mean'], 2)}{_ci(r['first_gen_lo'], r['first_gen_hi'])} |")
     text = ("Per run: the least-squares slope of the metric against the generation, the signed area between its "
@@ -725,6 +731,12 @@ def effects_latex(table: pd.DataFrame, hue: str, reference: str, last: int) -> s
     def esc(s) -> str:
         return str(s).replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("#", r"\#")
 
+    def tex(s) -> str:  # esc, and the non-ASCII signs of the registry's names in plain LaTeX
+        s = esc(s)
+        for a, b in (("≥", r"$\geq$"), ("‖", r"$\|$"), ("–", "--"), ("×", r"$\times$")):
+            s = s.replace(a, b)
+        return s
+
     def cell(v, lo=None, hi=None, digits=3) -> str:
         text = _fmt(v, digits) + ("" if lo is None else _ci(lo, hi))
         return text.replace("–", "--")
@@ -737,7 +749,7 @@ def effects_latex(table: pd.DataFrame, hue: str, reference: str, last: int) -> s
         if prev is not None and r["metric"] != prev:
             out.append(r"\addlinespace")
         prev = r["metric"]
-        cells = [esc(r["metric"]), esc(r[hue]), str(r["n_seeds"]), cell(r["gen0_mean"]),
+        cells = [tex(metric_label(r["metric"])), esc(r[hue]), str(r["n_seeds"]), cell(r["gen0_mean"]),
                  cell(r["last_mean"], r["last_ci_lo"], r["last_ci_hi"]), cell(r["change"]),
                  cell(r["diff_vs_ref"], r["diff_ci_lo"], r["diff_ci_hi"]), cell(r["hedges_g"], digits=2),
                  _p(r["p_value"]).replace("< ", "$<$ ").replace("–", "--"),

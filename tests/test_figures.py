@@ -238,3 +238,14 @@ def test_report_md_names_the_panels_left_out(tmp_path, monkeypatch):
     caption = next(line for line in index.splitlines() if line.startswith("- [metrics.pdf]"))
     assert "Left out, constant over every regime and generation" in caption and "`synthetic_copy_rate`" in caption
     assert (tmp_path / "hand_made" / "metrics.pdf").exists() and (tmp_path / "hand_made" / "trajectory.pdf").exists()
+
+
+def test_tables_name_metrics_as_the_registry_does():
+    wide = wide_frame(generations=2)
+    table, ref = R.final_effects(wide, ["test_ce", "copy_rate"])
+    md = R.effects_markdown(table, "regime", ref, 2)
+    assert "| held-out cross-entropy (nats/token) `test_ce` |" in md
+    tex = R.effects_latex(table, "regime", ref, 2)
+    assert "held-out cross-entropy (nats/token) & replace" in tex and all(ord(c) < 128 for c in tex)
+    table, ref = R.final_effects(wide.rename(columns={"copy_rate": "copy_rate_k16"}), ["copy_rate_k16"])
+    assert r"samples copying human code, $\geq$ 16 tokens (share)" in R.effects_latex(table, "regime", ref, 2)
