@@ -281,7 +281,7 @@ def _tick_number(v: float) -> str:
 def _integer_generations(axis) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    axis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=2))
+    axis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
 
 
 def _wrap(text: str, width_in: float, size: float) -> str:
