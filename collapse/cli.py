@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="figures and tables of an experiment from MLflow")
     rep.add_argument("experiment", help="MLflow experiment name (e.g. quickstart) or a sweep file")
     rep.add_argument("--out", default="reports", help="output folder (default: reports/)")
-    rep.add_argument("--metrics", nargs="*", default=None, help="metrics to plot and tabulate (default: the key metrics logged)")
+    rep.add_argument("--metrics", nargs="*", default=None, help="metrics to plot and tabulate (default: at most 8 panels that tell the story (quality, diversity, tails, memorization))")
     rep.add_argument("--hue", default=None, help="axis that gets one line per value (default: regime, else the first varying sweep axis)")
     rep.add_argument("--width", choices=["single", "double"], default="double", help="figure width: one paper column or the full text width")
     rep.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite in --root)")
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "Welch p, verdict) as a Markdown table")
     fi.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep files with a claims: list")
     fi.add_argument("--out", default=None, metavar="FILE",
-                    help="write the table to FILE (.md) and the same rows to FILE's .csv (default: stdout)")
+                    help="write the table to FILE (.md) and the same rows to FILE's .csv with a lower-case stem (FINDINGS.md → findings.csv) (default: stdout)")
     fi.add_argument("--tracking-uri", default=None,
                     help="MLflow tracking URI (default: the one each sweep was launched with)")
     fi.set_defaults(func=_cmd_findings)

@@ -347,6 +347,11 @@ def write_atomic(files: dict[Path, str]) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def csv_path(out: Path) -> Path:
+    """The CSV beside a findings table: its stem in lower case (``FINDINGS.md`` → ``findings.csv``)."""
+    return out.with_name(out.stem.lower() + ".csv")
+
+
 def findings(sweeps: list[str | Path], out: str | Path | None = None, tracking_uri: str | None = None,
              echo=print) -> list[SweepFindings]:
     """``collapse findings``: evaluate every claim of ``sweeps``; the Markdown table to
@@ -369,9 +374,9 @@ def findings(sweeps: list[str | Path], out: str | Path | None = None, tracking_u
         return results
     out = Path(out)
     csv = findings_rows(results).to_csv(index=False)
-    write_atomic({out: md, out.with_suffix(".csv"): csv})
+    write_atomic({out: md, csv_path(out): csv})
     echo(str(out))
-    echo(str(out.with_suffix(".csv")))
+    echo(str(csv_path(out)))
     return results
 
 

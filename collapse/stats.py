@@ -83,8 +83,11 @@ def compare(a, b, level: float = LEVEL, min_n: int = MIN_SEEDS) -> Comparison:
     if na < min_n or nb < min_n:
         return Comparison(na, nb, diff, NAN, NAN, NAN, NAN, NAN, NAN, f"fewer than {min_n} seeds: no test")
     va, vb = a.var(ddof=1) / na, b.var(ddof=1) / nb
+    # Identical floats can leave a variance of rounding error (1e-33): below 1e-12 of the values' scale it is 0.
+    scale = max(float(np.abs(a).max()), float(np.abs(b).max()), 1e-300)
+    va, vb = (0.0 if math.sqrt(v) < 1e-12 * scale else v for v in (va, vb))
     se = math.sqrt(va + vb)
-    pooled = math.sqrt(((na - 1) * a.var(ddof=1) + (nb - 1) * b.var(ddof=1)) / (na + nb - 2))
+    pooled = math.sqrt(((na - 1) * va * na + (nb - 1) * vb * nb) / (na + nb - 2))
     g = diff / pooled * (1 - 3 / (4 * (na + nb) - 9)) if pooled > 0 else NAN
     if se == 0:
         return Comparison(na, nb, diff, diff, diff, NAN, NAN, NAN, g, "no variance across seeds: no test")

@@ -33,13 +33,16 @@ cells = [
     MD("## A custom figure\n\n"
        "Quality and diversity against generation, mean and 95 % confidence band over seeds, one line per regime; "
        "the dashed line is held-out human code."),
-    CODE("sns.set_theme(context=\"paper\", style=\"whitegrid\", palette=\"colorblind\")\n"
+    CODE("from collapse.reporting import hue_order, metric_label, palette\n\n"
+         "sns.set_theme(context=\"paper\", style=\"whitegrid\")\n"
+         "colors = palette(df[\"regime\"])  # the colours of every collapse figure: a regime is always the same colour\n"
          "fig, axs = plt.subplots(1, 2, figsize=(7, 2.8))\n"
          "for ax, m in zip(axs, [METRIC, DIVERSITY]):\n"
-         "    sns.lineplot(df, x=\"generation\", y=m, hue=\"regime\", errorbar=(\"ci\", 95), marker=\"o\", ax=ax)\n"
+         "    sns.lineplot(df, x=\"generation\", y=m, hue=\"regime\", hue_order=hue_order(df[\"regime\"]), palette=colors,\n"
+         "                 errorbar=(\"ci\", 95), marker=\"o\", ax=ax)\n"
          "    if f\"human.{m}\" in df:\n"
-         "        ax.axhline(df[f\"human.{m}\"].mean(), color=\"0.4\", ls=\"--\", lw=0.8)\n"
-         "    ax.set_title(m)\n"
+         "        ax.axhline(df[f\"human.{m}\"].mean(), color=\"0.35\", ls=\"--\", lw=0.9)\n"
+         "    ax.set_ylabel(metric_label(m))  # display name and unit from the metric registry\n"
          "fig.tight_layout()"),
     MD("## Comparing regimes at the last generation\n\n"
        "Per regime: the mean over seeds at generation 0 and at the last generation, the change, and Welch's t-test "
@@ -50,8 +53,10 @@ cells = [
          "print(\"reference:\", reference)\n"
          "table.round(4)"),
     CODE("last = df[df[\"generation\"] == df[\"generation\"].max()]\n"
-         "sns.catplot(last, x=\"regime\", y=METRIC, kind=\"strip\", height=2.6, aspect=1.4)\n"
-         "plt.title(f\"{METRIC} at generation {int(df['generation'].max())}, one dot per seed\");"),
+         "sns.catplot(last, x=\"regime\", y=METRIC, hue=\"regime\", order=hue_order(last[\"regime\"]), palette=colors,\n"
+         "            kind=\"strip\", height=2.6, aspect=2.0)\n"
+         "plt.ylabel(metric_label(METRIC))\n"
+         "plt.title(f\"generation {int(df['generation'].max())}, one dot per seed\");"),
 ]
 
 nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})

@@ -265,9 +265,9 @@ def test_findings_table_from_tracked_runs(tracked, tmp_path, capsys):
     out = tmp_path / "reports" / "FINDINGS.md"
     assert main(["findings", str(tracked), "--out", str(out)]) == 0
     printed = capsys.readouterr().out.split()
-    assert printed == [str(out), str(out.with_suffix(".csv"))]
+    assert printed == [str(out), str(out.with_name(out.stem.lower() + ".csv"))]
     md = out.read_text()
-    csv = pd.read_csv(out.with_suffix(".csv"))
+    csv = pd.read_csv(out.with_name(out.stem.lower() + ".csv"))
     assert list(csv.verdict) == ["reproduced", "opposite", "not reproduced"]
     d, lo, hi, _ = welch_by_hand(CLEAR["replace"], CLEAR["accumulate"])
     first = csv.iloc[0]
@@ -295,7 +295,7 @@ def test_a_failed_findings_run_writes_nothing(tracked, tmp_path, capsys):
     assert main(["findings", str(tracked), str(bare), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "no claims: to evaluate" in err and len(err.splitlines()) == 1
-    assert not out.exists() and not out.with_suffix(".csv").exists()
+    assert not out.exists() and not out.with_name(out.stem.lower() + ".csv").exists()
     assert main(["findings", str(tracked), "--out", str(tmp_path / "F.txt")]) == 2
     assert "expected a .md file" in capsys.readouterr().err
     assert list(tmp_path.glob("F*")) == [] and list(tmp_path.glob(".F*")) == []

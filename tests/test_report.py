@@ -156,7 +156,7 @@ def test_findings_on_the_tracked_sweep(grid, shared_root, tmp_path, capsys):
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
     out = tmp_path / "FINDINGS.md"
     assert main(["findings", str(path), "--out", str(out)]) == 0
-    row = pd.read_csv(out.with_suffix(".csv")).iloc[0]
+    row = pd.read_csv(out.with_name(out.stem.lower() + ".csv")).iloc[0]
     runs = collapse.load_runs(path)
     last = runs[runs.generation == 2]
     want = last[last.regime == "replace"].test_ce.mean() - last[last.regime == "accumulate"].test_ce.mean()

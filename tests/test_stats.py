@@ -51,6 +51,13 @@ def test_zero_variance_groups_give_no_p_value():
     assert c.diff == 1.0 and math.isnan(c.p) and math.isnan(c.hedges_g)
 
 
+def test_identical_floats_whose_mean_rounds_count_as_zero_variance():
+    a = [0.2, 0.2, 0.2]  # 0.2 is not a binary fraction: the mean rounds and var() is ~1e-33, not 0
+    assert np.var(a, ddof=1) > 0
+    r = compare(a, [0.1, 0.1, 0.1])
+    assert math.isnan(r.p) and "no variance" in r.note and r.diff == pytest.approx(0.1)
+
+
 def test_holm_by_hand():
     adj = holm([0.01, 0.04, float("nan"), 0.03, 0.20])
     # four tests: sorted 0.01, 0.03, 0.04, 0.20 → 0.04, 0.09, max(0.09, 0.08) = 0.09, max(0.09, 0.20) = 0.20

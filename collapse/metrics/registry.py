@@ -158,3 +158,122 @@ def compute(names: list[str], samples: list[str], ctx: MetricContext, *, sample_
             out[k] = float(v)
         ctx.timings[n] = time.perf_counter() - t0
     return out
+
+
+# ------------------------------------------------------------- logged keys: how to show them
+@dataclass(frozen=True)
+class KeyInfo:
+    """How a logged key is shown: ``display`` (a short name for a panel title or
+    a table), ``unit`` ("" when dimensionless), ``log_scale`` (its values span
+    decades: plot on a log axis), ``better`` ("higher", "lower", or None where
+    neither is: a shift or a size) and the registered ``metric`` that logs it
+    (None for the run's own bookkeeping)."""
+
+    display: str
+    unit: str = ""
+    log_scale: bool = False
+    better: str | None = None
+    metric: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``display (unit)``: an axis label."""
+        return f"{self.display} ({self.unit})" if self.unit else self.display
+
+
+def _copy_keys() -> dict[str, KeyInfo]:
+    out = {}
+    for prefix, metric, what in (("copy_", "verbatim_copy", "human code"), ("corpus_copy_", "corpus_copy", "the corpus"),
+                                 ("synthetic_copy_", "synthetic_copy", "earlier generations")):
+        out[f"{prefix}rate"] = KeyInfo(f"samples copying {what}", "share", better="lower", metric=metric)
+        out[f"{prefix}token_share"] = KeyInfo(f"tokens copied from {what}", "share", better="lower", metric=metric)
+        out[f"{prefix}longest_max"] = KeyInfo(f"longest copy of {what}", "tokens", better="lower", metric=metric)
+        out[f"{prefix}longest_median"] = KeyInfo(f"median copy of {what}", "tokens", better="lower", metric=metric)
+    return out
+
+
+_ORDINAL = {1: "uni", 2: "bi", 3: "tri"}
+
+# Every key the registered metrics log (and the run's bookkeeping), read by every
+# figure, table and notebook. ``human.<key>`` is shown as ``<key>``; keys missing
+# here fall back to the key itself (see :func:`key_info`).
+KEYS: dict[str, KeyInfo] = {
+    # quality
+    "test_ce": KeyInfo("held-out cross-entropy", "nats/token", better="lower", metric="test_ce"),
+    "test_bpb": KeyInfo("held-out bits per byte", "bits/byte", better="lower", metric="test_ce"),
+    "val_loss": KeyInfo("validation cross-entropy", "nats/token", better="lower", metric="val_loss"),
+    "prompt_ce": KeyInfo("completion cross-entropy", "nats/token", better="lower", metric="prompt_ce"),
+    "prompt_bpb": KeyInfo("completion bits per byte", "bits/byte", better="lower", metric="prompt_ce"),
+    "syntax_valid": KeyInfo("samples that parse", "share", better="higher", metric="syntax_valid"),
+    "compile_ok": KeyInfo("samples that compile", "share", better="higher", metric="static_checks"),
+    "undefined_free": KeyInfo("samples w/o undefined names", "share", better="higher", metric="static_checks"),
+    # diversity
+    **{f"distinct_{n}": KeyInfo(f"distinct {_ORDINAL.get(n, f'{n}-')}grams" if n < 4 else f"distinct {n}-grams",
+                                "share", better="higher", metric="distinct_n") for n in range(1, 5)},
+    **{f"ngram_entropy_{n}": KeyInfo(f"{n}-gram entropy", "bits", better="higher", metric="ngram_entropy")
+       for n in (1, 2, 4)},
+    "dup_rate": KeyInfo("duplicate samples", "share", better="lower", metric="exact_duplicates"),
+    "gzip_ratio": KeyInfo("gzip compression ratio", "compressed/raw", better="higher", metric="gzip_ratio"),
+    "self_bleu": KeyInfo("self-BLEU", "0–100", better="lower", metric="self_bleu"),
+    "ast_node_entropy": KeyInfo("AST node-type entropy", "bits", better="higher", metric="ast_diversity"),
+    "ast_node_types": KeyInfo("AST node types used", "count", better="higher", metric="ast_diversity"),
+    "ast_shape_distinct": KeyInfo("distinct AST shapes", "share", better="higher", metric="ast_diversity"),
+    "identifiers_per_1k": KeyInfo("distinct identifiers", "per 1k tokens", better="higher", metric="identifier_vocab"),
+    "vendi": KeyInfo("Vendi score", "effective samples", better="higher", metric="semantic_diversity"),
+    "cosine_distance": KeyInfo("mean cosine distance", "", better="higher", metric="semantic_diversity"),
+    "mean_tokens": KeyInfo("sample length", "tokens", metric="mean_length"),
+    "mean_chars": KeyInfo("sample length", "characters", metric="mean_length"),
+    # tails and drift
+    "kl_unigram": KeyInfo("unigram KL(samples‖human)", "bits", better="lower", metric="unigram_divergence"),
+    "kl_unigram_reverse": KeyInfo("unigram KL(human‖samples)", "bits", better="lower", metric="unigram_divergence"),
+    "js_unigram": KeyInfo("unigram JS divergence", "bits", better="lower", metric="unigram_divergence"),
+    "vocab_coverage": KeyInfo("human token types used", "share", better="higher", metric="vocab_coverage"),
+    "ppl_gen0": KeyInfo("perplexity under the gen-0 model", "", log_scale=True, metric="perplexity_gen0"),
+    **{f"ppl_gen0_q{q:02d}": KeyInfo(f"gen-0 perplexity, {'median' if q == 50 else f'{q}th pct.'}", "",
+                                     log_scale=True, metric="perplexity_gen0") for q in (5, 25, 50, 75, 95)},
+    "ppl_gen0_logmean": KeyInfo("gen-0 log perplexity", "nats/token", metric="perplexity_gen0"),
+    "tail_type_coverage": KeyInfo("rare token types used", "share", better="higher", metric="tail_coverage"),
+    "tail_mass": KeyInfo("rare-token mass", "share of tokens", better="higher", metric="tail_coverage"),
+    "zipf_exponent": KeyInfo("Zipf exponent", "", metric="zipf"),
+    "length_w1": KeyInfo("length shift (W1)", "tokens", better="lower", metric="length_shift"),
+    # memorization
+    **_copy_keys(),
+    # the run's bookkeeping
+    "train_loss": KeyInfo("training loss", "nats/token", better="lower"),
+    "train_steps": KeyInfo("training steps", "steps"),
+    "train_tokens": KeyInfo("training tokens", "tokens", log_scale=True),
+    "train_examples": KeyInfo("training examples", "examples"),
+    "train_flops": KeyInfo("training compute", "FLOPs", log_scale=True),
+    "model_params": KeyInfo("parameters", "count", log_scale=True),
+    "sample_eos_rate": KeyInfo("samples ending in EOS", "share"),
+    "nonfinite_metrics": KeyInfo("non-finite metrics", "count", better="lower"),
+}
+
+# Keys with a parameter in their name: (pattern, info from the match).
+_KEY_PATTERNS: list[tuple[str, Callable[[Any], KeyInfo]]] = [
+    (r"(copy_|corpus_copy_|synthetic_copy_)(rate|token_share)_k(\d+)",
+     lambda m: (lambda base: KeyInfo(f"{base.display}, ≥ {m.group(3)} tokens", base.unit, base.log_scale, base.better,
+                                     base.metric))(KEYS[m.group(1) + m.group(2)])),
+    (r"humaneval_pass_at_(\d+)",
+     lambda m: KeyInfo(f"HumanEval pass@{m.group(1)}", "share", better="higher", metric="humaneval")),
+]
+
+
+def key_info(key: str) -> KeyInfo:
+    """How to show a logged key (``human.<key>`` as ``<key>``); a key without an
+    entry in :data:`KEYS` is shown as itself, without unit, on a linear axis."""
+    import re
+
+    base = key[len("human."):] if key.startswith("human.") else key
+    if base in KEYS:
+        return KEYS[base]
+    for pattern, make in _KEY_PATTERNS:
+        m = re.fullmatch(pattern, base)
+        if m:
+            return make(m)
+    return KeyInfo(base)
+
+
+def key_label(key: str) -> str:
+    """``display (unit)`` of a logged key: e.g. ``test_ce`` → "held-out cross-entropy (nats/token)"."""
+    return key_info(key).label

@@ -1,0 +1,196 @@
+"""Regenerate the quickstart's committed results and the README block that shows them.
+
+    python scripts/quickstart_results.py [--root runs] [--seeds 0 1 2] [--check]
+
+Runs ``collapse run experiments/quickstart.yaml run.seed=S`` for every seed
+(the CPU base is built on first use under the run root and reused; finished
+generations are reused too, so an interrupted call resumes), draws the report
+(bands and CIs over the seeds) into ``reports/quickstart/``, and rewrites the
+README between ``<!-- quickstart:begin -->`` and ``<!-- quickstart:end -->``:
+the machine and precision, the wall times, the table of generation 0 against
+generation 5 (mean over seeds with the seed-to-seed standard deviation), and the
+first samples of generation 0 and 5 of seed 0 under ``replace``, side by side.
+
+Nothing in the block is typed by hand. ``--check`` rebuilds the block from the
+runs already on disk and exits 1 if the README differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "experiments" / "quickstart.yaml"
+OUT = REPO / "reports" / "quickstart"
+BEGIN, END = "<!-- quickstart:begin -->", "<!-- quickstart:end -->"
+#: (metric key, label, digits) of the README table, quality first, then diversity and tails.
+ROWS = [
+    ("test_ce", "held-out cross-entropy (nats/token) ↑ worse", 3),
+    ("syntax_valid", "samples that parse (share)", 3),
+    ("distinct_4", "distinct 4-grams (share)", 3),
+    ("ast_shape_distinct", "distinct AST shapes (share)", 3),
+    ("identifiers_per_1k", "distinct identifiers per 1,000 tokens", 1),
+    ("tail_type_coverage", "rare token types still produced (share)", 3),
+    ("kl_unigram_reverse", "KL(human ‖ samples), bits", 3),
+    ("self_bleu", "self-BLEU (0-100) ↑ less diverse", 1),
+    ("ppl_gen0_q50", "median perplexity under generation 0", 2),
+    ("sample_eos_rate", "samples that end before the token limit (share)", 3),
+]
+FIGURES = ["metrics.png", "trajectory.png", "perplexity_gen0.png", "final_effects.md"]
+
+
+def _collapse() -> str:
+    return str(Path(sys.executable).parent / "collapse")
+
+
+def run_seeds(root: Path, seeds: list[int]) -> None:
+    """Run every seed; the wall time of each call goes to ``reports/quickstart/walls.json``."""
+    walls_file = OUT / "walls.json"
+    walls = json.loads(walls_file.read_text()) if walls_file.exists() else {}
+    for s in seeds:
+        t0 = time.perf_counter()
+        subprocess.run([_collapse(), "run", str(RECIPE), f"run.root={root}", f"run.seed={s}"], check=True)
+        walls[str(s)] = round(time.perf_counter() - t0, 1)
+        OUT.mkdir(parents=True, exist_ok=True)
+        walls_file.write_text(json.dumps(walls, indent=1, sort_keys=True) + "\n")
+
+
+def draw_report(root: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="qs-report-") as tmp:
+        subprocess.run([_collapse(), "report", "quickstart", "--root", str(root), "--out", tmp], check=True)
+        OUT.mkdir(parents=True, exist_ok=True)
+        for name in FIGURES:
+            src = Path(tmp) / "quickstart" / name
+            if src.exists():
+                shutil.copy(src, OUT / name)
+
+
+def _fmt(v: float, digits: int) -> str:
+    return f"{v:,.{digits}f}"
+
+
+def table(frame, seeds: list[int]) -> str:
+    last = int(frame["generation"].max())
+    have = [r for r in ROWS if r[0] in frame.columns]
+    head = "| metric | human | " + " | ".join(f"{reg} gen 0 | {reg} gen {last}" for reg in ("replace", "accumulate")) + " |"
+    lines = [head, "|---|---|" + "---|---|" * 2]
+    for key, label, digits in have:
+        human = frame[f"human.{key}"].dropna() if f"human.{key}" in frame.columns else None
+        cells = [label, _fmt(human.mean(), digits) if human is not None and len(human) else "—"]
+        for reg in ("replace", "accumulate"):
+            for g in (0, last):
+                v = frame[(frame["regime"] == reg) & (frame["generation"] == g)][key].dropna()
+                sd = f" ± {_fmt(v.std(ddof=1), digits)}" if len(v) > 1 else ""
+                cells.append(_fmt(v.mean(), digits) + sd if len(v) else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _parses(text: str) -> bool:
+    try:
+        ast.parse(text)
+        return True
+    except SyntaxError:
+        return False
+
+
+def excerpts(root: Path, n: int = 3) -> str:
+    """The first ``n`` samples (not picked) of generation 0 and of the last generation, seed 0, replace."""
+    run = root / "quickstart" / "replace_s0"
+    gens = sorted(p for p in run.glob("gen_*") if (p / "samples.jsonl").exists())
+    first, last = gens[0], gens[-1]
+
+    def read(p: Path) -> list[str]:
+        with open(p / "samples.jsonl") as f:
+            return [json.loads(line)["text"] for _, line in zip(range(n), f)]
+
+    out = []
+    for a, b in zip(read(first), read(last)):
+        out.append(f"<tr><td><pre>{_esc(a)}</pre>{'parses' if _parses(a) else 'does not parse'}</td>"
+                   f"<td><pre>{_esc(b)}</pre>{'parses' if _parses(b) else 'does not parse'}</td></tr>")
+    return (f"<table><tr><th>{first.name} (fine-tuned on human code)</th><th>{last.name} (replace)</th></tr>\n"
+            + "\n".join(out) + "\n</table>")
+
+
+def _esc(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def block(root: Path, seeds: list[int]) -> str:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import torch
+
+    import collapse
+
+    frame = collapse.load_runs("quickstart", root=root)
+    frame = frame[frame["seed"].isin(seeds)]
+    base = json.loads(next((root / "_pretrained").glob("pretrain_cpu-*/metrics.json")).read_text())
+    state = json.loads((root / "quickstart" / "replace_s0" / "state.json").read_text())
+    rt = state.get("runtime", {})
+    parts = [
+        f"Regenerated by `python scripts/quickstart_results.py --seeds {' '.join(map(str, seeds))}` "
+        f"({len(seeds)} seeds; {platform.machine()}, torch CPU capability "
+        f"{rt.get('cpu_capability', torch.backends.cpu.get_cpu_capability())}, precision {rt.get('precision', '?')}, "
+        f"{rt.get('threads', torch.get_num_threads())} threads).",
+        "",
+        f"The CPU base: {base['parameters'] / 1e6:.2f} M parameters, {base['train_tokens'] / 1e6:.2f} M tokens, "
+        f"held-out {base['test_bpb']:.3f} bits/byte; its unconditional samples parse "
+        + " / ".join(f"{base[k]:.0%}" for k in sorted(base) if k.startswith("parse_rate_t"))
+        + " of the time at T = " + " / ".join(k.removeprefix("parse_rate_t") for k in sorted(base) if k.startswith("parse_rate_t"))
+        + f" ({base['wall_seconds'] / 60:.1f} min to build).",
+    ]
+    walls_file = OUT / "walls.json"
+    walls = {int(k): v for k, v in json.loads(walls_file.read_text()).items()} if walls_file.exists() else {}
+    if walls:
+        parts += ["", "Wall time of `collapse run experiments/quickstart.yaml` per seed (the first builds the base "
+                  "when the run root has none): " + ", ".join(f"seed {s}: {w / 60:.1f} min" for s, w in walls.items()) + "."]
+    parts += ["", f"Mean over seeds ± seed-to-seed standard deviation; `human` is the same number of held-out "
+              "human functions as samples:", "", table(frame, seeds), "",
+              "The first three samples of seed 0 (not picked), generation 0 against the last generation of `replace`:",
+              "", excerpts(root)]
+    return "\n".join(parts)
+
+
+def write_readme(text: str, check: bool) -> int:
+    readme = REPO / "README.md"
+    old = readme.read_text()
+    pat = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if not pat.search(old):
+        print(f"README.md has no {BEGIN} … {END} block", file=sys.stderr)
+        return 2
+    new = pat.sub(lambda _: f"{BEGIN}\n{text}\n{END}", old)
+    if check:
+        if new != old:
+            print("README.md's quickstart block differs from the runs on disk", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new)
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default=str(REPO / "runs"), help="run root (the base is built or reused here)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--check", action="store_true", help="compare the README block with the runs on disk; run nothing")
+    a = ap.parse_args()
+    root = Path(a.root).resolve()
+    if not a.check:
+        run_seeds(root, a.seeds)
+        draw_report(root)
+    return write_readme(block(root, a.seeds), a.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
