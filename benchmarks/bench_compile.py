@@ -59,14 +59,17 @@ def main() -> None:
                   f"{res[compiled][-1][1]:,.0f} tokens/s", flush=True)
     e_warm, e_rate = median([w for w, _ in res[False]]), median([r for _, r in res[False]])
     c_warm, c_rate = median([w for w, _ in res[True]]), median([r for _, r in res[True]])
-    compile_s = c_warm - e_warm
+    # Inductor keeps compiled kernels in an on-disk cache: only the first compiled run pays the whole compile.
+    compile_s = res[True][0][0] - res[False][0][0]
     tokens_per_s_gain = 1 / e_rate - 1 / c_rate  # seconds saved per token
     breakeven = compile_s / (tokens_per_s_gain * c_rate) if tokens_per_s_gain > 0 else float("inf")
     print(f"\n{machine()}, CPU capability {torch.backends.cpu.get_cpu_capability()}; {a.layers} layers, "
           f"vocabulary {a.vocab}; medians of {a.repeats}")
     print("| | eager | torch.compile | ratio |\n|---|---|---|---|")
     print(f"| steady tokens/s | {e_rate:,.0f} | {c_rate:,.0f} | {c_rate / e_rate:.2f}× |")
-    print(f"| first 5 steps (s) | {e_warm:.1f} | {c_warm:.1f} | compile ≈ {compile_s:.0f} s |")
+    print(f"| first 5 steps (s), median | {e_warm:.1f} | {c_warm:.1f} | |")
+    print(f"| first 5 steps (s), first run (cold compile cache) | {res[False][0][0]:.1f} | {res[True][0][0]:.1f} "
+          f"| compile ≈ {compile_s:.0f} s |")
     print(f"| break-even | | after ≈ {breakeven:.0f} s of compiled training | |")
 
 

@@ -8,7 +8,7 @@ Loads the base of ``experiments/pretrain_cpu.yaml`` built under ``--root``
 ``--lines`` lines of functions of the base's human training split, cut as
 ``sample.prompt: signature`` cuts them (before their trailing whitespace), and
 reports how often each parses (``ast.parse`` of prompt + completion), with a
-95 % Wilson interval, and the share of prompted samples whose first generated
+95 % Wilson interval, unconditional parse rates by sample length, and the share of prompted samples whose first generated
 line is indented (the body continues) rather than a new top-level statement.
 """
 
@@ -76,6 +76,7 @@ def main() -> int:
     prompts = [prompt_of(t, a.lines) for t in pool[::step][: a.samples]]
     rows = {}
     res = sample(model, [[eos]] * a.samples, scfg, eos, 11, cpu, "fp32", progress=False)
+    finished = res.finished
     rows["unconditional"] = tok.batch_decode(res.completion_ids, skip_special_tokens=True)
     ids = [[eos] + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     res = sample(model, ids, scfg, eos, 11, cpu, "fp32", progress=False)
@@ -91,6 +92,15 @@ def main() -> int:
         lo, hi = wilson(k, len(texts))
         print(f"| {name} | {k / len(texts):.1%} | {lo:.1%} – {hi:.1%} |")
     print(f"\nprompted samples whose completion starts an indented line (the body): {body / len(completions):.1%}")
+    texts = rows["unconditional"]
+    print(f"unconditional samples that reach the {scfg.max_new_tokens}-token limit: "
+          f"{sum(not f for f in finished) / len(finished):.1%}")
+    print("\n| unconditional sample length (characters) | samples | parse |\n|---|---|---|")
+    for lo in range(0, 400, 100):
+        part = [t for t in texts if lo <= len(t) < lo + 100 or (lo == 300 and len(t) >= 400)]
+        if part:
+            label = f"{lo}–{lo + 99}" if lo < 300 else "300 and more"
+            print(f"| {label} | {len(part)} | {sum(parses(t) for t in part) / len(part):.0%} |")
     return 0
 
 

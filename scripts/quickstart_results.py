@@ -149,7 +149,7 @@ def block(root: Path, seeds: list[int]) -> str:
         f"held-out {base['test_bpb']:.3f} bits/byte; its unconditional samples parse "
         + " / ".join(f"{base[k]:.0%}" for k in sorted(base) if k.startswith("parse_rate_t"))
         + " of the time at T = " + " / ".join(k.removeprefix("parse_rate_t") for k in sorted(base) if k.startswith("parse_rate_t"))
-        + f" ({base['wall_seconds'] / 60:.1f} min to build).",
+        + f" ({base['wall_seconds'] / 60:.1f} min from the prepared corpus to the checkpoint).",
     ]
     walls_file = OUT / "walls.json"
     walls = {int(k): v for k, v in json.loads(walls_file.read_text()).items()} if walls_file.exists() else {}
