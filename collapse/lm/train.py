@@ -215,10 +215,10 @@ def train(model, docs: list[list[int]], eos_id: int, seq_len: int, cfg: TrainCon
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     elif cfg.compile:
-        import torch._dynamo
+        from torch import _dynamo as dynamo
 
         # Where compiling fails (e.g. no C++ compiler for inductor on a CPU), train eagerly, with torch's warning.
-        torch._dynamo.config.suppress_errors = True
+        dynamo.config.suppress_errors = True
         net = torch.compile(model)  # same parameters: model.state_dict() and evaluation stay eager
     losses: list[float] = []
     val_history: list[tuple[int, float]] = []
