@@ -27,11 +27,20 @@
 CONFIG = "../experiments/quickstart.yaml"
 REGIMES = ["replace", "accumulate"]
 GENERATIONS = 5
-ROOT = "../runs"
+# Where the run directories, the CPU base and the MLflow database go: a folder outside the checkout, kept between
+# sessions so finished generations are read back (any path; "~" is your home; tempfile.mkdtemp() for a scratch one).
+ROOT = "~/collapse-runs"
 EXPERIMENT = "notebook_quickstart"
+PROGRESS = True  # progress bars for data preparation, training, sampling and metrics
 OVERRIDES = {}  # any other config keys, e.g. {"model.preset": "tiny"}
 
+# %% [markdown]
+# The run logs one line per generation (the same lines as `collapse run`: times, headline metrics and the time
+# left; `(cached)` when a finished generation is read back from disk).
+
 # %%
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -39,7 +48,9 @@ from IPython.display import HTML, display
 
 import collapse
 
-res = collapse.run(CONFIG, run={"root": ROOT, "experiment": EXPERIMENT, "generations": GENERATIONS, "progress": False},
+root = Path(ROOT).expanduser()
+res = collapse.run(CONFIG, run={"root": str(root), "experiment": EXPERIMENT, "generations": GENERATIONS,
+                                "progress": PROGRESS},
                    mix={"regime": REGIMES}, **OVERRIDES)
 res
 
@@ -79,14 +90,19 @@ for regime in REGIMES:
 # generation-0 model (the tails), against generation; dashed: human code.
 
 # %%
+from collapse.metrics.registry import key_label
+from collapse.reporting import hue_order, palette
+
 df = res.metrics
 panels = [m for m in ["test_ce", "distinct_4", "ppl_gen0_q50"] if m in df]
-fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8))
-for ax, m in zip(axes, panels):
-    sns.lineplot(df, x="generation", y=m, hue="regime", marker="o", ax=ax)
+fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8), squeeze=False)
+for ax, m in zip(axes[0], panels):
+    # The colours of every collapse figure and report: a regime is always the same colour.
+    sns.lineplot(df, x="generation", y=m, hue="regime", hue_order=hue_order(df["regime"]), palette=palette(df["regime"]),
+                 marker="o", ax=ax)
     if f"human.{m}" in df:
         ax.axhline(df[f"human.{m}"].mean(), color="0.4", ls="--")
-    ax.set_title(m)
+    ax.set_ylabel(key_label(m))  # display name and unit from the metric registry
 fig.tight_layout()
 
 # %%

@@ -15,7 +15,7 @@ TINY = str(REPO / "experiments" / "tiny.yaml")
 TINY_PARAMETERS = {
     "theory.ipynb": {"TRIALS": 300, "GENERATIONS": 6, "SEED": 0},
     "quickstart.ipynb": {"CONFIG": TINY, "REGIMES": ["replace", "accumulate"], "GENERATIONS": 1, "ROOT": "runs",
-                         "EXPERIMENT": "nb_quickstart",
+                         "EXPERIMENT": "nb_quickstart", "PROGRESS": False,
                          "OVERRIDES": {"metrics.names": ["test_ce", "syntax_valid", "distinct_n", "self_bleu",
                                                          "perplexity_gen0", "verbatim_copy"]}},
     # The tiny sweep below, written into the notebook's working folder.
@@ -26,7 +26,7 @@ TINY_PARAMETERS = {
 # What each executed notebook must show: substrings of its outputs (text, HTML, log lines on stderr).
 EXPECTED_TEXT = {
     "theory.ipynb": ["largest |z| against the closed forms", "'replace':"],
-    "quickstart.ipynb": ["Results(nb_quickstart", "distinct_4",
+    "quickstart.ipynb": ["Results(nb_quickstart", "replace s0 gen 1/1", "accumulate s0 gen 1/1", "distinct_4",
                          "<th>generation 1</th>", "<h4>accumulate</h4>"],
     "analyze_runs.ipynb": ["nb_sweep", "rows;", "reference:", "distinct_4"],
 }
