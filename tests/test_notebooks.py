@@ -19,8 +19,14 @@ TINY_PARAMETERS = {
                          "OVERRIDES": {"metrics.names": ["test_ce", "syntax_valid", "distinct_n", "self_bleu",
                                                          "perplexity_gen0", "verbatim_copy"]}},
     # The tiny sweep below, written into the notebook's working folder.
-    "analyze_runs.ipynb": {"SWEEP": "nb_sweep.yaml", "LAUNCH": True, "PARALLEL": 2, "METRIC": "test_ce",
-                           "DIVERSITY": "distinct_4"},
+    "analyze_runs.ipynb": {"SWEEP": "nb_sweep.yaml", "ROOT": ".", "LAUNCH": True, "PARALLEL": 2, "METRIC": "test_ce",
+                           "DIVERSITY": "distinct_4", "SAMPLES": 2},
+}
+# Run after the notebook's own cells, as a person would click: the pickers redraw their view in place.
+AFTER = {
+    "analyze_runs.ipynb": "metric_picker['metric'].value = 'distinct_4'\n"
+                          "generation_picker['run'].value = 'accumulate_s1'\n"
+                          "generation_picker['generation'].value = 0",
 }
 
 # What each executed notebook must show: substrings of its outputs (text, HTML, log lines on stderr).
@@ -28,7 +34,11 @@ EXPECTED_TEXT = {
     "theory.ipynb": ["largest |z| against the closed forms", "'replace':"],
     "quickstart.ipynb": ["Results(nb_quickstart", "replace s0 gen 1/1", "accumulate s0 gen 1/1", "distinct_4",
                          "<th>generation 1</th>", "<h4>accumulate</h4>"],
-    "analyze_runs.ipynb": ["nb_sweep", "rows;", "reference:", "distinct_4"],
+    "analyze_runs.ipynb": ["nb_sweep: 4 runs: 4 done", "rows;", "reference:", "distinct_4",
+                           "Dropdown(description='metric'", "Dropdown(description='run'",
+                           # the browsed generation, after the pickers moved to it
+                           "accumulate_s1, generation 0: trained on 60 examples", "training set plan", "from generation",
+                           "the first 2 of its samples", "perplexity under generation 0", "verbatim copies of human code"],
 }
 
 NB_SWEEP = f"""
@@ -40,12 +50,15 @@ base:
     run.generations: 1
     data.max_examples: 300
     data.train_size: 60
-    metrics.names: [test_ce, distinct_n, syntax_valid]
+    metrics.names: [test_ce, distinct_n, syntax_valid, perplexity_gen0, verbatim_copy]
 axes:
   grid:
     mix.regime: [replace, accumulate]
   seeds: [0, 1]
 """
+
+# What must be gone: a picker redraws its view in place, it does not add a second one.
+ABSENT_TEXT = {"analyze_runs.ipynb": ["replace_s0, generation 1: trained on"]}
 
 FIGURE_CALLS = ("plt.subplots(", "sns.catplot(", "Image(")
 
@@ -98,8 +111,12 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the inline backend: figures become image outputs
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nb_sweep.yaml").write_text(NB_SWEEP)
+    if name in AFTER:
+        nb.cells.append(nbformat.v4.new_code_cell(AFTER[name]))
+    source = tmp_path / f"source_{name}"
+    nbformat.write(nb, source)
     # A failing cell raises PapermillExecutionError naming the cell and the error.
-    out = papermill.execute_notebook(str(NOTEBOOKS / name), str(tmp_path / name), parameters=TINY_PARAMETERS[name],
+    out = papermill.execute_notebook(str(source), str(tmp_path / name), parameters=TINY_PARAMETERS[name],
                                      kernel_name="python3", cwd=str(tmp_path), progress_bar=False,
                                      execution_timeout=300)
     code = [c for c in out.cells if c.cell_type == "code"]
@@ -107,6 +124,8 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
     text = "\n".join(_text(c.get("outputs", [])) for c in code)
     missing = [s for s in EXPECTED_TEXT[name] if s not in text]
     assert not missing, f"{name}: the outputs lack {missing}"
+    stale = [s for s in ABSENT_TEXT.get(name, []) if s in text]
+    assert not stale, f"{name}: the outputs still show {stale}"
     blank = [c.source.splitlines()[0] for c in code
              if any(f in c.source for f in FIGURE_CALLS) and not _has_image(c.get("outputs", []))]
     assert not blank, f"{name}: cells that draw a figure but show none: {blank}"
