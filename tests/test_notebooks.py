@@ -137,3 +137,14 @@ def test_every_notebook_is_tested_paired_and_listed():
     assert {p.name for p in NOTEBOOKS.glob("*.py")} == {Path(n).with_suffix(".py").name for n in names}
     readme = (NOTEBOOKS / "README.md").read_text()
     assert [n for n in sorted(names) if f"`{n}`" not in readme] == []
+
+
+@pytest.mark.parametrize("name", ["quickstart.ipynb", "analyze_runs.ipynb"])
+def test_notebooks_write_outside_the_checkout_by_default(name):
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    params: dict = {}
+    exec(next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])), params)  # assignments only
+    root = Path(params["ROOT"]).expanduser()
+    assert root.is_absolute() and not root.resolve().is_relative_to(REPO), f"{name}: ROOT={params['ROOT']!r}"
