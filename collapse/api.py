@@ -120,10 +120,16 @@ def run(config_or_path: str | Path | Config | dict | None = None, **overrides: A
     YAML, or None for the defaults. Overrides as keywords: ``run__generations=2``
     (double underscore for the dot), ``mix={"regime": "accumulate"}`` (a
     section), or ``**{"run.generations": 2}``. Re-running the same call reads
-    back what is finished."""
+    back what is finished.
+
+    Logs the CLI's lines (one per generation: times, headline metrics, time
+    left, ``(cached)`` for generations read back) on stderr, unless the
+    caller has configured logging; progress bars follow ``run.progress``."""
     from collapse.experiment import run_experiment
+    from collapse.logs import ensure_api_logging
 
     cfg = resolve_config(config_or_path, **overrides)
+    ensure_api_logging()
     results = run_experiment(cfg)
     return Results(cfg, {r.regime: r for r in results})
 

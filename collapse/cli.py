@@ -7,10 +7,10 @@ code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from collapse.errors import CollapseError
+from collapse.logs import configure_cli_logging
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -178,16 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    for noisy in ("urllib3", "filelock", "datasets", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # MLflow's own retries log a multi-line warning per attempt; collapse logs the one line that matters.
-    for noisy in ("mlflow", "alembic", "sqlalchemy"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    configure_cli_logging(args.verbose)
     from collapse.signals import Terminated, exit_code, terminate_as_interrupt
 
     try:

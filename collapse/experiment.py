@@ -462,8 +462,10 @@ class Experiment:
         result = RunResult(run_dir, regime, cfg.run.seed)
         gen = None
         mirror_open = True  # until finish("FINISHED") returns
+        clock = _GenerationClock(n)
 
         def after(rec: GenerationRecord) -> None:
+            left = clock.tick(rec.generation, rec.cached)
             result.metrics.append(rec.metrics)
             d = store.gen_dir(rec.generation)
             timings = read_json(d / "timings.json") if (d / "timings.json").exists() else {}
@@ -478,10 +480,11 @@ class Experiment:
                 write_json_atomic(d / "MIRRORED", {"uri": mirror.uri, "run_id": mirror.run_id})
             m = rec.metrics
             log.info(
-                "%sgen %d/%d | train %s | sample %s | test_ce %s | syntax %s | distinct_4 %s",
-                label, rec.generation, n,
+                "%sgen %d/%d%s | train %s | sample %s | test_ce %s | syntax %s | distinct_4 %s%s",
+                label, rec.generation, n, " (cached)" if rec.cached else "",
                 _fmt(timings.get("train_s"), "s"), _fmt(timings.get("sample_s"), "s"),
                 _fmt(m.get("test_ce")), _fmt(m.get("syntax_valid")), _fmt(m.get("distinct_4")),
+                f" | left ~{_duration(left)}" if left is not None else "",
             )
             if rec.generation < n:
                 gen.release()
@@ -502,6 +505,7 @@ class Experiment:
             write_json_atomic(run_dir / "state.json", st)
             if mirror is not None:
                 mirror.set_tags({f"runtime.{k}": v for k, v in gen.runtime.items()})
+            clock.start()
             run_generations(gen, self.pools(), regime, self.sizes, n, cfg.run.seed, store=store, on_generation=after)
             if cfg.run.figures:
                 from collapse.reporting import plot_run
@@ -637,6 +641,40 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
             if a.get(k) != b.get(k):
                 return _first_difference(a.get(k), b.get(k), f"{path}{k}.")
     return f"{path.rstrip('.')}: {a!r} there, {b!r} now"
+
+
+class _GenerationClock:
+    """The time left for a run: the mean wall time of the generations computed in this
+    process (restored ones cost next to nothing and are left out) times the generations left."""
+
+    def __init__(self, last: int):
+        self.last = last
+        self.computed: list[float] = []
+        self.start()
+
+    def start(self) -> None:
+        self.mark = time.monotonic()
+
+    def tick(self, generation: int, cached: bool) -> float | None:
+        """Call once per finished generation; returns the seconds left, None for a cached
+        generation, before any generation was computed, or after the last one."""
+        now = time.monotonic()
+        took, self.mark = now - self.mark, now
+        if cached:
+            return None
+        self.computed.append(took)
+        left = self.last - generation
+        return left * sum(self.computed) / len(self.computed) if left > 0 else None
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m20s``, ``2h05m``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _fmt(v: Any, unit: str = "") -> str:

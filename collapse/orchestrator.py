@@ -33,6 +33,7 @@ class GenerationRecord:
     samples: Any = None
     train: Any = None
     trial_counts: dict[str, np.ndarray] | None = None  # per_trial: examples of each pool per trial (K,)
+    cached: bool = False  # read back from the store (finished earlier), not computed now
 
 
 class GenerationStore(Protocol):
@@ -141,6 +142,7 @@ def run_generations(
     for g in range(generations + 1):
         if g < n_done:
             rec = store.restore(g, generator, last=(g == n_done - 1))
+            rec.cached = True
             pools[synthetic_pool(g)] = rec.samples
             result.records.append(rec)
             if on_generation:

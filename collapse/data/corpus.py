@@ -459,7 +459,7 @@ def load_human_corpus(cfg: DataConfig, progress: bool = True, dropped: list[dict
         if v:
             log.info("data: %d file%s dropped (%s)", v, "s" if v != 1 else "", k)
 
-    kept, reports, redactions = run_pipeline(rows, cfg, dropped)
+    kept, reports, redactions = run_pipeline(rows, cfg, dropped, progress=progress)
     if dropped is not None and "redact" in cfg.pipeline:
         # File names are redacted like the texts, in every record of them (opt-out, license and
         # steps that ran before ``redact`` included); kept rows' sources were redacted by the step.

@@ -197,17 +197,23 @@ def _redact_texts(texts: list[str]) -> tuple[list[tuple[str | None, bool]], Coun
     return out, counts
 
 
-def run_pipeline(rows: list[Row], cfg: DataConfig, dropped_rows: list[Row] | None = None
+def run_pipeline(rows: list[Row], cfg: DataConfig, dropped_rows: list[Row] | None = None, *, progress: bool = False
                  ) -> tuple[list[Row], list[StepReport], dict[str, int]]:
     """Run ``cfg.pipeline`` over ``rows`` (dicts with ``text``, ``source``; ``file_autogen`` optional).
 
     Returns the kept rows (``redact`` rewrites ``text`` in place), one
     report per step, and the redaction counts per kind (empty without
     ``redact``). Dropped rows are appended to ``dropped_rows`` when it is a list.
+    ``progress``: a bar over the steps, naming the one running and the rows it got.
     """
+    from tqdm.auto import tqdm
+
     reports: list[StepReport] = []
     redactor = Redactor()
-    for step in cfg.pipeline:
+    # Created before any step forks workers; tqdm's monitor thread is allowed by _pool_workers.
+    bar = tqdm(cfg.pipeline, desc="data pipeline", unit="step", disable=not progress, leave=False, dynamic_ncols=True)
+    for step in bar:
+        bar.set_postfix_str(f"{step} ({len(rows)} rows)", refresh=True)
         t0 = time.perf_counter()
         seen = len(rows)
         extra: dict[str, Any] = {}

@@ -367,7 +367,8 @@ class LMGenerator:
         """The sample metrics of held-out human code (the first ``mix.synthetic_size`` functions of the
         reference split, as many as each generation samples): the reference lines."""
         if self._human_metrics is None:
-            vals = compute(self.metric_names, self.human_reference, self.context(REFERENCE), sample_metrics_only=True)
+            vals = compute(self.metric_names, self.human_reference, self.context(REFERENCE), sample_metrics_only=True,
+                           progress=self.progress, desc=f"{self.label}human reference metrics")
             self._human_metrics = {f"human.{k}": v for k, v in vals.items()}
         return self._human_metrics
 
@@ -375,7 +376,7 @@ class LMGenerator:
         t0 = time.perf_counter()
         texts = list(samples["text"])
         ctx = self.context(generation)
-        out = compute(self.metric_names, texts, ctx)
+        out = compute(self.metric_names, texts, ctx, progress=self.progress, desc=f"{self.label}gen {generation} metrics")
         out["sample_eos_rate"] = float(np.mean(samples["finished"])) if len(samples) else 0.0
         self.timings["metrics_s"] = time.perf_counter() - t0
         self.timings.update({f"metric.{k}_s": v for k, v in ctx.timings.items()})

@@ -144,13 +144,18 @@ def register(name: str, needs_model: bool = False, superlinear: bool = False,
     return deco
 
 
-def compute(names: list[str], samples: list[str], ctx: MetricContext, *, sample_metrics_only: bool = False) -> dict[str, float]:
-    """Run the named metrics; returns one flat dict (seconds per metric land in ``ctx.timings``)."""
+def compute(names: list[str], samples: list[str], ctx: MetricContext, *, sample_metrics_only: bool = False,
+            progress: bool = False, desc: str = "metrics") -> dict[str, float]:
+    """Run the named metrics; returns one flat dict (seconds per metric land in ``ctx.timings``).
+    ``progress``: a bar over the metrics, naming the one running."""
+    from tqdm.auto import tqdm
+
     out: dict[str, float] = {}
-    for n in names:
+    todo = [n for n in names if not (sample_metrics_only and REGISTRY[n].needs_model)]
+    bar = tqdm(todo, desc=desc, unit="metric", disable=not progress, leave=False, dynamic_ncols=True)
+    for n in bar:
         m = REGISTRY[n]
-        if sample_metrics_only and m.needs_model:
-            continue
+        bar.set_postfix_str(n, refresh=False)
         t0 = time.perf_counter()
         for k, v in m.fn(samples, ctx).items():
             if k in out:
