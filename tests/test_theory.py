@@ -450,6 +450,92 @@ def test_gmm_distance_to_the_start_grows_under_replace(distance):
     assert acc.mean[distance][-1] < d[-1]
 
 
+def _em_test_data(k: int, n: int, seed: int) -> np.ndarray:
+    """Rows from the start mixture, from mixtures with a narrow component far
+    out (m = L₀ − L₁ far past the float32 range), and degenerate rows."""
+    rng = np.random.default_rng(seed)
+    start = np.where(rng.random((k, n)) < 0.5, -2.0, 2.0) + rng.standard_normal((k, n))
+    narrow = np.where(rng.random((k, n)) < 0.1, 3 + 1e-3 * rng.standard_normal((k, n)), rng.standard_normal((k, n)))
+    x = np.concatenate([start, narrow])
+    x[0] = 5.0  # every point equal: no spread
+    x[1, : n // 2], x[1, n // 2:] = -1.0, 1.0  # two exact atoms
+    x[2] = 1e6 + rng.standard_normal(n)  # far from 0: standardisation matters
+    return x
+
+
+@pytest.mark.parametrize("n", [3, 7, 40, 100])
+def test_two_component_em_matches_the_general_em(n):
+    from collapse.theory.gmm import em_fit
+
+    x = _em_test_data(1500, n, seed=n)
+    fast = em_fit(x, 2, 100, 1e-5)
+    ref = em_fit(x, 2, 100, 1e-5, reference=True)
+    assert fast[3] <= 100 and all(np.all(np.isfinite(a)) for a in fast[:3])
+    np.testing.assert_allclose(fast[0].sum(axis=1), 1.0, rtol=1e-6)
+    scale = np.maximum(x.std(axis=1), 1e-3)[:, None]
+    for a, b, unit in zip(fast[:3], ref[:3], (1.0, scale, scale**2)):
+        d = np.abs(a - b) / unit  # weights as they are, means in sd of the data, variances in its variance
+        # the same iteration in float32 (standardised data) and float64: equal to
+        # rounding where EM converges, apart near its stopping rule (tol 1e-5 on
+        # the mean log-likelihood) and where a step crosses to another optimum
+        assert np.median(d) < 1e-5
+        assert np.mean(d < 1e-3) > 0.95
+    # run to convergence from the same start they agree closely on nearly every trial
+    tight = em_fit(x[:400], 2, 1000, 1e-9)
+    tight_ref = em_fit(x[:400], 2, 1000, 1e-9, reference=True)
+    for a, b in zip(tight[:3], tight_ref[:3]):
+        assert np.mean(np.abs(a - b).max(axis=1) / scale[:400, 0] < 1e-2) > 0.95
+    # k-means start (variances in x's units) goes through the same standardisation
+    from collapse.theory.em2 import init_from_labels, kmeans_labels
+
+    init = init_from_labels(x[..., None], kmeans_labels(x[..., None], 2, np.random.default_rng(0)), 2)
+    kf, kr = em_fit(x, 2, 100, 1e-5, init), em_fit(x, 2, 100, 1e-5, init, reference=True)
+    assert np.median(np.abs(kf[1] - kr[1]) / scale) < 1e-5
+
+
+def test_two_component_em_keeps_the_log_likelihood_exact_far_out():
+    # A narrow component far from the others puts m = L₀ − L₁ past 80 on some
+    # points (float32 exp overflows past 88.7): EM must still stop by the
+    # exact log-likelihood and land where the float64 EM lands.
+    from collapse.theory.gmm import em_fit
+
+    rng = np.random.default_rng(1)
+    k, n = 500, 60
+    x = np.concatenate([rng.standard_normal((k, n - 6)), 8 + 1e-4 * rng.standard_normal((k, 6))], axis=1)
+    fast, ref = em_fit(x, 2, 300, 1e-6), em_fit(x, 2, 300, 1e-6, reference=True)
+    by_mean = [(np.take_along_axis(a, np.argsort(fit[1], axis=1), 1) for a in fit[:3]) for fit in (fast, ref)]
+    (wf, mf, vf), (wr, mr, vr) = by_mean  # components in the order of their means
+    split = np.abs(wr[:, 1] - 0.1) < 1e-9  # the far atoms on their own: m ≈ 1e9 on the other points
+    assert split.mean() > 0.9
+    np.testing.assert_allclose(wf[split], wr[split], rtol=1e-9)
+    np.testing.assert_allclose(mf[split], mr[split], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(vf[split], vr[split], rtol=1e-6)
+    assert np.mean(np.abs(wf - wr).max(axis=1) < 1e-3) > 0.98
+    # m past 80 on the far points while every term stays float32-sized (the
+    # clipped excess goes back into the log-likelihood; without it the stopping
+    # rule reads a wrong value and 3/4 of these trials stop elsewhere)
+    x = np.where(rng.random((800, 80)) < 0.75, rng.normal(-1.0, 1.0, (800, 80)), rng.normal(3.0, 0.25, (800, 80)))
+    fast, ref = em_fit(x, 2, 500, 1e-7), em_fit(x, 2, 500, 1e-7, reference=True)
+    d = np.abs(fast[1] - ref[1]).max(axis=1)
+    assert np.median(d) < 1e-6 and np.mean(d > 1e-4) < 0.15
+
+
+@pytest.mark.parametrize("regime", ["replace", "accumulate"])
+def test_gmm_chain_with_the_fast_em_matches_the_general_em(regime):
+    # Statistically the same chain: per-generation means within a few standard
+    # errors of the paired difference (same seeds, same draws until a fit differs).
+    cfg = load_theory_config(None, {"run.model": "gmm", "run.regime": regime, "run.generations": 10,
+                                    "run.trials": 2000, "run.seed": 4, "gmm.samples": 50})
+    fast = run_theory(cfg, keep_trials=True)
+    ref = run_theory(cfg, keep_trials=True, reference=True)
+    assert fast.params == ref.params and fast.train == ref.train
+    for q in fast.quantities:
+        d = fast.trial_values[q] - ref.trial_values[q]  # (generations + 1, K)
+        se = d.std(axis=1, ddof=1) / math.sqrt(d.shape[1])
+        assert np.all(np.abs(d.mean(axis=1)) <= Z * se + 1e-9), (q, d.mean(axis=1), se)
+        assert np.median(np.abs(d[0])) < 1e-5  # generation 0: the same data, the same fit to rounding
+
+
 def test_gmm_2d_l2_and_em_against_scikit_learn():
     from sklearn.mixture import GaussianMixture
 
