@@ -730,20 +730,52 @@ def test_accumulate_from_sufficient_statistics_equals_the_rebuilt_pool(model, op
         np.testing.assert_allclose(fast.trial_values[q], slow.trial_values[q], rtol=1e-9, atol=1e-12)
 
 
-def test_accumulate_memory_is_flat_in_the_number_of_generations():
+@pytest.mark.parametrize("model", ["gaussian", "categorical"])
+def test_accumulate_memory_is_flat_in_the_number_of_generations(model):
     import tracemalloc
 
     def peak(generations):
-        cfg = load_theory_config(None, {"run.model": "gaussian", "run.regime": "accumulate", "run.trials": 2000,
-                                        "run.generations": generations, "gaussian.samples": 100})
+        cfg = load_theory_config(None, {"run.model": model, "run.regime": "accumulate", "run.trials": 2000,
+                                        "run.generations": generations, f"{model}.samples": 100})
         tracemalloc.start()
         run_theory(cfg)
         top = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return top
 
-    short, long = peak(5), peak(40)  # a kept pool is 1.6 MB: 40 of them would add 56 MB
+    # a kept pool is 1.6 MB (gaussian; categorical tokens 0.8 MB as int32):
+    # 40 of them would add 56 (28) MB
+    short, long = peak(5), peak(40)
     assert long < short + 8e6, (short, long)
+
+
+def test_categories_at_and_the_count_sampler_are_exact():
+    from collapse.theory.categorical import categories_at, sample_counts
+
+    rng = np.random.default_rng(0)
+    for k, v, n in [(5, 1, 7), (40, 3, 5), (300, 30, 40), (500, 50, 2000), (64, 7, 10**6)]:
+        counts = rng.multinomial(n, rng.dirichlet(np.full(v, 0.3)), size=k)
+        counts[: k // 2, v // 2] = 0  # dead categories in the middle and at the ends
+        counts[: k // 3, 0] = 0
+        counts[:, -1] += n - counts.sum(axis=1)
+        cum = np.cumsum(counts, axis=1)
+        pos = np.concatenate([rng.integers(0, n, size=(k, 60)), cum[:, :-1] - 1, np.minimum(cum[:, :-1], n - 1),
+                              np.zeros((k, 1), int), np.full((k, 1), n - 1)], axis=1)
+        brute = (cum[:, None, :] <= pos[:, :, None]).sum(axis=2)  # categories ending at or before the position
+        np.testing.assert_array_equal(categories_at(cum, pos), brute)
+    # the small-N layout and the cumulative-count search draw the same tokens
+    counts = rng.multinomial(30, np.full(10, 0.1), size=200)
+    laid = sample_counts(counts, 50, np.random.default_rng(1))
+    pick = np.random.default_rng(1).integers(0, 30, size=(200, 50), dtype=np.int32)
+    np.testing.assert_array_equal(laid, categories_at(np.cumsum(counts, axis=1), pick))
+    # and the draws follow counts/N (chi-square over 400,000 tokens, N > 4V: the search)
+    counts = np.tile(np.array([[500, 0, 1, 3000, 250, 0, 6249]]), (100, 1))
+    drawn = sample_counts(counts, 4000, np.random.default_rng(2))
+    seen = np.bincount(drawn.ravel(), minlength=7)
+    expect = counts.sum(axis=0) / counts.sum() * drawn.size
+    assert seen[1] == seen[5] == 0
+    live = expect > 0
+    assert stats.chisquare(seen[live], expect[live]).pvalue > 1e-3
 
 
 def test_same_seed_same_output_and_trial_counts_agree():
