@@ -715,6 +715,83 @@ def test_every_trial_draws_its_own_composition_and_positions():
     assert np.allclose(np.bincount(sub.astype(int).ravel(), minlength=10) / sub.size, 0.1, atol=0.01)
 
 
+def test_uniform_subset_indices_draws_every_subset_alike():
+    from itertools import combinations
+
+    from collapse.mixing import uniform_subset_indices
+
+    rng = np.random.default_rng(0)
+    idx = uniform_subset_indices(rng, 240000, 10, 3)  # sparse (2·3 < 10): draws with repeats redrawn
+    assert idx.shape == (240000, 3) and idx.min() >= 0 and idx.max() < 10
+    assert np.all(np.diff(idx, axis=1) > 0)  # sorted, distinct
+    code = {c: i for i, c in enumerate(combinations(range(10), 3))}
+    seen = np.bincount([code[tuple(r)] for r in idx.tolist()], minlength=len(code))
+    assert stats.chisquare(seen).pvalue > 1e-3  # all 120 subsets equally likely
+    big = uniform_subset_indices(rng, 2000, 10100, 100)
+    assert np.all(np.diff(big, axis=1) > 0) and abs(big.mean() - 5049.5) < 30
+    dense = uniform_subset_indices(rng, 5, 8, 6)
+    assert np.all(np.diff(dense, axis=1) > 0) and dense.max() < 8
+
+
+def test_union_buffer_draws_per_trial_from_every_pool():
+    from collapse.mixing import UnionBuffer
+
+    k = 3000
+    human = np.broadcast_to(np.arange(10.0), (k, 10)).copy()
+    buf = UnionBuffer(human, 10 + 2 * 30)
+    assert np.shares_memory(buf.append("human", human), buf.data)
+    for g, base in enumerate((100.0, 200.0)):
+        buf.append(f"synthetic_{g}", np.broadcast_to(base + np.arange(30.0), (k, 30)).copy())
+    train, counts = buf.draw(12, np.random.default_rng(0))
+    assert train.shape == (k, 12) and np.all(np.diff(train, axis=1) > 0)  # distinct, in union order
+    assert np.all(sum(counts.values()) == 12)
+    for name, lo in (("human", 0), ("synthetic_0", 100), ("synthetic_1", 200)):
+        assert np.all(((train >= lo) & (train < lo + 50)).sum(axis=1) == counts[name])
+    h = counts["human"]  # hypergeometric(10 of 70, 12 drawn) per trial
+    assert abs(h.mean() - 12 * 10 / 70) < 0.05 and abs(h.var() - stats.hypergeom(70, 10, 12).var()) < 0.1
+
+
+@pytest.mark.parametrize("model,options", [("gaussian", {"samples": 6}), ("regression", {"samples": 12, "dim": 3}),
+                                           ("categorical", {"samples": 12, "categories": 8}), ("gmm", {"samples": 20})])
+def test_accumulate_subsample_from_positions_matches_the_pool_reference(model, options):
+    # The fast path (positions drawn per trial: a buffer gather, or counts for
+    # the categorical model) and the reference (a pass over every pool) are
+    # independent draws of the same process: the same means within errors.
+    overrides = {"run.model": model, "run.regime": "accumulate_subsample", "run.generations": 8,
+                 "run.trials": 4000, "run.seed": 5, "mix.subsample_size": options["samples"] + 2}
+    overrides.update({f"{model}.{k}": v for k, v in options.items()})
+    cfg = load_theory_config(None, overrides)
+    fast = run_theory(cfg)
+    ref = run_theory(cfg, pool_based=True)
+    assert [t["human"] + t["synthetic"] for t in fast.train] == [t["human"] + t["synthetic"] for t in ref.train]
+    for q in fast.quantities:
+        if model == "categorical" and q == "absorbed":
+            continue  # zero in both: no trial reaches one category in 8 generations
+        z = (fast.mean[q][1:] - ref.mean[q][1:]) / np.hypot(fast.se[q][1:], ref.se[q][1:])
+        assert np.all(np.abs(z) < Z), (q, z)
+    np.testing.assert_allclose(fast.mean[fast.quantities[0]][0], ref.mean[ref.quantities[0]][0])  # generation 0 alike
+    human = np.array([t["human"] for t in fast.train[1:]])
+    human_ref = np.array([t["human"] for t in ref.train[1:]])
+    # the per-trial compositions agree on average (a hypergeometric count's variance is below its mean)
+    assert np.all(np.abs(human - human_ref) < Z * np.sqrt(2 * np.maximum(human_ref, 1) / 4000)), (human, human_ref)
+
+
+def test_accumulate_subsample_memory_is_flat_for_the_categorical_model():
+    import tracemalloc
+
+    def peak(generations):
+        cfg = load_theory_config(None, {"run.model": "categorical", "run.regime": "accumulate_subsample",
+                                        "run.trials": 2000, "run.generations": generations, "categorical.samples": 100})
+        tracemalloc.start()
+        run_theory(cfg)
+        top = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return top
+
+    short, long = peak(5), peak(40)  # a kept pool is 0.8 MB: 35 more would add 28 MB
+    assert long < short + 4e6, (short, long)
+
+
 @pytest.mark.parametrize("model,options", [
     ("gaussian", {"samples": 7}), ("gaussian", {"samples": 7, "dim": 3, "covariance": "full"}),
     ("regression", {"samples": 12, "dim": 3}), ("categorical", {"samples": 9}),

@@ -288,6 +288,27 @@ class CategoricalModel(TheoryModel):
         self.counts = stats
         return {"train_size": float(stats[0].sum())}
 
+    def subsample_stats(self, parts: Sequence[np.ndarray], sizes: Sequence[int], count: int,
+                        rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Counts (K, V) of every trial's uniform draw of ``count`` tokens from the
+        union of ``parts`` (counts (K, V) of ``sizes[i]`` tokens each), and how
+        many came from each part (K,): ``accumulate_subsample`` without the pools.
+
+        The union's tokens are laid out part by part, each in category order;
+        a uniform subset of positions (``collapse.mixing.uniform_subset_indices``)
+        is a uniform subset of the tokens, so the counts are the multivariate
+        hypergeometric draw a subsample of the pools gives."""
+        from collapse.mixing import uniform_subset_indices
+
+        v = self.categories
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        cum = np.concatenate([np.cumsum(c, axis=1) + off for c, off in zip(parts, offsets)], axis=1)
+        pos = uniform_subset_indices(rng, self.trials, int(sum(sizes)), count)
+        at = categories_at(cum, pos)  # part·V + category
+        part = at // v
+        counts = per_trial_bincount(at - part * v, v)
+        return counts, [np.count_nonzero(part == i, axis=1) for i in range(len(parts))]
+
     @property
     def p(self) -> np.ndarray:
         """The fitted distributions (K, V)."""
