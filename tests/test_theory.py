@@ -518,6 +518,15 @@ def test_two_component_em_keeps_the_log_likelihood_exact_far_out():
     fast, ref = em_fit(x, 2, 500, 1e-7), em_fit(x, 2, 500, 1e-7, reference=True)
     d = np.abs(fast[1] - ref[1]).max(axis=1)
     assert np.median(d) < 1e-6 and np.mean(d > 1e-4) < 0.15
+    # a narrow component (sd 0.005 of the data's) far from most points: the
+    # log-likelihood must be built on the other component, or its float32
+    # rounding (~0.01 per point) keeps the stopping rule from ever firing
+    rng = np.random.default_rng(7)
+    x = np.where(rng.random((600, 80)) < 0.9, rng.standard_normal((600, 80)), 6 + 0.01 * rng.standard_normal((600, 80)))
+    fast, ref = em_fit(x, 2, 500, 1e-6), em_fit(x, 2, 500, 1e-6, reference=True)
+    assert fast[3] <= ref[3] + 5
+    d = np.abs(np.sort(fast[1], axis=1) - np.sort(ref[1], axis=1)).max(axis=1)
+    assert np.median(d) < 1e-6 and np.mean(d > 1e-4) < 0.05
 
 
 @pytest.mark.parametrize("regime", ["replace", "accumulate"])

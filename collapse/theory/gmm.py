@@ -95,6 +95,7 @@ def em_fit(x: np.ndarray, components: int, iters: int, tol: float,
 # excess added back to its log-likelihood; r₁ = 1/(1 + eᵐ) ≤ e⁻⁸⁰ either way.
 _M_CLIP = 80.0
 _F32_TERM = 1000.0  # largest |(z − μ)²/2v| on a trial's data for its step in float32 (see _em_two_block)
+_F32_VAR = 1e-6  # smallest variance, in units of the data's, for a float32 step (float32 data resolve ~1e-7)
 _EM_CHUNK = 160_000  # points per pass of the elementwise work: the work arrays stay in cache
 
 
@@ -122,14 +123,17 @@ def _em_two_block(x: np.ndarray, iters: int, tol: float,
 
     Precision: the elementwise passes run in float32 (numpy vectorises float32
     exp and log), so m carries a rounding error of about 6·10⁻⁸·|(z − μᵢ)²/2vᵢ|.
-    Below ``_F32_TERM`` (1,000) that is at most 6·10⁻⁵ per point, and the mean
-    log-likelihood the stopping rule reads (tol 1e-5 by default) moves by far
-    less. A trial whose terms can pass it on its data (a component much
-    narrower than the spread of the data: a few per cent of trial-steps in a
-    long chain) takes that step and the rest in float64 on its own, as
-    :func:`_em_block` does, from the float64 data. A trial whose m can pass 80
-    (``_M_CLIP``) has m clipped there before the exp and the clipped excess
-    added back to its log-likelihood."""
+    Per trial the components are ordered so that component 1, on which the
+    log-likelihood is built, is the one whose terms stay smaller on the data:
+    a narrow component far from a point then only enters there as eᵐ ≈ 0, and
+    where m is moderate so are both terms. Below ``_F32_TERM`` (1,000) the
+    error is at most 6·10⁻⁵ per point, and the mean log-likelihood the stopping
+    rule reads (tol 1e-5 by default) moves by far less. A trial whose terms
+    pass it for both components, or with a variance under ``_F32_VAR`` (1e-6
+    of the data's: float32 data resolve about 1e-7), takes that step and the
+    rest in float64 on its own, as :func:`_em_block` does, from the float64
+    data. A trial whose m can pass 80 (``_M_CLIP``) has m clipped there before
+    the exp and the clipped excess added back to its log-likelihood."""
     k, n = x.shape
     loc = x.mean(axis=1)
     spread = x.var(axis=1)
@@ -165,26 +169,36 @@ def _em_two_block(x: np.ndarray, iters: int, tol: float,
     it = 0
     for it in range(1, iters + 1):
         ka = rows.size
-        inv = 1.0 / var
-        h = (-0.5 * inv).astype(np.float32)  # (2, ka): m = h₀d₀² − h₁d₁² + const, dᵢ = z − μᵢ
-        half = h.astype(np.float64)
-        const = np.log(w[0] / w[1]) - 0.5 * np.log(var[0] / var[1])
-        mu32, const32 = mu.astype(np.float32), const.astype(np.float32)
-        # Trials whose m can pass the clip on their data: m is a quadratic in z.
-        qa, qb = half[0] - half[1], mu[0] * inv[0] - mu[1] * inv[1]
-        qc = const + half[0] * mu[0] ** 2 - half[1] * mu[1] ** 2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            vert = np.where(qa < 0, np.clip(-qb / (2.0 * qa), lo, hi), lo)
-        hot = np.flatnonzero(np.maximum.reduce([qa * v * v + qb * v + qc for v in (lo, hi, vert)]) > _M_CLIP - 1.0)
-        # Trials whose quadratic terms get too large for float32 take this step
-        # and the rest in float64; the stopping rule skips the step they switch
-        # (its log-likelihood is of the float64 data, the last one of the float32 data).
-        terms = np.abs(half) * np.maximum((lo - mu) ** 2, (hi - mu) ** 2)  # (2, ka): largest |hᵢdᵢ²| on the data
-        switch = (terms.max(axis=0) > _F32_TERM) & ~wide
+        # The log-likelihood is built on component 1 (L₁ + ln(1 + eᵐ)): per
+        # trial, make it the one whose terms |hᵢdᵢ²| stay smaller on the data,
+        # so a narrow component far from most points only ever enters through
+        # eᵐ ≈ 0 there, never as a huge L₁ that ln(1 + eᵐ) must cancel.
+        terms = np.maximum((lo - mu) ** 2, (hi - mu) ** 2) / (2.0 * var)  # (2, ka): largest |hᵢdᵢ²| on the data
+        flip = terms[1] > terms[0]
+        # Trials whose terms get too large for float32 even so (both
+        # components narrow against the data), or with a component narrower
+        # than float32 data resolve, take this step and the rest in float64;
+        # the stopping rule skips the step they switch (its log-likelihood is
+        # of the float64 data, the last one of the float32 data).
+        switch = ((terms.min(axis=0) > _F32_TERM) | (var.min(axis=0) < _F32_VAR)) & ~wide
         if switch.any():
             wide |= switch
             prev[switch] = -np.inf
         exact = np.flatnonzero(wide)
+        wf, muf, varf = w.copy(), mu.copy(), var.copy()  # the parameters in that order
+        for a_, b_ in ((wf, w), (muf, mu), (varf, var)):
+            a_[:, flip] = b_[::-1, flip]
+        inv = 1.0 / varf
+        h = (-0.5 * inv).astype(np.float32)  # (2, ka): m = h₀d₀² − h₁d₁² + const, dᵢ = z − μᵢ
+        half = h.astype(np.float64)
+        const = np.log(wf[0] / wf[1]) - 0.5 * np.log(varf[0] / varf[1])
+        mu32, const32 = muf.astype(np.float32), const.astype(np.float32)
+        # Trials whose m can pass the clip on their data: m is a quadratic in z.
+        qa, qb = half[0] - half[1], muf[0] * inv[0] - muf[1] * inv[1]
+        qc = const + half[0] * muf[0] ** 2 - half[1] * muf[1] ** 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vert = np.where(qa < 0, np.clip(-qb / (2.0 * qa), lo, hi), lo)
+        hot = np.flatnonzero(np.maximum.reduce([qa * v * v + qb * v + qc for v in (lo, hi, vert)]) > _M_CLIP - 1.0)
         # soft = Σ ln(1 + eᵐ) (float64); Σ rᵢ, Σ rᵢdᵢ, Σ rᵢhᵢdᵢ² per component,
         # float32 sums of the chunks' float32 sums (a few hundred terms in all)
         soft = np.zeros(ka)
@@ -237,13 +251,15 @@ def _em_two_block(x: np.ndarray, iters: int, tol: float,
             sums[3] += np.einsum("nk,nk->k", r, d1)
             sums[4] += np.einsum("nk,nk->k", e, t0)
             sums[5] += np.einsum("nk,nk->k", r, t1)
-        sum_l1 = n * (np.log(w[1]) - 0.5 * (_LOG_2PI + np.log(var[1]))) + half[1] * (m2a - 2.0 * mu[1] * m1a + n * mu[1] ** 2)
+        sum_l1 = n * (np.log(wf[1]) - 0.5 * (_LOG_2PI + np.log(varf[1]))) + half[1] * (m2a - 2.0 * muf[1] * m1a + n * muf[1] ** 2)
         ll = (sum_l1 + soft) / n
         sums = sums.astype(np.float64)
-        if exact.size:
-            ll[exact], sums[:, exact] = _em_two_step64(z64[:, rows[exact]], w[:, exact], mu[:, exact], var[:, exact],
-                                                       half[:, exact])
         nk, s1, s2 = sums[0:2], sums[2:4], sums[4:6] / half
+        for a_ in (nk, s1, s2):  # back to the trial's own order
+            a_[:, flip] = a_[::-1, flip].copy()
+        if exact.size:
+            ll[exact], nk[:, exact], s1[:, exact], s2[:, exact] = _em_two_step64(
+                z64[:, rows[exact]], w[:, exact], mu[:, exact], var[:, exact])
         # M-step; a component that lost every point keeps its parameters.
         alive = nk > 1e-8
         safe = np.where(alive, nk, 1.0)
@@ -271,19 +287,19 @@ def _em_two_block(x: np.ndarray, iters: int, tol: float,
     return w, mu * scale + loc, var * scale**2, it
 
 
-def _em_two_step64(z: np.ndarray, w: np.ndarray, mu: np.ndarray, var: np.ndarray, half: np.ndarray):
+def _em_two_step64(z: np.ndarray, w: np.ndarray, mu: np.ndarray, var: np.ndarray):
     """One E-step of :func:`_em_two_block` in float64 for a few trials: data z
-    (N, p), parameters (2, p) → mean log-likelihood (p,) and the sums
-    (Σr₀, Σr₁, Σr₀d₀, Σr₁d₁, Σr₀h₀d₀², Σr₁h₁d₁²) (6, p) with the step's hᵢ."""
+    (N, p), parameters (2, p) → mean log-likelihood (p,) and Σrᵢ, Σrᵢdᵢ, Σrᵢdᵢ²
+    (each (2, p), dᵢ = z − μᵢ)."""
     d = z[None] - mu[:, None, :]  # (2, N, p)
-    t = half[:, None, :] * d * d
-    logp = t + (np.log(w) - 0.5 * (_LOG_2PI + np.log(var)))[:, None, :]
+    q = d * d
+    logp = (np.log(w) - 0.5 * (_LOG_2PI + np.log(var)))[:, None, :] - 0.5 * q / var[:, None, :]
     top = logp.max(axis=0)
     r = np.exp(logp - top)
     tot = r.sum(axis=0)
     r /= tot
     ll = (top + np.log(tot)).mean(axis=0)
-    return ll, np.concatenate([r.sum(axis=1), (r * d).sum(axis=1), (r * t).sum(axis=1)])
+    return ll, r.sum(axis=1), (r * d).sum(axis=1), (r * q).sum(axis=1)
 
 
 def _em_block(x: np.ndarray, c: int, iters: int, tol: float,
