@@ -128,7 +128,7 @@ def categories_at(cum: np.ndarray, pos: np.ndarray) -> np.ndarray:
     in category order, given the rows' cumulative counts ``cum`` (K, W):
     #{v : cum[v] ≤ pos}, every pos < cum[:, -1] → (K, n) int32.
 
-    2W buckets per row, of total/2W positions each, give every position a start
+    W buckets per row, of total/W positions each, give every position a start
     no later than its category (the number of categories that end in an earlier
     bucket; bucket numbers are rounded towards that safe side); vectorized steps
     then move it past the ends at or before it, a fraction of a step per
@@ -143,15 +143,16 @@ def categories_at(cum: np.ndarray, pos: np.ndarray) -> np.ndarray:
 
 def _categories_at(cum: np.ndarray, pos: np.ndarray) -> np.ndarray:
     k, wdt = cum.shape
-    nb = 2 * wdt
+    nb = wdt
     per = nb / cum[:, -1:].astype(np.float64)  # buckets per position
     # a category's end bucket rounded up, a position's bucket rounded down: a
     # category counted as ending in an earlier bucket ends before the position
-    ends = np.minimum(np.floor(cum[:, :-1] * per + 1e-6), nb).astype(np.int64)
-    ended = per_trial_bincount(ends, nb + 1)
+    ends = (cum[:, :-1] * per + 1e-6).astype(np.int64)  # truncation: floor, in [0, nb]
+    ends += (np.arange(k, dtype=np.int64) * (nb + 1))[:, None]
+    ended = np.bincount(ends.ravel(), minlength=k * (nb + 1)).reshape(k, nb + 1)  # categories ending in each bucket
     table = np.zeros((k, nb), dtype=np.int32)
-    np.cumsum(ended[:, :nb - 1], axis=1, out=table[:, 1:])
-    b = np.maximum(np.floor(pos * per - 1e-6), 0).astype(np.intp)
+    np.cumsum(ended[:, :nb - 1], axis=1, out=table[:, 1:], dtype=np.int32)
+    b = (pos * per - 1e-6).astype(np.intp)  # truncation towards 0: floor, and 0 for (−1e-6, 0)
     base = np.arange(k, dtype=np.int32)[:, None] * np.int32(wdt)
     idx = (np.take_along_axis(table, b, axis=1) + base).ravel()
     flat, p = cum.astype(np.int32, copy=False).ravel(), pos.astype(np.int32, copy=False).ravel()
