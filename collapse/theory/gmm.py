@@ -66,8 +66,8 @@ def em_fit(x: np.ndarray, components: int, iters: int, tol: float,
     improves by less than ``tol`` and keeps the parameters of that last step.
 
     Two components (the default model) run :func:`_em_two_block`, the same
-    iteration in the logistic form (one exp and one log per point and step,
-    float32 passes over standardised data); ``reference=True`` and any other
+    iteration in the logistic form (one exp and an eighth of a log per point and
+    step, float32 passes over standardised data); ``reference=True`` and any other
     number of components run :func:`_em_block`, the general form (C exps per
     point, float64 log-densities). Both are vectorized over trials; they agree
     to float32 rounding (tests compare them), not bit for bit."""
@@ -77,7 +77,8 @@ def em_fit(x: np.ndarray, components: int, iters: int, tol: float,
     var = np.empty((components, k))
     most = 0
     two = components == 2 and not reference
-    # Blocks of trials sized so the work buffers stay a few MB.
+    # Blocks of trials: the general form's (C, block, N) buffers stay a few MB;
+    # the two-component form takes up to 2²¹ points at once and chunks its passes itself.
     block = int(np.clip((1 << 21) // n, 16, 1 << 15)) if two else int(np.clip((1 << 19) // (components * n), 16, 4096))
     for s in range(0, k, block):
         blk = slice(s, min(s + block, k))
