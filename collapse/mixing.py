@@ -294,6 +294,82 @@ def _uniform_masks(rng: np.random.Generator, k: int, n: int, counts: np.ndarray)
     return rank < counts[:, None]
 
 
+def uniform_subset_indices(rng: np.random.Generator, k: int, n: int, count: int) -> np.ndarray:
+    """Positions (k, count), sorted per row, of an independent uniform subset of
+    ``count`` of ``n`` positions in each of k rows, in O(k·count) memory.
+
+    Draws ``count`` positions with replacement and redraws the repeats until a
+    row's positions are distinct. Each round keeps the distinct positions and
+    adds fresh uniform draws, a rule that treats every position alike, so the
+    final set is a uniform ``count``-subset; about count²/2n repeats in the first
+    round, geometrically fewer after. Dense draws (2·count ≥ n) take the
+    ``n``-key way (:func:`_uniform_subsets`)."""
+    if 2 * count >= n:
+        return _uniform_subsets(rng, k, n, count)
+    idx = rng.integers(0, n, size=(k, count))
+    idx.sort(axis=1)
+    rows = np.arange(k)
+    while rows.size:
+        sub = idx[rows]
+        rep = sub[:, 1:] == sub[:, :-1]  # the later of two equal positions
+        again = rep.any(axis=1)
+        rows, sub, rep = rows[again], sub[again], rep[again]
+        if not rows.size:
+            break
+        sub[:, 1:][rep] = rng.integers(0, n, size=int(rep.sum()))
+        sub.sort(axis=1)
+        idx[rows] = sub
+    return idx
+
+
+class UnionBuffer:
+    """The pools of an ``accumulate_subsample`` union, (K, size, ...) arrays laid
+    end to end in one buffer preallocated for every generation: a new pool costs
+    a copy of itself, and a generation's training set is a per-trial uniform
+    draw of positions gathered from the buffer (:meth:`draw`) instead of a
+    pass over every pool.
+
+    A subsample needs the individual examples: for continuous data (Gaussian
+    samples, regression labels, mixture draws) the statistics of a uniform
+    subset are not a function of the union's sufficient statistics, so the
+    union itself is kept; the categorical model, whose union is a multiset of
+    V values, draws from counts instead (``subsample_stats``)."""
+
+    def __init__(self, first: np.ndarray, capacity: int):
+        self.data = np.empty((first.shape[0], capacity) + first.shape[2:], dtype=first.dtype)
+        self.names: list[str] = []
+        self.ends: list[int] = []
+        self.size = 0
+
+    def append(self, name: str, pool: np.ndarray) -> np.ndarray:
+        """Copy ``pool`` in after the others; returns its view in the buffer."""
+        end = self.size + pool.shape[1]
+        if end > self.data.shape[1]:  # not foreseen: grow
+            grown = np.empty((self.data.shape[0], max(end, 2 * self.data.shape[1])) + self.data.shape[2:], self.data.dtype)
+            grown[:, :self.size] = self.data[:, :self.size]
+            self.data = grown
+        self.data[:, self.size:end] = pool
+        self.names.append(name)
+        self.ends.append(end)
+        self.size = end
+        return self.data[:, end - pool.shape[1]:end]
+
+    def draw(self, count: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Every trial's uniform draw of ``count`` examples from the union
+        (positions in union order) and the per-trial count of each pool (K,)."""
+        k = self.data.shape[0]
+        idx = uniform_subset_indices(rng, k, self.size, count)
+        view = self.data[:, :self.size]
+        train = np.take_along_axis(view, idx.reshape(idx.shape + (1,) * (view.ndim - 2)), axis=1)
+        if len(self.names) == 1:
+            return train, {self.names[0]: np.full(k, count, dtype=np.int64)}
+        p = len(self.names)
+        which = np.searchsorted(np.asarray(self.ends[:-1]), idx, side="right")  # pool of each position
+        which += (np.arange(k) * p)[:, None]
+        per = np.bincount(which.ravel(), minlength=k * p).reshape(k, p)
+        return train, {name: per[:, j] for j, name in enumerate(self.names)}
+
+
 def apply_plan_trials(plan: Plan, pools: Mapping[str, np.ndarray], rng: np.random.Generator,
                       union: Sequence[str] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Build K independent trials' training sets (K, N, ...) from array pools
@@ -349,6 +425,6 @@ def apply_plan_trials(plan: Plan, pools: Mapping[str, np.ndarray], rng: np.rando
 
 __all__: Sequence[str] = [
     "HUMAN", "HUMAN_FRESH", "Take", "MixSizes", "Plan", "REGIMES", "plan_mix", "apply_plan", "apply_plan_trials",
-    "pooled_union", "plan_indices",
+    "pooled_union", "plan_indices", "uniform_subset_indices", "UnionBuffer",
     "plan_counts", "plan_to_dict", "check_sizes", "required_human", "synthetic_pool", "generation_rng", "torch_seed",
 ]

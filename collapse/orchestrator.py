@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 
 from collapse.generator import Generator
-from collapse.mixing import (MixSizes, Plan, apply_plan, apply_plan_trials, plan_mix, pooled_union,
-                             synthetic_pool)
+from collapse.mixing import (HUMAN, MixSizes, Plan, UnionBuffer, apply_plan, apply_plan_trials, plan_mix,
+                             pooled_union, synthetic_pool)
 from collapse.seeding import generation_rng
 
 log = logging.getLogger("collapse")
@@ -32,8 +32,13 @@ class GenerationRecord:
     metrics: dict[str, float]
     samples: Any = None
     train: Any = None
-    trial_counts: dict[str, np.ndarray] | None = None  # per_trial: examples of each pool per trial (K,)
+    # per_trial: examples of each pool per trial (K,); under accumulate_subsample
+    # from counts (``subsample_stats``) the synthetic pools count as one, SYNTHETIC
+    trial_counts: dict[str, np.ndarray] | None = None
     cached: bool = False  # read back from the store (finished earlier), not computed now
+
+
+SYNTHETIC = "synthetic"  # trial_counts key of every synthetic pool together
 
 
 class GenerationStore(Protocol):
@@ -84,6 +89,39 @@ class _RunningStats:
         return self.total
 
 
+class _SubsampleUnion:
+    """The union an ``accumulate_subsample`` run draws from: a
+    :class:`collapse.mixing.UnionBuffer` of the pools, or (``counts_only``)
+    the generator's statistics of the human pool and of the synthetic pools."""
+
+    def __init__(self, generator: Any, human: np.ndarray, capacity: int, counts_only: bool):
+        self.generator = generator
+        self.counts_only = counts_only
+        self.buffer = None if counts_only else UnionBuffer(human, capacity)
+        self.human: Any = None
+        self.synthetic: Any = None
+        self.sizes = [0, 0]  # examples per trial: human, synthetic
+
+    def add(self, name: str, pool: np.ndarray) -> np.ndarray:
+        if not self.counts_only:
+            return self.buffer.append(name, pool)
+        stats = self.generator.pool_stats(pool)
+        if name == HUMAN:
+            self.human, self.sizes[0] = stats, pool.shape[1]
+        else:
+            self.synthetic = stats if self.synthetic is None else self.generator.merge_stats(self.synthetic, stats)
+            self.sizes[1] += pool.shape[1]
+        return pool
+
+    def fit(self, count: int, rng: np.random.Generator, generation: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """Fit on every trial's uniform draw of ``count`` examples from the union."""
+        if self.counts_only:
+            stats, (human, synthetic) = self.generator.subsample_stats([self.human, self.synthetic], self.sizes, count, rng)
+            return dict(self.generator.fit_stats(stats, generation)), {HUMAN: human, SYNTHETIC: synthetic}
+        train, counts = self.buffer.draw(count, rng)
+        return dict(self.generator.fit(train, generation)), counts
+
+
 @dataclass
 class LoopResult:
     records: list[GenerationRecord] = field(default_factory=list)
@@ -122,16 +160,36 @@ def run_generations(
     is fitted from running sufficient statistics instead of the rebuilt
     accumulated training set (constant time per generation), and without
     ``keep_samples`` a pool is dropped once its statistics are in the total
-    (memory flat in the number of generations). ``sufficient_stats=False``
-    always builds the training set (the reference the fast path is tested
-    against)."""
+    (memory flat in the number of generations).
+
+    Under ``accumulate_subsample`` with ``per_trial``, every trial's draw from
+    the union comes from positions drawn per trial
+    (``collapse.mixing.uniform_subset_indices``): a generator that also offers
+    ``subsample_stats(parts, sizes, count, rng)`` (the categorical model: a
+    subsample of a multiset is a function of its counts) gets the statistics
+    of the human pool and of the synthetic pools merged, and its pools are
+    dropped (memory flat); any other keeps the union in one preallocated
+    buffer (``collapse.mixing.UnionBuffer``: a subsample of continuous data
+    needs the examples themselves) and gathers the drawn positions, a copy of
+    each new pool and O(K·count) per generation instead of a pass over the
+    whole union.
+
+    ``sufficient_stats=False`` always builds the training set from the pools
+    (``collapse.mixing.apply_plan_trials``; the reference the fast paths are
+    tested against)."""
     if per_trial and axis != 1:
         raise ValueError("per_trial needs array pools with trials on axis 0 and examples on axis 1 (axis=1)")
     store = store or MemoryStore()
     pools: dict[str, Any] = dict(human_pools)
-    use_stats = (per_trial and sufficient_stats and regime == "accumulate" and store.__class__ is MemoryStore
-                 and all(hasattr(generator, f) for f in ("pool_stats", "merge_stats", "fit_stats")))
+    has_stats = all(hasattr(generator, f) for f in ("pool_stats", "merge_stats", "fit_stats"))
+    fast = per_trial and sufficient_stats and store.__class__ is MemoryStore
+    use_stats = fast and regime == "accumulate" and has_stats
     running = _RunningStats(generator) if use_stats else None
+    union: _SubsampleUnion | None = None
+    if fast and regime == "accumulate_subsample":
+        union = _SubsampleUnion(generator, pools[HUMAN], sizes.human + generations * sizes.synthetic,
+                                counts_only=has_stats and hasattr(generator, "subsample_stats"))
+        pools[HUMAN] = union.add(HUMAN, pools[HUMAN])
     dropped: dict[str, int] = {}  # sizes of pools whose statistics are kept but whose examples are not
     result = LoopResult()
     done = [g for g in range(generations + 1) if store.is_done(g)]
@@ -161,6 +219,10 @@ def run_generations(
                     if t.pool in pools:
                         dropped[t.pool] = sizes_now[t.pool]
                         del pools[t.pool]
+        elif union is not None and g >= 1:
+            metrics, trial_counts = union.fit(sum(t.count for t in plan), rng, g)
+        elif union is not None and union.counts_only:
+            metrics, trial_counts = dict(generator.fit_stats(union.human, g)), None
         else:
             if per_trial:
                 train, trial_counts = apply_plan_trials(plan, pools, rng, union=pooled_union(regime, g))
@@ -173,6 +235,11 @@ def run_generations(
         store.commit(rec, generator)
         rec.train = None  # the store has what it needs; do not hold every training set
         pools[synthetic_pool(g)] = samples
+        if union is not None and g < generations:
+            pools[synthetic_pool(g)] = union.add(synthetic_pool(g), samples)
+            if union.counts_only and not keep_samples:
+                dropped[synthetic_pool(g)] = _pool_size(samples, axis)
+                del pools[synthetic_pool(g)]
         if not keep_samples:
             rec.samples = None
             # Regimes other than accumulate* only ever read the newest pool.

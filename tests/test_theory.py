@@ -450,6 +450,101 @@ def test_gmm_distance_to_the_start_grows_under_replace(distance):
     assert acc.mean[distance][-1] < d[-1]
 
 
+def _em_test_data(k: int, n: int, seed: int) -> np.ndarray:
+    """Rows from the start mixture, from mixtures with a narrow component far
+    out (m = L₀ − L₁ far past the float32 range), and degenerate rows."""
+    rng = np.random.default_rng(seed)
+    start = np.where(rng.random((k, n)) < 0.5, -2.0, 2.0) + rng.standard_normal((k, n))
+    narrow = np.where(rng.random((k, n)) < 0.1, 3 + 1e-3 * rng.standard_normal((k, n)), rng.standard_normal((k, n)))
+    x = np.concatenate([start, narrow])
+    x[0] = 5.0  # every point equal: no spread
+    x[1, : n // 2], x[1, n // 2:] = -1.0, 1.0  # two exact atoms
+    x[2] = 1e6 + rng.standard_normal(n)  # far from 0: standardisation matters
+    return x
+
+
+@pytest.mark.parametrize("n", [3, 7, 40, 100])
+def test_two_component_em_matches_the_general_em(n):
+    from collapse.theory.gmm import em_fit
+
+    x = _em_test_data(1500, n, seed=n)
+    fast = em_fit(x, 2, 100, 1e-5)
+    ref = em_fit(x, 2, 100, 1e-5, reference=True)
+    assert fast[3] <= 100 and all(np.all(np.isfinite(a)) for a in fast[:3])
+    np.testing.assert_allclose(fast[0].sum(axis=1), 1.0, rtol=1e-6)
+    scale = np.maximum(x.std(axis=1), 1e-3)[:, None]
+    for a, b, unit in zip(fast[:3], ref[:3], (1.0, scale, scale**2)):
+        d = np.abs(a - b) / unit  # weights as they are, means in sd of the data, variances in its variance
+        # the same iteration in float32 (standardised data) and float64: equal to
+        # rounding where EM converges, apart near its stopping rule (tol 1e-5 on
+        # the mean log-likelihood) and where a step crosses to another optimum
+        assert np.median(d) < 1e-5
+        assert np.mean(d < 1e-3) > 0.95
+    # run to convergence from the same start they agree closely on nearly every trial
+    tight = em_fit(x[:400], 2, 1000, 1e-9)
+    tight_ref = em_fit(x[:400], 2, 1000, 1e-9, reference=True)
+    for a, b in zip(tight[:3], tight_ref[:3]):
+        assert np.mean(np.abs(a - b).max(axis=1) / scale[:400, 0] < 1e-2) > 0.95
+    # k-means start (variances in x's units) goes through the same standardisation
+    from collapse.theory.em2 import init_from_labels, kmeans_labels
+
+    init = init_from_labels(x[..., None], kmeans_labels(x[..., None], 2, np.random.default_rng(0)), 2)
+    kf, kr = em_fit(x, 2, 100, 1e-5, init), em_fit(x, 2, 100, 1e-5, init, reference=True)
+    assert np.median(np.abs(kf[1] - kr[1]) / scale) < 1e-5
+
+
+def test_two_component_em_keeps_the_log_likelihood_exact_far_out():
+    # A narrow component far from the others puts m = L₀ − L₁ past 80 on some
+    # points (float32 exp overflows past 88.7): EM must still stop by the
+    # exact log-likelihood and land where the float64 EM lands.
+    from collapse.theory.gmm import em_fit
+
+    rng = np.random.default_rng(1)
+    k, n = 500, 60
+    x = np.concatenate([rng.standard_normal((k, n - 6)), 8 + 1e-4 * rng.standard_normal((k, 6))], axis=1)
+    fast, ref = em_fit(x, 2, 300, 1e-6), em_fit(x, 2, 300, 1e-6, reference=True)
+    by_mean = [(np.take_along_axis(a, np.argsort(fit[1], axis=1), 1) for a in fit[:3]) for fit in (fast, ref)]
+    (wf, mf, vf), (wr, mr, vr) = by_mean  # components in the order of their means
+    split = np.abs(wr[:, 1] - 0.1) < 1e-9  # the far atoms on their own: m ≈ 1e9 on the other points
+    assert split.mean() > 0.9
+    np.testing.assert_allclose(wf[split], wr[split], rtol=1e-9)
+    np.testing.assert_allclose(mf[split], mr[split], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(vf[split], vr[split], rtol=1e-6)
+    assert np.mean(np.abs(wf - wr).max(axis=1) < 1e-3) > 0.98
+    # m past 80 on the far points while every term stays float32-sized (the
+    # clipped excess goes back into the log-likelihood; without it the stopping
+    # rule reads a wrong value and 3/4 of these trials stop elsewhere)
+    x = np.where(rng.random((800, 80)) < 0.75, rng.normal(-1.0, 1.0, (800, 80)), rng.normal(3.0, 0.25, (800, 80)))
+    fast, ref = em_fit(x, 2, 500, 1e-7), em_fit(x, 2, 500, 1e-7, reference=True)
+    d = np.abs(fast[1] - ref[1]).max(axis=1)
+    assert np.median(d) < 1e-6 and np.mean(d > 1e-4) < 0.15
+    # a narrow component (sd 0.005 of the data's) far from most points: the
+    # log-likelihood must be built on the other component, or its float32
+    # rounding (~0.01 per point) keeps the stopping rule from ever firing
+    rng = np.random.default_rng(7)
+    x = np.where(rng.random((600, 80)) < 0.9, rng.standard_normal((600, 80)), 6 + 0.01 * rng.standard_normal((600, 80)))
+    fast, ref = em_fit(x, 2, 500, 1e-6), em_fit(x, 2, 500, 1e-6, reference=True)
+    assert fast[3] <= ref[3] + 5
+    d = np.abs(np.sort(fast[1], axis=1) - np.sort(ref[1], axis=1)).max(axis=1)
+    assert np.median(d) < 1e-6 and np.mean(d > 1e-4) < 0.05
+
+
+@pytest.mark.parametrize("regime", ["replace", "accumulate"])
+def test_gmm_chain_with_the_fast_em_matches_the_general_em(regime):
+    # Statistically the same chain: per-generation means within a few standard
+    # errors of the paired difference (same seeds, same draws until a fit differs).
+    cfg = load_theory_config(None, {"run.model": "gmm", "run.regime": regime, "run.generations": 10,
+                                    "run.trials": 2000, "run.seed": 4, "gmm.samples": 50})
+    fast = run_theory(cfg, keep_trials=True)
+    ref = run_theory(cfg, keep_trials=True, reference=True)
+    assert fast.params == ref.params and fast.train == ref.train
+    for q in fast.quantities:
+        d = fast.trial_values[q] - ref.trial_values[q]  # (generations + 1, K)
+        se = d.std(axis=1, ddof=1) / math.sqrt(d.shape[1])
+        assert np.all(np.abs(d.mean(axis=1)) <= Z * se + 1e-9), (q, d.mean(axis=1), se)
+        assert np.median(np.abs(d[0])) < 1e-5  # generation 0: the same data, the same fit to rounding
+
+
 def test_gmm_2d_l2_and_em_against_scikit_learn():
     from sklearn.mixture import GaussianMixture
 
@@ -629,6 +724,83 @@ def test_every_trial_draws_its_own_composition_and_positions():
     assert np.allclose(np.bincount(sub.astype(int).ravel(), minlength=10) / sub.size, 0.1, atol=0.01)
 
 
+def test_uniform_subset_indices_draws_every_subset_alike():
+    from itertools import combinations
+
+    from collapse.mixing import uniform_subset_indices
+
+    rng = np.random.default_rng(0)
+    idx = uniform_subset_indices(rng, 240000, 10, 3)  # sparse (2·3 < 10): draws with repeats redrawn
+    assert idx.shape == (240000, 3) and idx.min() >= 0 and idx.max() < 10
+    assert np.all(np.diff(idx, axis=1) > 0)  # sorted, distinct
+    code = {c: i for i, c in enumerate(combinations(range(10), 3))}
+    seen = np.bincount([code[tuple(r)] for r in idx.tolist()], minlength=len(code))
+    assert stats.chisquare(seen).pvalue > 1e-3  # all 120 subsets equally likely
+    big = uniform_subset_indices(rng, 2000, 10100, 100)
+    assert np.all(np.diff(big, axis=1) > 0) and abs(big.mean() - 5049.5) < 30
+    dense = uniform_subset_indices(rng, 5, 8, 6)
+    assert np.all(np.diff(dense, axis=1) > 0) and dense.max() < 8
+
+
+def test_union_buffer_draws_per_trial_from_every_pool():
+    from collapse.mixing import UnionBuffer
+
+    k = 3000
+    human = np.broadcast_to(np.arange(10.0), (k, 10)).copy()
+    buf = UnionBuffer(human, 10 + 2 * 30)
+    assert np.shares_memory(buf.append("human", human), buf.data)
+    for g, base in enumerate((100.0, 200.0)):
+        buf.append(f"synthetic_{g}", np.broadcast_to(base + np.arange(30.0), (k, 30)).copy())
+    train, counts = buf.draw(12, np.random.default_rng(0))
+    assert train.shape == (k, 12) and np.all(np.diff(train, axis=1) > 0)  # distinct, in union order
+    assert np.all(sum(counts.values()) == 12)
+    for name, lo in (("human", 0), ("synthetic_0", 100), ("synthetic_1", 200)):
+        assert np.all(((train >= lo) & (train < lo + 50)).sum(axis=1) == counts[name])
+    h = counts["human"]  # hypergeometric(10 of 70, 12 drawn) per trial
+    assert abs(h.mean() - 12 * 10 / 70) < 0.05 and abs(h.var() - stats.hypergeom(70, 10, 12).var()) < 0.1
+
+
+@pytest.mark.parametrize("model,options", [("gaussian", {"samples": 6}), ("regression", {"samples": 12, "dim": 3}),
+                                           ("categorical", {"samples": 12, "categories": 8}), ("gmm", {"samples": 20})])
+def test_accumulate_subsample_from_positions_matches_the_pool_reference(model, options):
+    # The fast path (positions drawn per trial: a buffer gather, or counts for
+    # the categorical model) and the reference (a pass over every pool) are
+    # independent draws of the same process: the same means within errors.
+    overrides = {"run.model": model, "run.regime": "accumulate_subsample", "run.generations": 8,
+                 "run.trials": 4000, "run.seed": 5, "mix.subsample_size": options["samples"] + 2}
+    overrides.update({f"{model}.{k}": v for k, v in options.items()})
+    cfg = load_theory_config(None, overrides)
+    fast = run_theory(cfg)
+    ref = run_theory(cfg, pool_based=True)
+    assert [t["human"] + t["synthetic"] for t in fast.train] == [t["human"] + t["synthetic"] for t in ref.train]
+    for q in fast.quantities:
+        if model == "categorical" and q == "absorbed":
+            continue  # zero in both: no trial reaches one category in 8 generations
+        z = (fast.mean[q][1:] - ref.mean[q][1:]) / np.hypot(fast.se[q][1:], ref.se[q][1:])
+        assert np.all(np.abs(z) < Z), (q, z)
+    np.testing.assert_allclose(fast.mean[fast.quantities[0]][0], ref.mean[ref.quantities[0]][0])  # generation 0 alike
+    human = np.array([t["human"] for t in fast.train[1:]])
+    human_ref = np.array([t["human"] for t in ref.train[1:]])
+    # the per-trial compositions agree on average (a hypergeometric count's variance is below its mean)
+    assert np.all(np.abs(human - human_ref) < Z * np.sqrt(2 * np.maximum(human_ref, 1) / 4000)), (human, human_ref)
+
+
+def test_accumulate_subsample_memory_is_flat_for_the_categorical_model():
+    import tracemalloc
+
+    def peak(generations):
+        cfg = load_theory_config(None, {"run.model": "categorical", "run.regime": "accumulate_subsample",
+                                        "run.trials": 2000, "run.generations": generations, "categorical.samples": 100})
+        tracemalloc.start()
+        run_theory(cfg)
+        top = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return top
+
+    short, long = peak(5), peak(40)  # a kept pool is 0.8 MB: 35 more would add 28 MB
+    assert long < short + 4e6, (short, long)
+
+
 @pytest.mark.parametrize("model,options", [
     ("gaussian", {"samples": 7}), ("gaussian", {"samples": 7, "dim": 3, "covariance": "full"}),
     ("regression", {"samples": 12, "dim": 3}), ("categorical", {"samples": 9}),
@@ -644,20 +816,52 @@ def test_accumulate_from_sufficient_statistics_equals_the_rebuilt_pool(model, op
         np.testing.assert_allclose(fast.trial_values[q], slow.trial_values[q], rtol=1e-9, atol=1e-12)
 
 
-def test_accumulate_memory_is_flat_in_the_number_of_generations():
+@pytest.mark.parametrize("model", ["gaussian", "categorical"])
+def test_accumulate_memory_is_flat_in_the_number_of_generations(model):
     import tracemalloc
 
     def peak(generations):
-        cfg = load_theory_config(None, {"run.model": "gaussian", "run.regime": "accumulate", "run.trials": 2000,
-                                        "run.generations": generations, "gaussian.samples": 100})
+        cfg = load_theory_config(None, {"run.model": model, "run.regime": "accumulate", "run.trials": 2000,
+                                        "run.generations": generations, f"{model}.samples": 100})
         tracemalloc.start()
         run_theory(cfg)
         top = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return top
 
-    short, long = peak(5), peak(40)  # a kept pool is 1.6 MB: 40 of them would add 56 MB
+    # a kept pool is 1.6 MB (gaussian; categorical tokens 0.8 MB as int32):
+    # 40 of them would add 56 (28) MB
+    short, long = peak(5), peak(40)
     assert long < short + 8e6, (short, long)
+
+
+def test_categories_at_and_the_count_sampler_are_exact():
+    from collapse.theory.categorical import categories_at, sample_counts
+
+    rng = np.random.default_rng(0)
+    for k, v, n in [(5, 1, 7), (40, 3, 5), (300, 30, 40), (500, 50, 2000), (64, 7, 10**6)]:
+        counts = rng.multinomial(n, rng.dirichlet(np.full(v, 0.3)), size=k)
+        counts[: k // 2, v // 2] = 0  # dead categories in the middle and at the ends
+        counts[: k // 3, 0] = 0
+        counts[:, -1] += n - counts.sum(axis=1)
+        cum = np.cumsum(counts, axis=1)
+        pos = np.concatenate([rng.integers(0, n, size=(k, 60)), cum[:, :-1] - 1, np.minimum(cum[:, :-1], n - 1),
+                              np.zeros((k, 1), int), np.full((k, 1), n - 1)], axis=1)
+        brute = (cum[:, None, :] <= pos[:, :, None]).sum(axis=2)  # categories ending at or before the position
+        np.testing.assert_array_equal(categories_at(cum, pos), brute)
+    # the small-N layout and the cumulative-count search draw the same tokens
+    counts = rng.multinomial(30, np.full(10, 0.1), size=200)
+    laid = sample_counts(counts, 50, np.random.default_rng(1))
+    pick = np.random.default_rng(1).integers(0, 30, size=(200, 50), dtype=np.int32)
+    np.testing.assert_array_equal(laid, categories_at(np.cumsum(counts, axis=1), pick))
+    # and the draws follow counts/N (chi-square over 400,000 tokens, N > 4V: the search)
+    counts = np.tile(np.array([[500, 0, 1, 3000, 250, 0, 6249]]), (100, 1))
+    drawn = sample_counts(counts, 4000, np.random.default_rng(2))
+    seen = np.bincount(drawn.ravel(), minlength=7)
+    expect = counts.sum(axis=0) / counts.sum() * drawn.size
+    assert seen[1] == seen[5] == 0
+    live = expect > 0
+    assert stats.chisquare(seen[live], expect[live]).pvalue > 1e-3
 
 
 def test_same_seed_same_output_and_trial_counts_agree():

@@ -123,6 +123,67 @@ def draw_from_counts(weights: np.ndarray, n: int, rng: np.random.Generator) -> n
     return (flat.reshape(k, n) - (np.arange(k) * v)[:, None]).astype(np.int32)
 
 
+def categories_at(cum: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """The category at token position ``pos`` (K, n) when each row's tokens lie
+    in category order, given the rows' cumulative counts ``cum`` (K, W):
+    #{v : cum[v] ≤ pos}, every pos < cum[:, -1] → (K, n) int32.
+
+    W buckets per row, of total/W positions each, give every position a start
+    no later than its category (the number of categories that end in an earlier
+    bucket; bucket numbers are rounded towards that safe side); vectorized steps
+    then move it past the ends at or before it, a fraction of a step per
+    position on average. O(K·(W + n)) in all, in blocks of rows."""
+    k, wdt = cum.shape
+    out = np.empty(pos.shape, dtype=np.int32)
+    step = max(1, (1 << 18) // max(wdt, pos.shape[1]))
+    for s in range(0, k, step):
+        out[s:s + step] = _categories_at(cum[s:s + step], pos[s:s + step])
+    return out
+
+
+def _categories_at(cum: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    k, wdt = cum.shape
+    nb = wdt
+    per = nb / cum[:, -1:].astype(np.float64)  # buckets per position
+    # a category's end bucket rounded up, a position's bucket rounded down: a
+    # category counted as ending in an earlier bucket ends before the position
+    ends = (cum[:, :-1] * per + 1e-6).astype(np.int64)  # truncation: floor, in [0, nb]
+    ends += (np.arange(k, dtype=np.int64) * (nb + 1))[:, None]
+    ended = np.bincount(ends.ravel(), minlength=k * (nb + 1)).reshape(k, nb + 1)  # categories ending in each bucket
+    table = np.zeros((k, nb), dtype=np.int32)
+    np.cumsum(ended[:, :nb - 1], axis=1, out=table[:, 1:], dtype=np.int32)
+    b = (pos * per - 1e-6).astype(np.intp)  # truncation towards 0: floor, and 0 for (−1e-6, 0)
+    base = np.arange(k, dtype=np.int32)[:, None] * np.int32(wdt)
+    idx = (np.take_along_axis(table, b, axis=1) + base).ravel()
+    flat, p = cum.astype(np.int32, copy=False).ravel(), pos.astype(np.int32, copy=False).ravel()
+    idx += flat[idx] <= p  # the first step for every position, then the few that need more
+    todo = np.flatnonzero(flat[idx] <= p)
+    while todo.size:
+        idx[todo] += 1
+        todo = todo[flat[idx[todo]] <= p[todo]]
+    return idx.reshape(pos.shape) - base
+
+
+def sample_counts(counts: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n tokens per row from the empirical distributions counts/N (K, V), every
+    row summing to the same N → (K, n) int32.
+
+    A draw is the token at a uniform position of the row's N tokens laid out in
+    category order, which is a draw from counts/N exactly; the positions are
+    the draws the token-based sampler made before (one ``integers(0, N)`` per
+    token), so any path that reaches the same counts draws the same tokens.
+    Small N lays the tokens out (``np.repeat``); large N finds each position's
+    category from the cumulative counts (:func:`categories_at`), so memory and
+    time stay O(K·(V + n)) however many tokens an accumulated fit has seen."""
+    k, v = counts.shape
+    total = int(counts[0].sum())
+    pick = rng.integers(0, total, size=(k, n), dtype=np.int32)
+    if total <= 4 * v:
+        tokens = np.repeat(np.tile(np.arange(v, dtype=np.int32), k), counts.ravel()).reshape(k, total)
+        return np.take_along_axis(tokens, pick, axis=1)
+    return categories_at(np.cumsum(counts, axis=1), pick)
+
+
 def categorical_merge_diversity(regime: str, p0: np.ndarray, fits: int, human: int, added: int) -> np.ndarray:
     """E[1 − Σ pₙ²] per fit under ``accumulate`` (``added`` = m tokens per
     generation) or ``augment`` (``added`` = round(λ·n) tokens per training set)."""
@@ -176,31 +237,6 @@ def entropy_of_counts(c: np.ndarray, n: np.ndarray) -> np.ndarray:
     return out
 
 
-class TokenBuffer:
-    """The tokens of the pools merged so far, (K, N) laid end to end in a
-    buffer that grows by doubling: appending a pool costs its own size."""
-
-    def __init__(self, first: np.ndarray, categories: int):
-        # The smallest integer type that holds every category: gathers from a
-        # compact buffer touch less memory.
-        dtype = np.uint8 if categories <= 256 else np.uint16 if categories <= 65536 else np.int32
-        self.data = first.astype(dtype)
-        self.size = first.shape[1]
-
-    def append(self, pool: np.ndarray) -> "TokenBuffer":
-        end = self.size + pool.shape[1]
-        if end > self.data.shape[1]:
-            grown = np.empty((self.data.shape[0], max(end, 2 * self.data.shape[1])), dtype=self.data.dtype)
-            grown[:, :self.size] = self.data[:, :self.size]
-            self.data = grown
-        self.data[:, self.size:end] = pool
-        self.size = end
-        return self
-
-    def view(self) -> np.ndarray:
-        return self.data[:, :self.size]
-
-
 class CategoricalModel(TheoryModel):
     """K chains of a categorical distribution over V categories. Pools: (K, N) int32 tokens."""
 
@@ -218,7 +254,6 @@ class CategoricalModel(TheoryModel):
         self.p0 = zipf_probabilities(self.categories, self.zipf)  # (V,)
         self.tail = tail_categories(self.p0, self.tail_fraction)
         self.counts = np.zeros((self.trials, self.categories), dtype=np.int64)
-        self._train: np.ndarray | None = None
 
     def params(self) -> Mapping[str, Any]:
         out: dict[str, Any] = {"categories": self.categories, "samples": self.samples, "zipf": self.zipf,
@@ -238,25 +273,42 @@ class CategoricalModel(TheoryModel):
 
     def fit(self, train: np.ndarray, generation: int) -> dict[str, float]:
         # train: (K, N) tokens; p̂ = counts / N.
-        self.counts = per_trial_bincount(train, self.categories)  # (K, V)
-        self._train = train
-        return {"train_size": float(train.shape[1])}
+        return self.fit_stats(self.pool_stats(train), generation)
 
-    # Sufficient statistics for accumulate: counts (additive). A draw from p̂
-    # picks a uniform training token, so the tokens are kept too, in a
-    # TokenBuffer in plan order: the draws are those of the rebuilt training
-    # set, and memory grows with the pools (the counts alone cannot draw in O(n)).
-    def pool_stats(self, pool: np.ndarray) -> tuple[np.ndarray, Any]:
-        return per_trial_bincount(pool, self.categories), pool
+    # Sufficient statistics: the counts (K, V), additive. The fit is the
+    # counts and a draw needs nothing else (``sample_counts``), so under
+    # accumulate the loop merges each pool's counts and drops the pool: memory
+    # and time per generation stay flat however many tokens have accumulated.
+    def pool_stats(self, pool: np.ndarray) -> np.ndarray:
+        return per_trial_bincount(pool, self.categories)
 
-    def merge_stats(self, a: tuple, b: tuple) -> tuple[np.ndarray, TokenBuffer]:
-        buf = a[1] if isinstance(a[1], TokenBuffer) else TokenBuffer(a[1], self.categories)
-        return a[0] + b[0], buf.append(b[1])
+    def merge_stats(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a + b
 
-    def fit_stats(self, stats: tuple, generation: int) -> dict[str, float]:
-        self.counts, tokens = stats
-        self._train = tokens.view() if isinstance(tokens, TokenBuffer) else tokens
-        return {"train_size": float(self._train.shape[1])}
+    def fit_stats(self, stats: np.ndarray, generation: int) -> dict[str, float]:
+        self.counts = stats
+        return {"train_size": float(stats[0].sum())}
+
+    def subsample_stats(self, parts: Sequence[np.ndarray], sizes: Sequence[int], count: int,
+                        rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Counts (K, V) of every trial's uniform draw of ``count`` tokens from the
+        union of ``parts`` (counts (K, V) of ``sizes[i]`` tokens each), and how
+        many came from each part (K,): ``accumulate_subsample`` without the pools.
+
+        The union's tokens are laid out part by part, each in category order;
+        a uniform subset of positions (``collapse.mixing.uniform_subset_indices``)
+        is a uniform subset of the tokens, so the counts are the multivariate
+        hypergeometric draw a subsample of the pools gives."""
+        from collapse.mixing import uniform_subset_indices
+
+        v = self.categories
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        cum = np.concatenate([np.cumsum(c, axis=1) + off for c, off in zip(parts, offsets)], axis=1)
+        pos = uniform_subset_indices(rng, self.trials, int(sum(sizes)), count)
+        at = categories_at(cum, pos)  # part·V + category
+        part = at // v
+        counts = per_trial_bincount(at - part * v, v)
+        return counts, [np.count_nonzero(part == i, axis=1) for i in range(len(parts))]
 
     @property
     def p(self) -> np.ndarray:
@@ -264,13 +316,12 @@ class CategoricalModel(TheoryModel):
         return self.counts / self.counts.sum(axis=1, keepdims=True)
 
     def draw(self, n: int, generation: int) -> np.ndarray:
-        # p̂ is the empirical distribution of the training tokens, so a draw from
-        # p̂ is a uniformly chosen training token: exact, and O(K·n) at any V.
+        # p̂ = counts/N is the empirical distribution of the training tokens: a
+        # draw is the token at a uniform position of the N tokens in category order.
         if self.truncate is not None:
             return draw_from_counts(truncation_weights(self.counts, self.truncate), n, self.rng(generation, "sample"))
-        assert self._train is not None, "sample() before fit()"
-        pick = self.rng(generation, "sample").integers(0, self._train.shape[1], size=(self.trials, n), dtype=np.int32)
-        return np.take_along_axis(self._train, pick, axis=1).astype(np.int32, copy=False)
+        assert self.counts.any(), "sample() before fit()"
+        return sample_counts(self.counts, n, self.rng(generation, "sample"))
 
     def measure(self) -> dict[str, np.ndarray]:
         # From the counts c (K, V) and N = Σc: Σ p² = Σ c²/N², no (K, V) float temporaries.

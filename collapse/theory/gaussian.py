@@ -248,6 +248,9 @@ class GaussianModel(TheoryModel):
 
     # Sufficient statistics (count, mean, centred sum of squares or scatter
     # matrix), merged exactly (Chan et al.'s pairwise update) for accumulate.
+    # accumulate_subsample cannot use them: the mean and spread of a uniform
+    # subset depend on which samples it draws, not only on the union's
+    # statistics, so that regime keeps the samples (collapse.mixing.UnionBuffer).
     def pool_stats(self, pool: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
         n = pool.shape[1]
         mean = pool.sum(axis=1) / n

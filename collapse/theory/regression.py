@@ -148,6 +148,8 @@ class RegressionModel(TheoryModel):
                 self.w = (np.linalg.pinv(gram) @ b[..., None])[..., 0]
 
     # Sufficient statistics for accumulate: per-row counts and label sums, additive.
+    # Not for accumulate_subsample: a subset's label sums depend on which
+    # labels it draws, so that regime keeps the pools (collapse.mixing.UnionBuffer).
     def pool_stats(self, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (per_trial_bincount(pool[..., 0], self.rows), per_trial_bincount(pool[..., 0], self.rows, pool[..., 1]))
 

@@ -144,6 +144,7 @@ def run_theory(
     keep_trials: bool = False,
     on_generation: Callable[[int, dict[str, float]], None] | None = None,
     pool_based: bool = False,
+    reference: bool = False,
 ) -> TheoryResult:
     """Run generations 0..N of ``cfg.run.model`` under ``cfg.run.regime``.
 
@@ -151,11 +152,17 @@ def run_theory(
     ``on_generation(g, metrics)`` sees each generation's summary as it finishes.
     Under ``accumulate`` the gaussian, regression and categorical models refit
     from running sufficient statistics; ``pool_based`` rebuilds the
-    accumulated training set every generation instead (the reference)."""
+    accumulated training set every generation instead (the reference).
+    ``reference`` runs every reference path the fast ones are tested and
+    benchmarked against: ``pool_based``, and the general EM of the ``gmm``
+    model also for two components (``collapse.theory.gmm.em_fit``)."""
     validate(cfg)
     t0 = time.perf_counter()
     run = cfg.run
+    pool_based = pool_based or reference
     model = build_model(cfg)
+    if reference and isinstance(model, GMMModel):
+        model.em_reference = True
     sizes = mix_sizes(cfg)
     fresh_total = required_human(run.regime, run.generations, sizes) - sizes.human
     check_sizes(run.regime, run.generations, sizes, sizes.human + fresh_total)
