@@ -48,7 +48,6 @@ draws again until the configured number of samples passed or
 from __future__ import annotations
 
 import abc
-import ast
 from collections import Counter
 from typing import Any, Callable, Sequence
 
@@ -56,6 +55,7 @@ import numpy as np
 
 from collapse.data.neardup import NearDupIndex
 from collapse.data.pipeline import content_hash
+from collapse.syntax import parses
 
 __all__ = ["GATES", "Gate", "SyntaxGate", "DedupGate", "PerplexityGate", "ExecutionGate", "GateChain",
            "DedupReference", "perplexities", "perplexity_band"]
@@ -81,14 +81,7 @@ class SyntaxGate(Gate):
     reasons = ("syntax_error",)
 
     def check(self, texts: list[str], columns: Columns | None = None) -> list[str | None]:
-        out: list[str | None] = []
-        for t in texts:
-            try:
-                ast.parse(t)
-                out.append(None)
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
-                out.append("syntax_error")
-        return out
+        return [None if parses(t) else "syntax_error" for t in texts]
 
 
 class DedupReference:

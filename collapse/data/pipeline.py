@@ -37,7 +37,8 @@ from typing import Any, Callable
 
 from collapse.config import DataConfig
 from collapse.data.filters import autogen_reason, length_reason, normalize_text, quality_reason
-from collapse.data.redact import Redactor, parses, redact_source
+from collapse.data.redact import Redactor, redact_source
+from collapse.syntax import parses
 
 __all__ = ["STEP_REASONS", "StepReport", "run_pipeline", "content_hash"]
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import math
 import warnings
 
 from collapse.metrics.registry import MetricContext, register
+from collapse.syntax import parse_tree, parses
 
 
 @register("test_ce", needs_model=True)
@@ -33,16 +33,6 @@ def val_loss(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     return {"val_loss": r["nll"] / r["tokens"]}
 
 
-def parses(text: str) -> bool:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # SyntaxWarning on odd escapes in generated code
-        try:
-            ast.parse(text)
-            return True
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return False
-
-
 @register("syntax_valid")
 def syntax_valid(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     """Share of samples that ``ast.parse`` accepts, in [0, 1]. Generated code is
@@ -66,16 +56,13 @@ def compiles(text: str) -> bool:
 
 def undefined_names(text: str) -> list[str] | None:
     """Names pyflakes reports as undefined in ``text``; None when it does not parse."""
-    import ast
-
     from pyflakes import checker, messages
 
+    tree = parse_tree(text)
+    if tree is None:
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            tree = ast.parse(text)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return None
         w = checker.Checker(tree, filename="<sample>")
     return [m.message_args[0] for m in w.messages if isinstance(m, messages.UndefinedName)]
 
