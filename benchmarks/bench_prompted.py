@@ -43,7 +43,8 @@ def main() -> int:
 
     from transformers import AutoModelForCausalLM
 
-    from collapse.config import SampleConfig, load_config
+    from collapse.config import SampleConfig
+    from collapse.registries import load_config
     from collapse.data import prepare_human_data
     from collapse.lm.generator import prompt_of
     from collapse.lm.sample import sample

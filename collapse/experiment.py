@@ -41,6 +41,7 @@ from collapse.locks import FileLock
 from collapse.mixing import HUMAN, HUMAN_FRESH, MixSizes, check_sizes, plan_counts, plan_to_dict
 from collapse.orchestrator import GenerationRecord, run_generations
 from collapse.pretrain import resolve_init_from
+from collapse.registries import check_names
 from collapse.tracking import KEY_TAG, RunMirror, read_json, resolve_uri, write_json_atomic
 
 log = logging.getLogger("collapse")
@@ -392,6 +393,7 @@ class Experiment:
         from collapse.data import prepare_human_data
         from collapse.lm.tokenizer import load_checkpoint_tokenizer, prepare_tokenizer
 
+        check_names(cfg)  # a Config built in Python has not been through the loaders' check
         resolve_init_from(cfg)  # pretrain:<recipe> → the base's checkpoint folder (built on first use)
         self.cfg = cfg
         self.root = Path(cfg.run.root)

@@ -60,8 +60,6 @@ from collapse.syntax import parses
 __all__ = ["GATES", "Gate", "SyntaxGate", "DedupGate", "PerplexityGate", "ExecutionGate", "GateChain",
            "DedupReference", "perplexities", "perplexity_band"]
 
-GATES = ("syntax", "dedup", "perplexity", "execution")
-
 Columns = dict[str, list[Any]]
 
 
@@ -212,6 +210,12 @@ class ExecutionGate(Gate):
         else:
             results = runner(programs, self.limits)
         return [None if r.ok else f"exec_{r.status}" for r in results]
+
+
+#: The gate registry: the names ``sample.gates`` takes, in the order the docs list them. Each gate's
+#: own arguments (the pools, the perplexity band, sandbox limits) come from whoever builds it
+#: (``LMGenerator._gates``).
+GATES: dict[str, type[Gate]] = {g.name: g for g in (SyntaxGate, DedupGate, PerplexityGate, ExecutionGate)}
 
 
 class GateChain:

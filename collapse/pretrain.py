@@ -44,8 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collapse.config import Config, SampleConfig, load_config
+from collapse.config import Config, SampleConfig
 from collapse.errors import CollapseError
+from collapse.registries import load_config
 from collapse.syntax import parses
 
 log = logging.getLogger("collapse")
