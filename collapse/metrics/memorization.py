@@ -459,8 +459,8 @@ class _Reference:
 
 
 def _span_lengths(ctx: MetricContext) -> tuple[int, list[int]]:
-    k = int(ctx.setting("copy_k", 32))
-    also = [int(x) for x in ctx.setting("copy_k_also", [16, 64])]
+    k = int(ctx.setting("copy_k"))
+    also = [int(x) for x in ctx.setting("copy_k_also")]
     return k, [x for x in dict.fromkeys(also) if x != k]
 
 

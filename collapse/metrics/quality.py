@@ -92,8 +92,8 @@ def prompt_ce(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     from collapse.lm.sample import split_prompt
     from collapse.lm.train import sequence_nll
 
-    lines = int(ctx.setting("prompt_lines", 1))
-    texts = (ctx.human_test_texts or [])[: int(ctx.setting("subsample", 500))]
+    lines = int(ctx.setting("prompt_lines"))
+    texts = (ctx.human_test_texts or [])[: int(ctx.setting("subsample"))]
     seqs, starts, nbytes = [], [], 0
     for t in texts:
         prompt, completion = split_prompt(t, lines)  # cut where the training tokenization cuts

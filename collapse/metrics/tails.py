@@ -138,10 +138,10 @@ def zipf(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     every rank did (1.11, 1.28, 1.22 at 12 k, 78 k, 500 k tokens of one law)."""
     from collapse.seeding import generation_rng
 
-    ids = token_subsample(ctx.token_ids(samples), int(ctx.setting("zipf_tokens", 10000)),
+    ids = token_subsample(ctx.token_ids(samples), int(ctx.setting("zipf_tokens")),
                           generation_rng(ctx.seed, ctx.generation, "metric:zipf"))
     counts = np.bincount(ids, minlength=len(ctx.human_train_counts)) if len(ids) else np.zeros(1)
-    return {"zipf_exponent": zipf_exponent_of(counts, int(ctx.setting("zipf_ranks", 100)))}
+    return {"zipf_exponent": zipf_exponent_of(counts, int(ctx.setting("zipf_ranks")))}
 
 
 @register("length_shift")
