@@ -55,16 +55,17 @@ import numpy as np
 
 from collapse.data.neardup import NearDupIndex
 from collapse.data.pipeline import content_hash
+from collapse.filtering import Columns, FilterRunner
 from collapse.syntax import parses
 
 __all__ = ["GATES", "Gate", "SyntaxGate", "DedupGate", "PerplexityGate", "ExecutionGate", "GateChain",
            "DedupReference", "perplexities", "perplexity_band"]
 
-Columns = dict[str, list[Any]]
 
 
 class Gate(abc.ABC):
-    """One filter: :meth:`check` says, per text, None (accept) or why it is rejected."""
+    """One filter (:class:`collapse.filtering.Filter`): :meth:`check` says, per text, None (accept) or
+    why it is rejected."""
 
     name = "gate"
     reasons: tuple[str, ...] = ()
@@ -218,51 +219,46 @@ class ExecutionGate(Gate):
 GATES: dict[str, type[Gate]] = {g.name: g for g in (SyntaxGate, DedupGate, PerplexityGate, ExecutionGate)}
 
 
-class GateChain:
-    """Gates applied in order, with counts accumulated over every call (every draw of a generation)."""
+class GateChain(FilterRunner):
+    """Gates applied in order (a :class:`collapse.filtering.FilterRunner`), with counts accumulated over
+    every call (every draw of a generation) and reported as the ``gate.*`` metrics."""
 
-    def __init__(self, gates: Sequence[Gate]):
-        self.gates = list(gates)
-        self.seen = {g.name: 0 for g in self.gates}
-        self.accepted = {g.name: 0 for g in self.gates}
-        self.rejected = {g.name: Counter() for g in self.gates}
-        self.drawn = 0
-        self.passed = 0
+    def __init__(self, gates: Sequence[Gate], exclusions: list[dict[str, Any]] | None = None):
+        super().__init__(gates, exclusions, record=())
+        self.gates = self.filters
 
-    def __call__(self, texts: Sequence[str], columns: Columns | None = None) -> list[str | None]:
-        """Per text: None when every gate accepted it, else ``"<gate>:<reason>"``."""
-        texts = list(texts)
-        verdict: list[str | None] = [None] * len(texts)
-        alive = list(range(len(texts)))
-        for g in self.gates:
-            if not alive:
-                break
-            sub = [texts[i] for i in alive]
-            cols = {k: [v[i] for i in alive] for k, v in columns.items()} if columns else None
-            reasons = g.check(sub, cols)
-            self.seen[g.name] += len(sub)
-            survivors = []
-            for i, why in zip(alive, reasons):
-                if why is None:
-                    survivors.append(i)
-                else:
-                    verdict[i] = f"{g.name}:{why}"
-                    self.rejected[g.name][why] += 1
-            self.accepted[g.name] += len(survivors)
-            alive = survivors
-        self.drawn += len(texts)
-        self.passed += len(alive)
-        return verdict
+    # The names the sampler's log and older callers read.
+    @property
+    def seen(self) -> dict[str, int]:
+        return {name: c.seen for name, c in self.counts.items()}
+
+    @property
+    def accepted(self) -> dict[str, int]:
+        return {name: c.kept for name, c in self.counts.items()}
+
+    @property
+    def rejected(self) -> dict[str, Counter]:
+        """Per gate, the reasons it rejected for at least once, with their counts."""
+        return {name: Counter({why: n for why, n in c.dropped.items() if n}) for name, c in self.counts.items()}
+
+    @property
+    def drawn(self) -> int:
+        return self.rows_in
+
+    @property
+    def passed(self) -> int:
+        return self.rows_kept
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {}
+        rejected = self.rejected
         for g in self.gates:
             n, a = self.seen[g.name], self.accepted[g.name]
             out[f"gate.{g.name}.seen"] = n
             out[f"gate.{g.name}.accepted"] = a
             if n:
                 out[f"gate.{g.name}.accept_rate"] = a / n
-            for why, c in sorted(self.rejected[g.name].items()):
+            for why, c in sorted(rejected[g.name].items()):
                 out[f"gate.{g.name}.rejected.{why}"] = c
         out["gate.drawn"] = self.drawn
         out["gate.accepted"] = self.passed

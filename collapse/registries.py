@@ -6,7 +6,7 @@ that implements it:
 - ``mix.regime``: :data:`collapse.mixing.REGIMES`, the mixing regimes;
 - ``model.preset``: :data:`collapse.lm.presets.PRESETS`, the model sizes;
 - ``sample.gates``: :data:`collapse.gates.GATES`, the synthetic-data gates;
-- ``data.pipeline``: :data:`collapse.data.pipeline.STEP_REASONS`, the corpus pipeline's row steps;
+- ``data.pipeline``: :data:`collapse.data.pipeline.STEPS`, the corpus pipeline's row steps;
 - ``metrics.names``: :data:`collapse.metrics.REGISTRY`, the metrics;
 - the theory study's ``run.model``: :data:`collapse.theory.models.MODELS`
   (checked by :mod:`collapse.theory.config`, which is above the models).
@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping
 
 from collapse import config as _config
 from collapse.config import Config
-from collapse.data.pipeline import STEP_REASONS as STEPS
+from collapse.data.pipeline import STEPS
 from collapse.errors import ConfigError
 from collapse.gates import GATES
 from collapse.lm.presets import PRESETS
