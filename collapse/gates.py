@@ -134,7 +134,7 @@ def perplexities(model: Any, tokenizer: Any, texts: Sequence[str], eos_id: int, 
                  max_len: int | None = None, batch_size: int = 32) -> np.ndarray:
     """Perplexity of each text under ``model``: exp(mean next-token NLL), scored as ``[eos] + tokens``
     (inf for a text without tokens)."""
-    from collapse.lm.train import sequence_nll, tokenize_texts
+    from collapse.lm.train import sequence_nll, tokenize_texts  # torch: imported when used
 
     if not len(texts):
         return np.zeros(0)

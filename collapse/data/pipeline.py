@@ -266,7 +266,7 @@ def _redact_texts(texts: list[str]) -> tuple[list[tuple[str | None, bool]], Coun
     result, in the same order, as in one process)."""
     import multiprocessing
 
-    from collapse.data.scanner import get_scanner
+    from collapse.data.scanner import get_scanner  # detect-secrets: imported when used
 
     get_scanner()  # built once here; forked workers inherit it
     chunks = [texts[i:i + REDACT_CHUNK] for i in range(0, len(texts), REDACT_CHUNK)]

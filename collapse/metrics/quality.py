@@ -15,7 +15,7 @@ def test_ce(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     on the packed human test split, and ``test_bpb``, bits per UTF-8 byte
     (tokenizer-independent). Lower is better; rising across generations is the
     signature of collapse (Shumailov et al. 2024)."""
-    from collapse.lm.train import block_losses
+    from collapse.lm.train import block_losses  # torch: imported when used
 
     r = block_losses(ctx.model, ctx.test_blocks, ctx.device, ctx.precision, ctx.eval_batch_size, ctx.token_bytes)
     out = {"test_ce": r["nll"] / r["tokens"]}
@@ -27,7 +27,7 @@ def test_ce(samples: list[str], ctx: MetricContext) -> dict[str, float]:
 @register("val_loss", needs_model=True)
 def val_loss(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     """Cross-entropy (nats/token) of the model on the packed human validation split."""
-    from collapse.lm.train import block_losses
+    from collapse.lm.train import block_losses  # torch: imported when used
 
     r = block_losses(ctx.model, ctx.val_blocks, ctx.device, ctx.precision, ctx.eval_batch_size)
     return {"val_loss": r["nll"] / r["tokens"]}
@@ -89,8 +89,8 @@ def prompt_ce(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     completion token and ``prompt_bpb`` in bits per completion byte. The first
     ``metrics.subsample`` functions of the test split, the same every
     generation: how well the model still writes human code when asked to."""
-    from collapse.lm.sample import split_prompt
-    from collapse.lm.train import sequence_nll
+    from collapse.lm.sample import split_prompt  # torch: imported when used
+    from collapse.lm.train import sequence_nll  # torch: imported when used
 
     lines = int(ctx.setting("prompt_lines"))
     texts = (ctx.human_test_texts or [])[: int(ctx.setting("subsample"))]

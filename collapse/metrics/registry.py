@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from collapse.config import MetricsConfig, RunConfig, SampleConfig
+from collapse.seeding import generation_rng
 
 #: What :meth:`MetricContext.setting` falls back to: the config's defaults, stated there once
 #: (``MetricsConfig.settings()``, plus the two knobs the generator adds from other sections).
@@ -78,7 +79,7 @@ class MetricContext:
         key = ("ids", id(samples))
         hit = self.cache.get(key)
         if hit is None or hit[0] is not samples:  # the list itself is kept, so its id cannot be reused
-            from collapse.lm.train import tokenize_texts
+            from collapse.lm.train import tokenize_texts  # torch: imported when used
 
             hit = self.cache[key] = (samples, tokenize_texts(self.tokenizer, samples))
         return hit[1]
@@ -105,8 +106,6 @@ class MetricContext:
         n = int(n or self.setting("subsample"))
         if total <= n:
             return np.arange(total)
-        from collapse.seeding import generation_rng
-
         return np.sort(generation_rng(self.seed, self.generation, f"metric:{purpose}").choice(total, n, replace=False))
 
     def subsample(self, samples: list[str], purpose: str, n: int | None = None) -> list[str]:
