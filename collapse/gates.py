@@ -33,8 +33,11 @@ gate is not shown to the next):
   runs followed by its tests and must pass them. Reasons ``exec_<status>``
   (``exec_failed``, ``exec_timeout``, ``exec_blocked``, ...).
 
-:class:`GateChain` applies the gates and counts, over every draw of a
-generation, how many samples each gate saw and accepted;
+Each gate is a filter of :mod:`collapse.filtering` (the human-corpus
+pipeline's steps are too), and :data:`GATES` is their registry.
+:class:`GateChain`, a :class:`collapse.filtering.FilterRunner`, applies them
+and counts, over every draw of a generation, how many samples each gate saw
+and accepted;
 :meth:`GateChain.metrics` returns them as flat metrics
 (``gate.<name>.accept_rate``, ``gate.<name>.seen``, ``gate.<name>.accepted``,
 ``gate.<name>.rejected.<reason>``, and overall ``gate.accept_rate``,
