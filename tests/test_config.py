@@ -114,3 +114,13 @@ def test_shipped_lm_recipes_validate(path):
 def test_recipes_exist():
     names = {p.name for p in LM_RECIPES}
     assert {"tiny.yaml", "quickstart.yaml"} <= names
+
+
+def test_help_config_lists_the_registries_names():
+    from collapse.registries import REGISTRIES, describe as describe_all
+
+    text = describe_all()
+    for registry, key in (("regimes", "mix.regime"), ("presets", "model.preset"), ("gates", "sample.gates"),
+                          ("pipeline_steps", "data.pipeline")):
+        line = next(ln for ln in text.splitlines() if ln.startswith(key + " "))
+        assert " | ".join(REGISTRIES[registry]) in line
