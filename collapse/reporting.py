@@ -45,8 +45,14 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from collapse.config import REGIMES
 from collapse.errors import CollapseError
-from collapse.stats import MIN_SEEDS, mean_ci
+from collapse.metrics.registry import key_info
+from collapse.stats import MIN_SEEDS, compare, holm, mean_ci
+from collapse.summary import DEFAULT_THRESHOLD, group_summary, summarize_runs
+from collapse.sweep.load import _is_sweep_file, load_runs, resolve_source
+from collapse.sweep.spec import load_sweep
+from collapse.tracking import NoStore, client, resolve_uri
 
 log = logging.getLogger("collapse")
 
@@ -160,8 +166,6 @@ def metric_label(key: str, unit: bool = True) -> str:
     """What a figure or table calls a logged key: its display name from the metric
     registry, with its unit (``test_ce`` → "held-out cross-entropy (nats/token)");
     the key itself when the registry does not know it."""
-    from collapse.metrics.registry import key_info
-
     info = key_info(key)
     return info.label if unit else info.display
 
@@ -185,8 +189,6 @@ def hue_order(values: Iterable) -> list:
     """The order of hue values in every legend: regimes in the order of the regime
     registry (:data:`collapse.config.REGIMES`), then other values sorted (numbers
     by value)."""
-    from collapse.config import REGIMES
-
     vals = list(dict.fromkeys(v for v in values if not _is_missing(v)))
     known = sorted((v for v in vals if isinstance(v, str) and v in REGIMES), key=REGIMES.index)
     rest = [v for v in vals if v not in known]
@@ -207,8 +209,6 @@ def palette(values: Iterable) -> dict:
     figure of that axis the same mapping. Colour-blind-safe (seaborn
     ``colorblind``, its grey kept for the human reference), then ``husl``."""
     import seaborn as sns
-
-    from collapse.config import REGIMES
 
     order = hue_order(values)
     cb = sns.color_palette("colorblind", 10)
@@ -243,8 +243,6 @@ def constant_metrics(df: pd.DataFrame, metrics: Iterable[str]) -> dict[str, floa
 def use_log_scale(key: str, values) -> bool:
     """A log axis for ``key``: when the registry says its values span decades
     (perplexity, compute), or when they do here (all positive, max/min > 100)."""
-    from collapse.metrics.registry import key_info
-
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if not len(v) or (v <= 0).any():
@@ -392,8 +390,6 @@ def metrics_figure(df: pd.DataFrame, metrics: list[str] | None = None, hue: str 
 
 
 def _unit(key: str) -> str:
-    from collapse.metrics.registry import key_info
-
     return key_info(key).unit
 
 
@@ -529,8 +525,6 @@ def perplexity_figure(panels: dict[str, pd.DataFrame], title: str | None = None,
 
 def run_dirs(experiment: str, tracking_uri: str | None = None, root: str | Path = "runs") -> dict[str, Path]:
     """run name → run directory (the ``run_dir`` tag) of the experiment's runs that still exist on disk."""
-    from collapse.tracking import NoStore, client, resolve_uri
-
     try:
         c = client(resolve_uri(tracking_uri, root, create=False), create=False)  # reads only
     except NoStore:
@@ -559,8 +553,6 @@ def trajectory_figure(wide: pd.DataFrame, x: str, y: str = "test_ce", hue: str =
     better), colours from :func:`palette` (or ``colors``), human reference dashed."""
     _style()
     import matplotlib.pyplot as plt
-
-    from collapse.metrics.registry import key_info
 
     means = wide.groupby([hue, "generation"], dropna=False)[[x, y]].mean().reset_index()
     order = hue_order(means[hue])
@@ -622,8 +614,6 @@ def final_effects(wide: pd.DataFrame, metrics: list[str], hue: str = "regime",
     every test of the table (:mod:`collapse.stats`: fewer than 3 seeds or no
     variance give no test, and ``note`` says so). Returns the table and the
     name of the reference."""
-    from collapse.stats import compare, holm, mean_ci
-
     last = int(wide["generation"].max())
     values = sorted(wide[hue].dropna().unique(), key=str)
     if reference is None:
@@ -710,9 +700,6 @@ def _pct(x: float) -> str:
 
 def summary_markdown(table: pd.DataFrame, by: str) -> str:
     """The report's summary.md: :func:`collapse.summary.group_summary` as a Markdown table."""
-    from collapse.stats import MIN_SEEDS
-    from collapse.summary import DEFAULT_THRESHOLD
-
     thr = float(table["threshold"].iloc[0]) if len(table) else DEFAULT_THRESHOLD
     lines = [f"| metric | {by} | runs | slope per generation [95 % CI] | area vs gen 0 [95 % CI] | "
              f"runs moved ≥ {_pct(thr)} | first such generation [95 % CI] |",
@@ -811,8 +798,6 @@ def report(experiment_or_sweep: str | Path, out: str | Path = "reports", metrics
     import shutil
     import tempfile
 
-    from collapse.sweep.load import resolve_source
-
     name, uri, _, _ = resolve_source(experiment_or_sweep, tracking_uri, root)
     out = Path(out)
     made = [p for p in (out, *out.parents) if not p.exists()]  # folders to remove again on failure
@@ -848,15 +833,11 @@ def report(experiment_or_sweep: str | Path, out: str | Path = "reports", metrics
 def _report(experiment_or_sweep: str | Path, out: Path, metrics: list[str] | None, tracking_uri: str,
             root: str | Path, hue: str | None, width: str, copies: int) -> list[Path]:
     """The body of :func:`report`: writes under ``out/<name>`` and returns the paths."""
-    from collapse.sweep.load import _is_sweep_file, load_runs
-
     wide = load_runs(experiment_or_sweep, tracking_uri=tracking_uri, root=root)
     if not len(wide):
         raise CollapseError(f"{experiment_or_sweep}: no run has logged metrics yet")
     name = Path(experiment_or_sweep).stem if _is_sweep_file(experiment_or_sweep) else str(experiment_or_sweep)
     if _is_sweep_file(experiment_or_sweep):
-        from collapse.sweep.spec import load_sweep
-
         sw = load_sweep(experiment_or_sweep)
         name = sw.name
         root = sw.root
@@ -877,7 +858,7 @@ def _report(experiment_or_sweep: str | Path, out: Path, metrics: list[str] | Non
 
     fig = plot_metrics(long, out_dir / "metrics", chosen, hue=hue, title=name, width=width)
     paths += fig
-    band = (f"t-based 95 % confidence band over seeds" if min(seeds.values()) >= MIN_SEEDS else
+    band = ("t-based 95 % confidence band over seeds" if min(seeds.values()) >= MIN_SEEDS else
             f"no confidence band where a {hue} has fewer than {MIN_SEEDS} seeds (an interval from fewer says nothing)")
     entries.append(("metrics.pdf", f"metrics against generation, one line per {hue}: mean and {band} "
                                    f"(seeds: {', '.join(f'{k}: {v}' for k, v in seeds.items())}); human reference dashed"
@@ -910,8 +891,6 @@ def _report(experiment_or_sweep: str | Path, out: Path, metrics: list[str] | Non
                                         f"seeds, the change, and against {reference} the difference with Welch's 95 % CI, "
                                         f"Hedges' g and Welch's p, Holm-adjusted (no test below {MIN_SEEDS} seeds or "
                                         "without variance); also .tex (booktabs) and .csv"))
-
-    from collapse.summary import DEFAULT_THRESHOLD, group_summary, summarize_runs
 
     summ = group_summary(summarize_runs(wide, threshold=DEFAULT_THRESHOLD, metrics=[m for m in chosen if m in wide]),
                          hue, chosen)
