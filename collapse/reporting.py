@@ -76,7 +76,6 @@ KEY_METRICS = ["test_ce", "prompt_ce", "syntax_valid", "undefined_free", "distin
                "copy_rate", "synthetic_copy_rate", "humaneval_pass_at_1"]
 # A paper column and a full text width, in inches: figures are saved at exactly this width.
 WIDTHS = {"single": 3.4, "double": 7.0}
-ID_COLUMNS = ["run_id", "run_name", "status", "regime", "seed", "generation"]
 # Font sizes in points at print size (the figure is saved at its printed width): nothing below 6 pt.
 FONT = {"title": 7, "label": 7, "tick": 6.5, "legend": 7, "note": 6}
 HUMAN = {"color": "0.35", "ls": "--", "lw": 0.9}  # the held-out human reference line, in every figure
