@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from collapse.metrics.memorization import CopyIndex, TokenBatch
+from collapse.metrics.ngram_index import CopyIndex, TokenBatch
 
 VOCAB = 50_257
 

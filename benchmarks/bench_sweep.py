@@ -65,7 +65,7 @@ def write_sweep(folder: Path, name: str, root: Path, seed: int) -> Path:
 
 def first_step_after_launch(sweep) -> tuple[float, float]:
     """(launch → first step, launch → worker start) of a one-run sweep, from its attempts record."""
-    from collapse.sweep.worker import attempts_path
+    from collapse.sweep.state import attempts_path
 
     rec = [json.loads(line) for line in attempts_path(sweep.dir, sweep.runs[0].name).read_text().splitlines()]
     done = [r for r in rec if r.get("t_first_step")][-1]

@@ -18,7 +18,11 @@ from typing import Any
 
 from collapse.config import Config, apply_overrides
 from collapse.errors import ConfigError
+from collapse.experiment import run_experiment
+from collapse.logs import ensure_api_logging
 from collapse.registries import from_dict, load_config
+from collapse.summary import summarize_runs
+from collapse.sweep.load import load_runs
 
 SECTIONS = ("data", "tokenizer", "model", "train", "sample", "mix", "metrics", "tracking", "run")
 
@@ -126,9 +130,6 @@ def run(config_or_path: str | Path | Config | dict | None = None, **overrides: A
     Logs the CLI's lines (one per generation: times, headline metrics, time
     left, ``(cached)`` for generations read back) on stderr, unless the
     caller has configured logging; progress bars follow ``run.progress``."""
-    from collapse.experiment import run_experiment
-    from collapse.logs import ensure_api_logging
-
     cfg = resolve_config(config_or_path, **overrides)
     ensure_api_logging()
     results = run_experiment(cfg)
@@ -144,10 +145,6 @@ def summarize(source: Any, threshold: float = 0.1, metrics: list[str] | None = N
     file read with it (``load_kwargs``: ``tracking_uri``, ``root``)."""
     import pandas as pd
 
-    from collapse.summary import summarize_runs
-
     if not isinstance(source, pd.DataFrame):
-        from collapse.sweep.load import load_runs
-
         source = load_runs(source, **load_kwargs)
     return summarize_runs(source, threshold=threshold, metrics=metrics)

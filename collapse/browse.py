@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from collapse.errors import CollapseError
+from collapse.locks import is_locked
 
 # Folders of a run root that hold no experiment.
 _NOT_EXPERIMENTS = {"mlartifacts", "mlruns"}
@@ -65,8 +66,6 @@ def _done_prefix(run_dir: Path) -> int:
 
 def run_info(run_dir: Path, name: str | None = None) -> RunInfo:
     """Status and progress of one run directory from its files."""
-    from collapse.locks import is_locked
-
     st = _read_json(run_dir / "state.json")
     st = st if isinstance(st, dict) else {}
     status = str(st.get("status") or ("pending" if not st else "unknown"))

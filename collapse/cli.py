@@ -54,7 +54,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from collapse.sweep.launcher import main_sweep
+    from collapse.sweep.cli import main_sweep
 
     flags = {"partition": args.partition, "gpus_per_node": args.gpus_per_node, "cpus_per_task": args.cpus_per_task,
              "mem_gb": args.mem_gb, "timeout_min": args.timeout_min, "array_parallelism": args.array_parallelism}

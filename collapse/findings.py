@@ -44,11 +44,14 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from collapse.claims import SEED_AXIS, Claim, _label, canon, check_claims, format_claims, parse_claims
 from collapse.errors import CollapseError
+from collapse.stats import MIN_SEEDS, compare
+from collapse.sweep.load import load_runs, sweep_tracking_uri
+from collapse.sweep.spec import Sweep, load_sweep
+from collapse.sweep.state import read_sweep_state
+from collapse.tracking import client
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-
-    from collapse.sweep.spec import Sweep
 
 VERDICTS = ("reproduced", "not reproduced", "opposite", "insufficient seeds")
 # Axis keys whose value load_runs also gives under a short column name (runs of `collapse run`, not a sweep).
@@ -112,8 +115,6 @@ def evaluate_claims(frame: "pd.DataFrame", claims: Iterable[Claim]) -> "pd.DataF
     ``note`` says why a value is missing or what to know)."""
     import numpy as np
     import pandas as pd
-
-    from collapse.stats import MIN_SEEDS, compare
 
     run_col = "run_id" if "run_id" in frame.columns else ("run_name" if "run_name" in frame.columns else None)
     seed_col = _seed_column(frame)
@@ -217,8 +218,6 @@ def sweep_provenance(sweep: "Sweep", state: dict[str, Any], uri: str | None) -> 
             notes.append(f"wall time summed over {len(working)} launches that ran runs")
     if wall is None and uri is not None and state.get("parent_run_id"):
         try:
-            from collapse.tracking import client
-
             info = client(uri).get_run(state["parent_run_id"]).info
             if info.start_time and info.end_time:
                 wall = (info.end_time - info.start_time) / 1000.0
@@ -235,10 +234,6 @@ def sweep_provenance(sweep: "Sweep", state: dict[str, Any], uri: str | None) -> 
 
 def sweep_findings(path: str | Path, tracking_uri: str | None = None) -> SweepFindings:
     """Evaluate every claim of one sweep file from its tracked runs (read-only)."""
-    from collapse.sweep.launcher import read_sweep_state
-    from collapse.sweep.load import load_runs, sweep_tracking_uri
-    from collapse.sweep.spec import load_sweep
-
     sweep = load_sweep(path)
     if not sweep.claims:
         raise CollapseError(f"{path}: no claims: to evaluate (add a claims: list to the sweep file)")
@@ -291,8 +286,6 @@ def findings_rows(results: list[SweepFindings]) -> "pd.DataFrame":
 
 def findings_markdown(results: list[SweepFindings]) -> str:
     """The FINDINGS.md text: one table of claims, one of sweeps, the notes."""
-    from collapse.stats import MIN_SEEDS
-
     lines = ["# Findings", "",
              "Computed by `collapse findings` from the tracked runs; nothing here is typed by hand. The effect is "
              "mean(first) − mean(second) over seeds at the judged generation, with Welch's 95 % confidence "

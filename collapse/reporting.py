@@ -46,8 +46,13 @@ import numpy as np
 import pandas as pd
 
 from collapse.errors import CollapseError
+from collapse.metrics.registry import key_info
 from collapse.mixing import REGIMES
-from collapse.stats import MIN_SEEDS, mean_ci
+from collapse.stats import MIN_SEEDS, compare, holm, mean_ci
+from collapse.summary import DEFAULT_THRESHOLD, group_summary, summarize_runs
+from collapse.sweep.load import _is_sweep_file, load_runs, resolve_source
+from collapse.sweep.spec import load_sweep
+from collapse.tracking import NoStore, client, resolve_uri
 
 log = logging.getLogger("collapse")
 
@@ -71,7 +76,6 @@ KEY_METRICS = ["test_ce", "prompt_ce", "syntax_valid", "undefined_free", "distin
                "copy_rate", "synthetic_copy_rate", "humaneval_pass_at_1"]
 # A paper column and a full text width, in inches: figures are saved at exactly this width.
 WIDTHS = {"single": 3.4, "double": 7.0}
-ID_COLUMNS = ["run_id", "run_name", "status", "regime", "seed", "generation"]
 # Font sizes in points at print size (the figure is saved at its printed width): nothing below 6 pt.
 FONT = {"title": 7, "label": 7, "tick": 6.5, "legend": 7, "note": 6}
 HUMAN = {"color": "0.35", "ls": "--", "lw": 0.9}  # the held-out human reference line, in every figure
@@ -161,8 +165,6 @@ def metric_label(key: str, unit: bool = True) -> str:
     """What a figure or table calls a logged key: its display name from the metric
     registry, with its unit (``test_ce`` → "held-out cross-entropy (nats/token)");
     the key itself when the registry does not know it."""
-    from collapse.metrics.registry import key_info
-
     info = key_info(key)
     return info.label if unit else info.display
 
@@ -240,8 +242,6 @@ def constant_metrics(df: pd.DataFrame, metrics: Iterable[str]) -> dict[str, floa
 def use_log_scale(key: str, values) -> bool:
     """A log axis for ``key``: when the registry says its values span decades
     (perplexity, compute), or when they do here (all positive, max/min > 100)."""
-    from collapse.metrics.registry import key_info
-
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if not len(v) or (v <= 0).any():
@@ -389,8 +389,6 @@ def metrics_figure(df: pd.DataFrame, metrics: list[str] | None = None, hue: str 
 
 
 def _unit(key: str) -> str:
-    from collapse.metrics.registry import key_info
-
     return key_info(key).unit
 
 
@@ -526,8 +524,6 @@ def perplexity_figure(panels: dict[str, pd.DataFrame], title: str | None = None,
 
 def run_dirs(experiment: str, tracking_uri: str | None = None, root: str | Path = "runs") -> dict[str, Path]:
     """run name → run directory (the ``run_dir`` tag) of the experiment's runs that still exist on disk."""
-    from collapse.tracking import NoStore, client, resolve_uri
-
     try:
         c = client(resolve_uri(tracking_uri, root, create=False), create=False)  # reads only
     except NoStore:
@@ -556,8 +552,6 @@ def trajectory_figure(wide: pd.DataFrame, x: str, y: str = "test_ce", hue: str =
     better), colours from :func:`palette` (or ``colors``), human reference dashed."""
     _style()
     import matplotlib.pyplot as plt
-
-    from collapse.metrics.registry import key_info
 
     means = wide.groupby([hue, "generation"], dropna=False)[[x, y]].mean().reset_index()
     order = hue_order(means[hue])
@@ -619,8 +613,6 @@ def final_effects(wide: pd.DataFrame, metrics: list[str], hue: str = "regime",
     every test of the table (:mod:`collapse.stats`: fewer than 3 seeds or no
     variance give no test, and ``note`` says so). Returns the table and the
     name of the reference."""
-    from collapse.stats import compare, holm, mean_ci
-
     last = int(wide["generation"].max())
     values = sorted(wide[hue].dropna().unique(), key=str)
     if reference is None:
@@ -707,9 +699,6 @@ def _pct(x: float) -> str:
 
 def summary_markdown(table: pd.DataFrame, by: str) -> str:
     """The report's summary.md: :func:`collapse.summary.group_summary` as a Markdown table."""
-    from collapse.stats import MIN_SEEDS
-    from collapse.summary import DEFAULT_THRESHOLD
-
     thr = float(table["threshold"].iloc[0]) if len(table) else DEFAULT_THRESHOLD
     lines = [f"| metric | {by} | runs | slope per generation [95 % CI] | area vs gen 0 [95 % CI] | "
              f"runs moved ≥ {_pct(thr)} | first such generation [95 % CI] |",
@@ -808,8 +797,6 @@ def report(experiment_or_sweep: str | Path, out: str | Path = "reports", metrics
     import shutil
     import tempfile
 
-    from collapse.sweep.load import resolve_source
-
     name, uri, _, _ = resolve_source(experiment_or_sweep, tracking_uri, root)
     out = Path(out)
     made = [p for p in (out, *out.parents) if not p.exists()]  # folders to remove again on failure
@@ -845,15 +832,11 @@ def report(experiment_or_sweep: str | Path, out: str | Path = "reports", metrics
 def _report(experiment_or_sweep: str | Path, out: Path, metrics: list[str] | None, tracking_uri: str,
             root: str | Path, hue: str | None, width: str, copies: int) -> list[Path]:
     """The body of :func:`report`: writes under ``out/<name>`` and returns the paths."""
-    from collapse.sweep.load import _is_sweep_file, load_runs
-
     wide = load_runs(experiment_or_sweep, tracking_uri=tracking_uri, root=root)
     if not len(wide):
         raise CollapseError(f"{experiment_or_sweep}: no run has logged metrics yet")
     name = Path(experiment_or_sweep).stem if _is_sweep_file(experiment_or_sweep) else str(experiment_or_sweep)
     if _is_sweep_file(experiment_or_sweep):
-        from collapse.sweep.spec import load_sweep
-
         sw = load_sweep(experiment_or_sweep)
         name = sw.name
         root = sw.root
@@ -874,7 +857,7 @@ def _report(experiment_or_sweep: str | Path, out: Path, metrics: list[str] | Non
 
     fig = plot_metrics(long, out_dir / "metrics", chosen, hue=hue, title=name, width=width)
     paths += fig
-    band = (f"t-based 95 % confidence band over seeds" if min(seeds.values()) >= MIN_SEEDS else
+    band = ("t-based 95 % confidence band over seeds" if min(seeds.values()) >= MIN_SEEDS else
             f"no confidence band where a {hue} has fewer than {MIN_SEEDS} seeds (an interval from fewer says nothing)")
     entries.append(("metrics.pdf", f"metrics against generation, one line per {hue}: mean and {band} "
                                    f"(seeds: {', '.join(f'{k}: {v}' for k, v in seeds.items())}); human reference dashed"
@@ -907,8 +890,6 @@ def _report(experiment_or_sweep: str | Path, out: Path, metrics: list[str] | Non
                                         f"seeds, the change, and against {reference} the difference with Welch's 95 % CI, "
                                         f"Hedges' g and Welch's p, Holm-adjusted (no test below {MIN_SEEDS} seeds or "
                                         "without variance); also .tex (booktabs) and .csv"))
-
-    from collapse.summary import DEFAULT_THRESHOLD, group_summary, summarize_runs
 
     summ = group_summary(summarize_runs(wide, threshold=DEFAULT_THRESHOLD, metrics=[m for m in chosen if m in wide]),
                          hue, chosen)

@@ -331,15 +331,16 @@ def test_sweep_overrides_apply_to_every_run(tmp_path, capsys):
 def test_sweep_overrides_are_recorded_and_a_relaunch_with_others_is_refused(tmp_path, capsys, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from collapse.sweep import launcher
+    from collapse.sweep import launching
+    from collapse.sweep.state import LaunchResult
 
     launched = []
 
     def fake_local(sweep, specs, parallel, echo):  # no training: what was asked is what matters here
         launched.append({s.name: s.config for s in specs})
-        return launcher.LaunchResult([s.name for s in specs], {}, {}, {})
+        return LaunchResult([s.name for s in specs], {}, {}, {})
 
-    monkeypatch.setattr(launcher, "_launch_local", fake_local)
+    monkeypatch.setattr(launching, "launch_local", fake_local)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     path = small_sweep(tmp_path, tmp_path / "root", uri=False)
     root = tmp_path / "moved"

@@ -71,7 +71,7 @@ def _first_use(uri: str, i: int, q, sweep=None) -> None:
         from collapse.tracking import RunMirror
 
         if sweep is not None:  # a sweep launcher's first use: its parent run
-            from collapse.sweep.launcher import ensure_parent_run
+            from collapse.sweep.parent_run import ensure_parent_run
 
             ensure_parent_run(sweep, uri)
         else:
@@ -141,7 +141,8 @@ def test_a_second_writer_of_a_run_directory_is_refused(shared_root, tmp_path, ca
 
 def test_a_second_launcher_of_a_sweep_is_refused_and_the_parent_run_is_one(shared_root, tmp_path, capsys):
     from collapse.locks import FileLock
-    from collapse.sweep.launcher import ensure_parent_run, sweep_json
+    from collapse.sweep.parent_run import ensure_parent_run
+    from collapse.sweep.state import sweep_json
 
     sweep = _sweep_file(tmp_path, "lockme", shared_root)
     lock = FileLock(sweep.dir / ".lock").acquire()
@@ -283,12 +284,12 @@ def test_shared_generation_0_is_copied_verified_and_counted(ref, tmp_path, caplo
 
 
 def test_status_counts_generations_on_disk(ref, tmp_path):
-    from collapse.sweep.launcher import _done_prefix
+    from collapse.sweep.state import done_prefix
 
     run_dir = clone(ref, tmp_path / "st")
-    assert _done_prefix(run_dir, 1) == 2
+    assert done_prefix(run_dir, 1) == 2
     (run_dir / "gen_001" / "DONE").unlink()
-    assert _done_prefix(run_dir, 1) == 1
+    assert done_prefix(run_dir, 1) == 1
 
 
 def test_unreadable_files_are_one_line(ref, shared_root, tmp_path, caplog):
@@ -401,7 +402,7 @@ def test_sigterm_marks_the_run_interrupted_and_it_resumes_identically(ref, share
 
 def test_sigterm_to_a_sweep_launcher_stops_its_workers_cleanly(shared_root, tmp_path):
     from collapse.locks import is_locked
-    from collapse.sweep.worker import lock_path
+    from collapse.sweep.state import lock_path
 
     sweep = _sweep_file(tmp_path, "termsweep", shared_root)
     run = sweep.runs[0]

@@ -228,10 +228,8 @@ def test_figures_print_at_column_width_with_readable_fonts(width, tmp_path):
 def test_report_md_names_the_panels_left_out(tmp_path, monkeypatch):
     """collapse.report on a hand-made frame (load_runs stubbed: no MLflow, no runs): the metrics
     figure's caption in report.md names the constant panel it left out."""
-    import collapse.sweep.load as load
-
     wide = wide_frame(generations=3)
-    monkeypatch.setattr(load, "load_runs", lambda *a, **k: wide.copy())
+    monkeypatch.setattr(R, "load_runs", lambda *a, **k: wide.copy())
     monkeypatch.setattr(R, "run_dirs", lambda *a, **k: {})
     R.report("hand_made", out=tmp_path, root=tmp_path / "runs")
     index = (tmp_path / "hand_made" / "report.md").read_text()

@@ -326,10 +326,10 @@ def test_sweep_provenance_without_launch_records(tmp_path):
 
 def test_a_launch_is_recorded_in_sweep_json(tmp_path):
     from collapse.sweep import load_sweep
-    from collapse.sweep.launcher import LaunchResult, _record_attempt, default_command
+    from collapse.sweep.state import LaunchResult, default_command, record_attempt
 
     sweep = load_sweep(write_sweep(tmp_path, [GOOD]))
-    _record_attempt(sweep, default_command(sweep, "local", 2), "local", 100.0, "ok",
+    record_attempt(sweep, default_command(sweep, "local", 2), "local", 100.0, "ok",
                     LaunchResult(["a", "b"], {}, {}, {}), waited=False)
     st = json.loads((sweep.dir / "sweep.json").read_text())
     (entry,) = st["launches"]

@@ -160,12 +160,12 @@ def _generation_s(c: dict, g: int) -> float:
 def _estimate_run_seconds(name: str) -> float:
     """Run-seconds of a CPU sweep: every run's generations 1..N and start-up, generation 0 once per group
     of runs that share it (the launcher's grouping)."""
-    from collapse.sweep.launcher import _gen0_key
+    from collapse.sweep.local import gen0_key
 
     total, gen0 = 0.0, {}
     for r in _cpu_runs(name):
         total += RUN_START + sum(_generation_s(r.config, g) for g in range(1, r.generations + 1))
-        gen0[_gen0_key(r.config) or r.name] = _generation_s(r.config, 0)
+        gen0[gen0_key(r.config) or r.name] = _generation_s(r.config, 0)
     return total + sum(gen0.values())
 
 

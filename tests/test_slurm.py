@@ -136,7 +136,7 @@ def _release_when_requeued(job: str) -> None:
 
 
 def _attempts(sweep, name: str) -> list[dict]:
-    from collapse.sweep.worker import attempts_path
+    from collapse.sweep.state import attempts_path
 
     p = attempts_path(sweep.dir, name)
     return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []

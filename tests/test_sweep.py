@@ -212,7 +212,8 @@ def test_relaunching_a_finished_sweep_launches_nothing(eight, capsys):
 
 
 def _held_pids(sweep) -> list[int]:
-    from collapse.sweep.worker import is_locked, lock_path
+    from collapse.locks import is_locked
+    from collapse.sweep.state import lock_path
 
     pids = []
     for run in sweep.runs:
@@ -231,7 +232,7 @@ def test_kill_workers_at_random_moments_then_relaunch_equals_uninterrupted(eight
     row; a last launch finishes the sweep; every generation's metrics equal those
     of the uninterrupted sweep (same run names, same configs)."""
     from collapse.sweep import launch, load_sweep, status
-    from collapse.sweep.worker import attempts_path
+    from collapse.sweep.state import attempts_path
 
     path = write_sweep(tmp_path, "killed", shared_root, grid={"mix.regime": ["replace", "accumulate"]}, seeds=[0, 1])
     sweep = load_sweep(path)

@@ -65,10 +65,6 @@ def load_model(path: str | Path):
     return AutoModelForCausalLM.from_pretrained(str(path))
 
 
-def save_model(model, path: str | Path) -> None:
-    model.save_pretrained(str(path), safe_serialization=True)
-
-
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -141,7 +141,7 @@ or from text the program prints. The parent passes a random per-run token
 to the child through a file descriptor that is closed before the program
 starts; the harness keeps it in a closure only. After the program's last
 statement returns (for HumanEval, ``check(entry_point)``: see
-:func:`collapse.metrics.functional.build_program`), the harness flushes the
+:func:`collapse.metrics.humaneval.build_program`), the harness flushes the
 output and writes ``<token> done`` to a status pipe; a program passes only
 with that line. Failures travel the same way: the exception's last line
 (``<token> failed ...``, ``<token> memory MemoryError``), and every refusal

@@ -17,7 +17,7 @@ with one regime; see :mod:`collapse.sweep.spec` for the format. ::
 Overrides after the file apply to every run (after ``base.overrides``; not to
 an axis); they are recorded in ``sweep.json`` and on the MLflow parent run,
 and a relaunch with other overrides is refused unless only keys a run may
-change on resume differ (:func:`collapse.sweep.launcher.check_overrides`).
+change on resume differ (:func:`collapse.sweep.launching.check_overrides`).
 
 Runs live in ``<run.root>/<sweep name>/<run name>`` (run names come from the
 axis values: ``replace_s0``, ``fixed_fraction_human_fraction=0.5_temperature=0.8_s1``);
@@ -96,15 +96,18 @@ from collapse.sweep.spec import SlurmSettings, Sweep, SweepRun, load_sweep
 __all__ = ["Sweep", "SweepRun", "SlurmSettings", "load_sweep", "load_runs", "launch", "status"]
 
 
+# launch and status are imported on first call: launching pulls in submitit and the
+# worker, which reading results through this package does not need.
+
 def launch(*args, **kwargs):
-    """See :func:`collapse.sweep.launcher.launch`."""
-    from collapse.sweep.launcher import launch as _launch
+    """See :func:`collapse.sweep.launching.launch`."""
+    from collapse.sweep.launching import launch as _launch  # deferred: submitit, the worker (above)
 
     return _launch(*args, **kwargs)
 
 
 def status(sweep: Sweep):
-    """``(table text, [RunStatus])``: see :func:`collapse.sweep.launcher.status`."""
-    from collapse.sweep.launcher import status as _status
+    """``(table text, [RunStatus])``: see :func:`collapse.sweep.cli.status`."""
+    from collapse.sweep.cli import status as _status  # deferred: submitit, the worker (above)
 
     return _status(sweep)

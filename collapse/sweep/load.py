@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from collapse.errors import CollapseError
+from collapse.sweep.state import read_sweep_state
 
 BASE_COLUMNS = ["run_id", "run_name", "status", "regime", "seed"]
 
@@ -40,7 +41,6 @@ def _is_sweep_file(arg: str | Path) -> bool:
 
 def sweep_tracking_uri(sweep) -> str:
     """The tracking URI a sweep was launched with (its ``sweep.json``), else the one it would use."""
-    from collapse.sweep.launcher import read_sweep_state
     from collapse.tracking import resolve_uri
 
     return read_sweep_state(sweep).get("tracking_uri") or resolve_uri(sweep.tracking_uri, sweep.root, create=False)

@@ -19,17 +19,24 @@ generation.
 
 from __future__ import annotations
 
-import fcntl
 import json
+import logging
 import os
 import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collapse.locks import Busy
+import yaml
+
+from collapse.registries import from_dict
+from collapse.experiment import Experiment, run_experiment
+from collapse.locks import Busy, FileLock, holder_text
+from collapse.signals import terminate_as_interrupt
+from collapse.sweep.state import attempts_path, error_path, is_done, lock_path, read_state
 
 try:  # the Slurm job class; submitit is a dependency, local runs do not need it
     from submitit.helpers import Checkpointable as _Checkpointable
@@ -57,46 +64,8 @@ class RunSpec:
         return Path(self.config["run"]["dir"])
 
 
-def lock_path(sweep_dir: str | Path, name: str) -> Path:
-    return Path(sweep_dir) / "_locks" / f"{name}.lock"
-
-
-def error_path(sweep_dir: str | Path, name: str) -> Path:
-    return Path(sweep_dir) / "_errors" / f"{name}.txt"
-
-
-def attempts_path(sweep_dir: str | Path, name: str) -> Path:
-    return Path(sweep_dir) / "_logs" / f"{name}.attempts.jsonl"
-
-
 class RunBusy(Exception):
     """Another process holds this run's lock."""
-
-
-class RunLock:
-    """Exclusive, non-blocking ``flock`` of a run; the file holds the holder's pid, host and job."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise RunBusy(holder(self.path)) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "job": slurm_job_id()}).encode())
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
-            self.fd = None
 
 
 def slurm_job_id() -> str | None:
@@ -107,63 +76,9 @@ def slurm_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-def holder(path: Path) -> str:
-    try:
-        h = json.loads(Path(path).read_text() or "{}")
-    except (OSError, ValueError):
-        return "another process"
-    where = f"pid {h.get('pid')} on {h.get('host')}"
-    return where + (f", job {h['job']}" if h.get("job") else "")
-
-
-def is_locked(path: Path) -> bool:
-    """Whether some process holds the run's lock now (i.e. the run is running)."""
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # also drops the probe's shared lock
-    return False
-
-
-def read_state(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((Path(run_dir) / "state.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def is_done(state: dict[str, Any], generations: int) -> bool:
-    """Finished, with every generation the sweep asks for (it may have grown since)
-    and, when mirrored, its MLflow run closed: a run killed after its last
-    generation but while drawing figures or closing the mirror is not done yet."""
-    if state.get("status") != "done" or int(state.get("last_completed_generation", -1)) < generations:
-        return False
-    return mirror_status(state) in (None, "FINISHED")
-
-
-def mirror_status(state: dict[str, Any]) -> str | None:
-    """Status of the run's MLflow run (None: not mirrored, or the store does not answer)."""
-    run_id, uri = state.get("mlflow_run_id"), state.get("tracking_uri")
-    if not run_id or not uri:
-        return None
-    try:
-        from collapse.tracking import client
-
-        return client(uri, create=False).get_run(run_id).info.status  # a status check creates no store
-    except Exception:
-        return None
-
-
 def _sync_stored_tracking(run_dir: Path, tracking: dict[str, Any]) -> None:
     """The stored config's sweep bookkeeping (parent run id, axis tags) follows the
     sweep's current ones, so a resumed run is never refused over them."""
-    import yaml
-
     p = run_dir / "config.yaml"
     if not p.exists():
         return
@@ -191,7 +106,7 @@ class _FirstStep:
         self.t0 = t0
         self.seconds: float | None = None
         self.handle = None
-        try:
+        try:  # deferred: torch is heavy, and only a run that trains needs the hook
             from torch.optim.optimizer import register_optimizer_step_pre_hook
         except ImportError:  # pragma: no cover
             return
@@ -220,7 +135,11 @@ def run_spec(spec: RunSpec, *, t_launch: float | None = None) -> dict[str, Any]:
     """Run (or resume, or skip when done) one sweep run. Returns a summary;
     raises :class:`RunBusy` when another process holds the run."""
     t0 = time.time()
-    lock = RunLock(lock_path(spec.sweep_dir, spec.name)).acquire()
+    path = lock_path(spec.sweep_dir, spec.name)
+    try:  # the file names the holder, Slurm job included, for `--status` and the second process
+        lock = FileLock(path, {"job": slurm_job_id()}).acquire()
+    except Busy:
+        raise RunBusy(holder_text(path)) from None
     record: dict[str, Any] = {"start": time.strftime("%Y-%m-%dT%H:%M:%S"), "t_start": round(t0, 3), "pid": os.getpid(),
                               "host": socket.gethostname(), "job": slurm_job_id(),
                               "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)}
@@ -233,9 +152,6 @@ def run_spec(spec: RunSpec, *, t_launch: float | None = None) -> dict[str, Any]:
             record["outcome"] = "skipped (done)"
             _append_attempt(spec, record)
             return {"name": spec.name, "status": "done", "skipped": True}
-        from collapse.experiment import run_experiment
-        from collapse.registries import from_dict
-
         cfg = from_dict(spec.config)
         _sync_stored_tracking(spec.run_dir, spec.config["tracking"])
         error_path(spec.sweep_dir, spec.name).unlink(missing_ok=True)
@@ -291,16 +207,12 @@ class SweepJob(_Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any):
         """Called by submitit on USR2 (time limit or preemption): the run directory
         already holds every finished generation, so the job resubmits itself as is."""
-        import logging
-
         logging.getLogger("collapse").warning("%s: checkpoint: requeued, resumes from its last completed generation",
                                               self.spec.name)
         return _DelayedSubmission(SweepJob(self.spec), *args, **kwargs)
 
 
 def _setup_logging() -> None:
-    import logging
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("urllib3", "filelock", "datasets", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -310,8 +222,6 @@ def _setup_logging() -> None:
 
 def _redirect_output(log_file: str) -> None:
     """This process's stdout and stderr (file descriptors too) go to ``log_file``."""
-    import sys
-
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -323,10 +233,6 @@ def _redirect_output(log_file: str) -> None:
 def local_main(spec: RunSpec, log_file: str, t_launch: float) -> None:
     """Entry of a local worker process (forked by the launcher's fork server):
     output to the run's log; the exit code tells the launcher what happened."""
-    import sys
-
-    from collapse.signals import terminate_as_interrupt
-
     _redirect_output(log_file)
     _setup_logging()
     code = 0
@@ -350,14 +256,9 @@ def local_main(spec: RunSpec, log_file: str, t_launch: float) -> None:
 def local_prepare(config: dict[str, Any], log_file: str) -> None:
     """Entry of a local process that builds (or finds cached) the human data and
     tokenizer of ``config`` before the runs that need them start."""
-    import sys
-
     _redirect_output(log_file)
     _setup_logging()
     try:
-        from collapse.experiment import Experiment
-        from collapse.registries import from_dict
-
         Experiment(from_dict(config))
     except BaseException:  # the runs report it themselves
         traceback.print_exc()

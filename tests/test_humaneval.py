@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from collapse.errors import CollapseError
-from collapse.metrics.functional import evaluate_humaneval, load_problems, pass_at_k, truncate_completion
+from collapse.metrics.humaneval import evaluate_humaneval, load_problems, pass_at_k, truncate_completion
 from collapse.metrics.registry import REGISTRY, MetricContext
 
 WRONG = "    return None\n"
@@ -148,7 +148,7 @@ def test_forged_passes_score_zero_while_the_canonical_solution_passes(problems):
 
 
 def test_completion_after_a_prompt_cut_before_its_trailing_whitespace():
-    from collapse.metrics.functional import completion_after
+    from collapse.metrics.humaneval import completion_after
 
     prompt = 'def f(x):\n    """Double."""\n'
     # The model, given the prompt without its last newline, writes the newline and the body.
@@ -156,3 +156,12 @@ def test_completion_after_a_prompt_cut_before_its_trailing_whitespace():
     assert prompt + completion_after(prompt, "\n    return 2 * x\n") == prompt.rstrip() + "\n    return 2 * x\n"
     # A continuation of the same line is kept as written.
     assert completion_after(prompt, " # done\n") == " # done\n"
+
+
+def test_the_old_module_name_gives_the_same_functions():
+    """collapse.metrics.functional (the module's name before) still gives every public name, the same objects."""
+    import collapse.metrics.functional as old
+    import collapse.metrics.humaneval as new
+
+    assert old.__all__ and all(getattr(old, n) is getattr(new, n) for n in old.__all__)
+    assert {"evaluate_humaneval", "pass_at_k", "load_problems", "truncate_completion"} <= set(old.__all__)
