@@ -402,3 +402,26 @@ def test_stdlib_source():
     assert all(s.startswith("tomllib/") for s, lic in zip(sources, ds["license"]) if lic == "MIT")
     lengths = [len(t) for t in random.Random(0).sample(ds["text"], 200)]
     assert 80 <= min(lengths) and max(lengths) <= 1500
+
+
+def test_pool_workers_die_on_sigterm_even_when_the_parent_ignores_it():
+    # Inside a Slurm job submitit ignores SIGTERM; forked workers inherit the
+    # handler, and Pool.terminate (what `with Pool()` does on exit) waits for
+    # them after sending SIGTERM. The pool's workers must restore the default.
+    import signal
+
+    from collapse.data.pool import fork_pool
+
+    old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with fork_pool(2) as pool:
+            handlers = pool.map(_worker_sigterm_handler, range(4), chunksize=1)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert handlers == [int(signal.SIG_DFL)] * 4
+
+
+def _worker_sigterm_handler(_):
+    import signal
+
+    return int(signal.getsignal(signal.SIGTERM))

@@ -59,6 +59,7 @@ from collapse.config import DataConfig
 from collapse.data.filters import header_is_autogen, normalize_text
 from collapse.data.licenses import NOASSERTION, UNKNOWN, LicenseFinder, allowed, spdx_header
 from collapse.data.pipeline import STEP_REASONS, _pool_workers, run_pipeline
+from collapse.data.pool import fork_pool
 from collapse.data.redact import redact_source
 from collapse.data.sources import (STDLIB_SKIP_DIRS, FileEntry, OptOut, SourceSpec, list_files, parse_sources,
                                    resolve_source, stdlib_root)
@@ -165,13 +166,11 @@ def _extract_files(files: list[tuple[str, str]], progress: bool, desc: str) -> l
     With a pool, ``imap`` hands results back in input order, so the corpus
     is the same with or without it.
     """
-    import multiprocessing
-
     workers = _pool_workers(len(files))
     out: list[Any] = []
     with contextlib.ExitStack() as stack:
         if workers:
-            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
+            pool = stack.enter_context(fork_pool(workers))
             results = pool.imap(_read_py_file, files, chunksize=8)
         else:
             results = map(_read_py_file, files)

@@ -40,6 +40,7 @@ from typing import Any, Callable
 from collapse.config import DataConfig
 from collapse.data.filters import autogen_reason, length_reason, normalize_text, quality_reason
 from collapse.data.neardup import NearDupIndex
+from collapse.data.pool import fork_pool
 from collapse.data.redact import KINDS, Redactor, redact_source
 from collapse.filtering import Columns, Filter, FilterRunner
 from collapse.syntax import parses
@@ -264,8 +265,6 @@ def _redact_chunk(texts: list[str]) -> tuple[list[tuple[str | None, bool]], Coun
 def _redact_texts(texts: list[str]) -> tuple[list[tuple[str | None, bool]], Counter[str]]:
     """:func:`_redact_chunk` over all texts, in forked workers when the corpus is large (the same
     result, in the same order, as in one process)."""
-    import multiprocessing
-
     from collapse.data.scanner import get_scanner  # detect-secrets: imported when used
 
     get_scanner()  # built once here; forked workers inherit it
@@ -274,7 +273,7 @@ def _redact_texts(texts: list[str]) -> tuple[list[tuple[str | None, bool]], Coun
     out: list[tuple[str | None, bool]] = []
     counts: Counter[str] = Counter()
     if workers:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with fork_pool(workers) as pool:
             parts = pool.map(_redact_chunk, chunks, chunksize=1)
     else:
         parts = [_redact_chunk(c) for c in chunks]
