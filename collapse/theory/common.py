@@ -2,7 +2,7 @@
 
 A theory model is a :class:`collapse.generator.Generator` that runs K
 independent trials at once. Its pools are numpy arrays of shape
-(K, samples, ...) with samples on axis 1, so ``collapse.orchestrator.run_generations(...,
+(K, samples, ...) with samples on axis 1, so ``collapse.loop.run_generations(...,
 axis=1)`` and ``collapse.mixing.apply_plan`` drive it exactly as they drive the
 code LMs. ``evaluate`` summarises per-trial values (mean and standard error over
 the K trials); the per-trial values themselves stay on ``trial_values`` for
