@@ -35,13 +35,14 @@ import yaml
 
 from collapse.callbacks import (CollectMetrics, DrawFigures, GenerationClock, LogGeneration, MirrorToMLflow,
                                 ReleaseModel)
-from collapse.config import Config
+from collapse.config import Config, from_dict
 from collapse.errors import CollapseError
 from collapse.locks import FileLock
 from collapse.loop import Callback, run_generations
 from collapse.mixing import HUMAN, HUMAN_FRESH, MixSizes, check_sizes
 from collapse.pretrain import resolve_init_from
 from collapse.rundir import RunDir, RunDirReader
+from collapse.signals import shielded
 from collapse.tracking import KEY_TAG, RunMirror, resolve_uri
 
 log = logging.getLogger("collapse")
@@ -274,8 +275,6 @@ class Experiment:
                 mirror.finish("FINISHED")  # inside: a Ctrl-C while closing leaves "interrupted", not "running"
                 mirror_open = False
         except BaseException as e:
-            from collapse.signals import shielded
-
             stopped = isinstance(e, KeyboardInterrupt)
             with shielded():
                 rundir.mark_stopped("interrupted" if stopped else "failed")
@@ -287,8 +286,6 @@ class Experiment:
                                     " ".join(str(close_error).split())[:200])
             raise
         # Last: a run marked done has its figures and a closed MLflow run.
-        from collapse.signals import shielded
-
         with shielded():
             rundir.update_state(status="done")
         return result
@@ -297,8 +294,6 @@ class Experiment:
         """Create the run directory, or check that an existing one holds this config."""
         cfg_path = rundir.config_path
         if cfg_path.exists():
-            from collapse.config import from_dict
-
             try:
                 old = from_dict(yaml.safe_load(cfg_path.read_text()))
             except CollapseError as e:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 import numpy as np
 
 from collapse.generator import Checkpointable, Drawn, GenerationRecord, Generator, Timed
-from collapse.mixing import (HUMAN, MixSizes, UnionBuffer, apply_plan, apply_plan_trials, plan_mix, pooled_union,
+from collapse.mixing import (HUMAN, MixSizes, Plan, UnionBuffer, apply_plan, apply_plan_trials, plan_mix, pooled_union,
                              synthetic_pool)
 from collapse.seeding import generation_rng
 
@@ -137,6 +137,72 @@ class _SubsampleUnion:
         return dict(self.generator.fit(train, generation)), counts
 
 
+class _Pools:
+    """The pools a run mixes from, and how a plan becomes a fitted generator:
+    the training set built from the pools, or (theory fast paths, see
+    :func:`run_generations`) running sufficient statistics or a draw from the
+    union buffer. Pools whose examples are no longer needed are dropped, their
+    sizes kept for planning."""
+
+    def __init__(self, generator: Any, human_pools: Mapping[str, Any], regime: str, sizes: MixSizes, generations: int,
+                 axis: int, keep_samples: bool, per_trial: bool, fast: bool):
+        self.generator = generator
+        self.regime = regime
+        self.generations = generations
+        self.axis = axis
+        self.keep_samples = keep_samples
+        self.per_trial = per_trial
+        self.pools: dict[str, Any] = dict(human_pools)
+        self.dropped: dict[str, int] = {}  # sizes of pools whose statistics are kept but whose examples are not
+        has_stats = all(hasattr(generator, f) for f in ("pool_stats", "merge_stats", "fit_stats"))
+        self.running = _RunningStats(generator) if fast and regime == "accumulate" and has_stats else None
+        self.union: _SubsampleUnion | None = None
+        if fast and regime == "accumulate_subsample":
+            self.union = _SubsampleUnion(generator, self.pools[HUMAN], sizes.human + generations * sizes.synthetic,
+                                         counts_only=has_stats and hasattr(generator, "subsample_stats"))
+            self.pools[HUMAN] = self.union.add(HUMAN, self.pools[HUMAN])
+
+    def sizes(self) -> dict[str, int]:
+        """Examples in every pool (dropped ones included): what a regime plans from."""
+        return {**self.dropped, **{k: _pool_size(v, self.axis) for k, v in self.pools.items()}}
+
+    def fit(self, plan: Plan, generation: int, rng: np.random.Generator) -> tuple[dict[str, float], Any, Any]:
+        """Apply ``plan`` and fit the generator: ``(fit statistics, training set or None,
+        per-trial counts or None)``."""
+        g, union, generator = generation, self.union, self.generator
+        if self.running is not None:
+            # accumulate takes every pool whole: the same for every trial, nothing drawn.
+            metrics = dict(generator.fit_stats(self.running.update([t.pool for t in plan], self.pools), g))
+            if not self.keep_samples:
+                for t in plan:
+                    if t.pool in self.pools:
+                        self.dropped[t.pool] = _pool_size(self.pools.pop(t.pool), self.axis)
+            return metrics, None, None
+        if union is not None and g >= 1:
+            metrics, trial_counts = union.fit(sum(t.count for t in plan), rng, g)
+            return metrics, None, trial_counts
+        if union is not None and union.counts_only:
+            return dict(generator.fit_stats(union.human, g)), None, None
+        trial_counts = None
+        if self.per_trial:
+            train, trial_counts = apply_plan_trials(plan, self.pools, rng, union=pooled_union(self.regime, g))
+        else:
+            train = apply_plan(plan, self.pools, rng, axis=self.axis)
+        return dict(generator.fit(train, g)), train, trial_counts
+
+    def add(self, generation: int, samples: Any) -> None:
+        """Generation ``generation``'s samples become its synthetic pool."""
+        g, union, name = generation, self.union, synthetic_pool(generation)
+        self.pools[name] = samples
+        if union is not None and g < self.generations:
+            self.pools[name] = union.add(name, samples)
+            if union.counts_only and not self.keep_samples:
+                self.dropped[name] = _pool_size(self.pools.pop(name), self.axis)
+        # Regimes other than accumulate* only ever read the newest pool.
+        if not self.keep_samples and g >= 1 and self.regime not in ("accumulate", "accumulate_subsample"):
+            self.pools.pop(synthetic_pool(g - 1), None)
+
+
 @dataclass
 class LoopResult:
     records: list[GenerationRecord] = field(default_factory=list)
@@ -200,21 +266,12 @@ def run_generations(
     if per_trial and axis != 1:
         raise ValueError("per_trial needs array pools with trials on axis 0 and examples on axis 1 (axis=1)")
     store = store or MemoryStore()
-    pools: dict[str, Any] = dict(human_pools)
-    has_stats = all(hasattr(generator, f) for f in ("pool_stats", "merge_stats", "fit_stats"))
     fast = per_trial and sufficient_stats and store.__class__ is MemoryStore
-    use_stats = fast and regime == "accumulate" and has_stats
-    running = _RunningStats(generator) if use_stats else None
-    union: _SubsampleUnion | None = None
-    if fast and regime == "accumulate_subsample":
-        union = _SubsampleUnion(generator, pools[HUMAN], sizes.human + generations * sizes.synthetic,
-                                counts_only=has_stats and hasattr(generator, "subsample_stats"))
-        pools[HUMAN] = union.add(HUMAN, pools[HUMAN])
-    dropped: dict[str, int] = {}  # sizes of pools whose statistics are kept but whose examples are not
-    result = LoopResult()
+    pools = _Pools(generator, human_pools, regime, sizes, generations, axis, keep_samples, per_trial, fast)
     hooks = list(callbacks) + ([_FunctionCallback(on_generation)] if on_generation else [])
     checkpoint = generator if isinstance(generator, Checkpointable) else None
     timed = isinstance(generator, Timed)
+    result = LoopResult()
     # Generations are only ever completed in order, so the done ones form a prefix.
     n_done = 0
     while n_done <= generations and store.is_done(n_done):
@@ -223,52 +280,20 @@ def run_generations(
         if g < n_done:
             rec = store.restore(g, last=(g == n_done - 1))
             rec.cached = True
-            pools[synthetic_pool(g)] = rec.samples
-            result.records.append(rec)
-            for cb in hooks:
-                cb.on_generation(rec)
-            continue
-        rng = generation_rng(seed, g, "mix")
-        sizes_now = {**dropped, **{k: _pool_size(v, axis) for k, v in pools.items()}}
-        plan = plan_mix(regime, g, sizes_now, sizes, rng)
-        trial_counts = None
-        train = None
-        if running is not None:
-            # accumulate takes every pool whole: the same for every trial, nothing drawn.
-            metrics = dict(generator.fit_stats(running.update([t.pool for t in plan], pools), g))
-            if not keep_samples:
-                for t in plan:
-                    if t.pool in pools:
-                        dropped[t.pool] = sizes_now[t.pool]
-                        del pools[t.pool]
-        elif union is not None and g >= 1:
-            metrics, trial_counts = union.fit(sum(t.count for t in plan), rng, g)
-        elif union is not None and union.counts_only:
-            metrics, trial_counts = dict(generator.fit_stats(union.human, g)), None
+            pools.add(g, rec.samples)
         else:
-            if per_trial:
-                train, trial_counts = apply_plan_trials(plan, pools, rng, union=pooled_union(regime, g))
-            else:
-                train = apply_plan(plan, pools, rng, axis=axis)
-            metrics = dict(generator.fit(train, g))
-        drawn = Drawn.of(generator.sample(sizes.synthetic, g))
-        samples = drawn.samples
-        metrics.update(generator.evaluate(drawn, g))
-        rec = GenerationRecord(g, plan, metrics, samples, train, trial_counts, gate_stats=drawn.gate_stats,
-                               timings=dict(generator.timings) if timed else {})
-        store.commit(rec, checkpoint)
-        rec.train = None  # the store has what it needs; do not hold every training set
-        pools[synthetic_pool(g)] = samples
-        if union is not None and g < generations:
-            pools[synthetic_pool(g)] = union.add(synthetic_pool(g), samples)
-            if union.counts_only and not keep_samples:
-                dropped[synthetic_pool(g)] = _pool_size(samples, axis)
-                del pools[synthetic_pool(g)]
-        if not keep_samples:
-            rec.samples = None
-            # Regimes other than accumulate* only ever read the newest pool.
-            if g >= 1 and regime not in ("accumulate", "accumulate_subsample"):
-                pools.pop(synthetic_pool(g - 1), None)
+            rng = generation_rng(seed, g, "mix")
+            plan = plan_mix(regime, g, pools.sizes(), sizes, rng)
+            metrics, train, trial_counts = pools.fit(plan, g, rng)
+            drawn = Drawn.of(generator.sample(sizes.synthetic, g))
+            metrics.update(generator.evaluate(drawn, g))
+            rec = GenerationRecord(g, plan, metrics, drawn.samples, train, trial_counts, gate_stats=drawn.gate_stats,
+                                   timings=dict(generator.timings) if timed else {})
+            store.commit(rec, checkpoint)
+            rec.train = None  # the store has what it needs; do not hold every training set
+            pools.add(g, drawn.samples)
+            if not keep_samples:
+                rec.samples = None
         result.records.append(rec)
         for cb in hooks:
             cb.on_generation(rec)

@@ -23,6 +23,7 @@ needs (:meth:`RunDirReader.checkpoint`, :meth:`RunDirReader.samples_before`,
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from collapse import integrity
 from collapse.errors import CollapseError
 from collapse.generator import Checkpointable, GenerationRecord
 from collapse.mixing import Take, plan_counts, plan_to_dict
+from collapse.signals import shielded
 from collapse.tracking import read_json, write_json_atomic
 
 log = logging.getLogger("collapse")
@@ -126,9 +129,7 @@ class RunDirReader:
         return self.gen_dir(generation) / "data"
 
     def card_path(self, generation: int) -> Path:
-        from collapse.data.card import CARD_NAME
-
-        return self.data_path(generation) / CARD_NAME
+        return self.data_path(generation) / "README.md"  # collapse.data.card.CARD_NAME
 
     def model_path(self, generation: int) -> Path:
         return self.gen_dir(generation) / "model"
@@ -283,9 +284,6 @@ def _no_space(e: BaseException | None) -> bool:
 
 def manifest(train: Any, rec: GenerationRecord, regime: str) -> dict[str, Any]:
     """Counts per origin and generation, the plan, and a content hash of the training set."""
-    import hashlib
-    from collections import Counter
-
     counts = Counter(zip(train["origin"], train["generation"]))
     by_origin: dict[str, dict[str, int]] = {}
     for (origin, gen), c in sorted(counts.items()):
@@ -348,8 +346,6 @@ class RunDir(RunDirReader):
 
     def mark_stopped(self, status: str) -> None:
         """``state.json`` says ``status`` (interrupted | failed) when the run stops; signals wait."""
-        from collapse.signals import shielded
-
         with shielded():
             try:
                 if self.state().get("status") == "running":
@@ -474,6 +470,7 @@ class RunDir(RunDirReader):
     def _write_card(self, generation: int, train: Any) -> None:
         """The training set's card: the human corpus record from ``state.json`` (``data``), the
         configured gates, and the acceptance rates of the generations whose samples it holds."""
+        # deferred: collapse.data imports datasets, which readers of a run directory need not load
         from collapse.data.card import training_card, write_card
 
         gates = list((self.config().get("sample") or {}).get("gates") or [])

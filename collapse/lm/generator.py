@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from collapse.config import Config
+from collapse.errors import CollapseError
 from collapse.generator import Drawn
 from collapse.lm.model import BASE_MARKER, build_model, count_parameters, load_model, pick_device, resolved_dims, runtime_info
 from collapse.lm.sample import split_prompt, sample as sample_lm
@@ -145,8 +146,6 @@ class LMGenerator:
     def _checkpoint(self, generation: int) -> Path:
         path = self.files.checkpoint(generation)
         if path is None:
-            from collapse.errors import CollapseError
-
             raise CollapseError(f"generation {generation} has not finished: no checkpoint to start generation "
                                 f"{generation + 1} from (model.init_mode={self.cfg.model.init_mode})")
         return path
@@ -266,8 +265,6 @@ class LMGenerator:
             attempts += 1
         per_gate = ", ".join(f"{g} {chain.accepted[g]}/{chain.seen[g]}" for g in s.gates)
         if have == 0:
-            from collapse.errors import CollapseError
-
             # An empty pool can be neither trained on nor saved: stop with the counts.
             raise CollapseError(f"sample.gates: none of the {drawn} samples of generation {generation} drawn in "
                                 f"{attempts} rounds passed the gates (accepted/seen: {per_gate}); use fewer or looser "
