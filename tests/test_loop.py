@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from collapse import orchestrator
 from collapse.generator import Drawn, GenerationRecord
 from collapse.loop import LoopResult, MemoryStore, run_generations
 from collapse.mixing import HUMAN, MixSizes
@@ -155,3 +156,8 @@ def test_without_keep_samples_records_drop_them_and_old_pools_go():
                           keep_samples=False)
     assert all(r.samples is None for r in res.records)
     assert seen == [[-1.0], [0.0], [1.0]]
+
+
+def test_the_old_module_name_still_imports_the_loop():
+    assert orchestrator.run_generations is run_generations
+    assert orchestrator.GenerationRecord is GenerationRecord and orchestrator.MemoryStore is MemoryStore
