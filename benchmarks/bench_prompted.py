@@ -15,7 +15,6 @@ line is indented (the body continues) rather than a new top-level statement.
 from __future__ import annotations
 
 import argparse
-import ast
 import math
 import sys
 from pathlib import Path
@@ -23,14 +22,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import REPO, machine
-
-
-def parses(text: str) -> bool:
-    try:
-        ast.parse(text)
-        return True
-    except SyntaxError:
-        return False
+from collapse.syntax import parses
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -51,7 +43,8 @@ def main() -> int:
 
     from transformers import AutoModelForCausalLM
 
-    from collapse.config import SampleConfig, load_config
+    from collapse.config import SampleConfig
+    from collapse.registries import load_config
     from collapse.data import prepare_human_data
     from collapse.lm.generator import prompt_of
     from collapse.lm.sample import sample

@@ -48,7 +48,7 @@ def hook(opt, args, kwargs):
     if not first:
         first.append(time.time())
 register_optimizer_step_pre_hook(hook)
-from collapse.config import load_config
+from collapse.registries import load_config
 from collapse.experiment import run_experiment
 run_experiment(load_config(sys.argv[2], sys.argv[3:]))
 print(first[0] - t0)
@@ -99,7 +99,7 @@ def main() -> None:
     root = work / "runs"
     print(f"machine: {os.cpu_count()} cores; runs in {root}")
     # Human data and tokenizer into the cache first: not part of any overhead measured.
-    from collapse.config import load_config
+    from collapse.registries import load_config
     from collapse.experiment import Experiment
 
     Experiment(load_config(TINY, [f"run.root={root}", "data.train_size=160"]))

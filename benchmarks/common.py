@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from collapse.config import load_config
+from collapse.registries import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collapse.config import Config, apply_overrides, from_dict, load_config
+from collapse.config import Config, apply_overrides
 from collapse.errors import ConfigError
+from collapse.registries import from_dict, load_config
 
 SECTIONS = ("data", "tokenizer", "model", "train", "sample", "mix", "metrics", "tracking", "run")
 

@@ -14,7 +14,7 @@ from collapse.logs import configure_cli_logging
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from collapse.config import describe, load_config
+    from collapse.registries import describe, load_config
 
     if args.help_config:
         print(describe())
@@ -29,8 +29,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from collapse.config import load_config
     from collapse.pretrain import run_pretrain
+    from collapse.registries import load_config
 
     cfg = load_config(args.config, args.overrides)
     res = run_pretrain(cfg, command=" ".join(["collapse pretrain", args.config, *args.overrides]))

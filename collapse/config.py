@@ -6,6 +6,12 @@ dotted ``key=value`` overrides merge into it; unknown keys, wrong types and
 out-of-range values raise :class:`ConfigError` with one line naming the key
 and what was expected, before any work starts. Each field carries a one-line
 doc in its metadata (``doc``), shown by ``collapse run --help-config``.
+
+This module is core: it knows no component. Fields whose values are names
+from a component's registry (regimes, presets, gates, pipeline steps,
+metrics) say which registry in their metadata (``choices``); the check of
+those names, and the lists in their docs, come from
+:mod:`collapse.registries`, which knows the components.
 """
 
 from __future__ import annotations
@@ -24,18 +30,23 @@ import yaml
 
 from collapse.errors import ConfigError
 
-REGIMES = ("replace", "accumulate", "accumulate_subsample", "fixed_fraction", "fresh", "augment")
+#: Stands in a field's doc for the names of its registry (``choices``), filled in by :func:`describe`.
+CHOICES = "{choices}"
 
 
 def _f(default: Any, doc: str, check: typing.Callable[[Any], bool] | None = None, expect: str = "",
-       hashed_at_default: bool = True):
+       hashed_at_default: bool = True, choices: str | None = None):
     """A config field with a one-line doc and an optional range check.
+
+    ``choices`` names the registry the field's values come from (a key of
+    the ``choices`` :func:`describe` is given); its doc shows them where it
+    says :data:`CHOICES`.
 
     ``hashed_at_default=False`` marks a field added after configs were hashed
     (cache keys, content-addressed checkpoints): at its default it is left out
     of :meth:`Config.section_hash`, so every existing key stays what it was;
     set to anything else, it counts like any other field."""
-    meta = {"doc": doc, "check": check, "expect": expect, "hashed_at_default": hashed_at_default}
+    meta = {"doc": doc, "check": check, "expect": expect, "hashed_at_default": hashed_at_default, "choices": choices}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -59,7 +70,7 @@ class DataConfig:
     test_fraction: float = _f(0.05, "share of the corpus in the test split (by content hash)", *_open_unit)
     reference_fraction: float = _f(0.1, "share of the corpus in the reference split (by content hash): held-out human code, never trained on, on which the human.* reference lines of sample metrics are computed with as many functions as each generation has samples", *_open_unit)
     train_size: int | None = _f(None, "human examples in the training pool of generation 0; null = the whole train split", *_pos_or_none)
-    pipeline: list[str] = _f(["redact", "exact_dedup", "length", "autogen", "quality", "near_dedup"], "row steps of the human corpus, in order (after opt-out and the license check): redact (secrets and personal data → placeholders) | exact_dedup | length | autogen | quality | near_dedup")
+    pipeline: list[str] = _f(["redact", "exact_dedup", "length", "autogen", "quality", "near_dedup"], "row steps of the human corpus, in order (after opt-out and the license check; redact: secrets and personal data → placeholders): " + CHOICES, choices="pipeline_steps")
     near_dedup_threshold: float = _f(0.85, "near_dedup (and the dedup gate): Jaccard similarity of token-shingle sets at which two functions are near duplicates (first in corpus order kept)", lambda v: 0.0 < v <= 1.0, "in (0, 1]")
     near_dedup_num_perm: int = _f(128, "near_dedup: MinHash permutations", lambda v: v >= 16, ">= 16")
     near_dedup_ngram: int = _f(5, "near_dedup: shingle length in tokens", *_pos)
@@ -71,12 +82,7 @@ class DataConfig:
     opt_out: list[str] = _f([], "files excluded before anything reads them: globs, paths, or repository / distribution names")
     write_dropped: bool = _f(False, "write every dropped file and function with its reason to <cache>/human-<key>/dropped.jsonl")
 
-    PIPELINE_STEPS: typing.ClassVar[tuple[str, ...]] = ("redact", "exact_dedup", "length", "autogen", "quality", "near_dedup")
-
     def __post_init__(self) -> None:
-        bad = [s for s in self.pipeline if s not in self.PIPELINE_STEPS]
-        if bad or len(set(self.pipeline)) != len(self.pipeline):
-            raise ConfigError(f"data.pipeline: expected distinct steps among {', '.join(self.PIPELINE_STEPS)}, got {self.pipeline!r}")
         if isinstance(self.source, list) and not self.source:
             raise ConfigError("data.source: expected a source or a non-empty list of sources, got []")
 
@@ -89,7 +95,7 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    preset: str = _f("small", "size preset: tiny | small | base (explicit fields below override it)")
+    preset: str = _f("small", "size preset: " + CHOICES + " (explicit fields below override it)", choices="presets")
     hidden_size: int | None = _f(None, "model width; null = from the preset", *_pos_or_none)
     num_layers: int | None = _f(None, "transformer blocks; null = from the preset", *_pos_or_none)
     num_heads: int | None = _f(None, "attention heads; null = from the preset", *_pos_or_none)
@@ -125,19 +131,14 @@ class SampleConfig:
     batch_size: int = _f(256, "sequences decoded together", *_pos)
     prompt: Literal["none", "signature"] = _f("none", "none: unconditional from the document boundary; signature: prompted by the first line(s) of the human training pool's functions (cut before their trailing whitespace)")
     prompt_lines: int = _f(1, "lines of the human function used as the prompt (signature, then docstring)", *_pos)
-    gates: list[str] = _f([], "filters every sample must pass before it enters a pool, in order: syntax | dedup | perplexity | execution (see collapse.gates)")
+    gates: list[str] = _f([], "filters every sample must pass before it enters a pool, in order: " + CHOICES + " (see collapse.gates)", choices="gates")
     max_attempts: int = _f(5, "with gates: sampling rounds at most (the first included) to reach the synthetic size; then the generation goes on with fewer samples", *_pos)
     gate_perplexity_band: list[float] = _f([0.05, 0.95], "perplexity gate: keep samples whose perplexity under the generation-0 model lies between these quantiles of the perplexities of human validation functions under it")
     gate_perplexity_reference: int = _f(1000, "perplexity gate: human validation functions scored for the band (the first N of the split)", *_pos)
     gate_timeout_s: float = _f(5.0, "execution gate: wall-time limit per sample in the sandbox", *_pos)
     gate_memory_mb: int = _f(512, "execution gate: memory limit per sample in the sandbox", *_pos)
 
-    GATES: typing.ClassVar[tuple[str, ...]] = ("syntax", "dedup", "perplexity", "execution")
-
     def __post_init__(self) -> None:
-        bad = [g for g in self.gates if g not in self.GATES]
-        if bad or len(set(self.gates)) != len(self.gates):
-            raise ConfigError(f"sample.gates: expected distinct gates among {', '.join(self.GATES)}, got {self.gates!r}")
         band = self.gate_perplexity_band
         if len(band) != 2 or not 0.0 <= band[0] < band[1] <= 1.0:
             raise ConfigError(f"sample.gate_perplexity_band: expected two quantiles 0 <= lo < hi <= 1, got {band!r}")
@@ -145,7 +146,7 @@ class SampleConfig:
 
 @dataclass
 class MixConfig:
-    regime: str | list[str] = _f("replace", "mixing regime, or a list to run one after another: " + " | ".join(REGIMES))
+    regime: str | list[str] = _f("replace", "mixing regime, or a list to run one after another: " + CHOICES, choices="regimes")
     synthetic_size: int | None = _f(None, "synthetic samples drawn per generation; null = the human training pool's size", *_pos_or_none)
     human_fraction: float = _f(0.1, "fixed_fraction: share of each training set that is human (Shumailov et al. use 0.1)", *_unit)
     subsample_size: int | None = _f(None, "accumulate_subsample: size of the draw from the accumulated pool; null = the human pool's size", *_pos_or_none)
@@ -160,7 +161,7 @@ class MetricsConfig:
                            "identifier_vocab", "mean_length",
                            "perplexity_gen0", "tail_coverage", "vocab_coverage", "zipf", "unigram_divergence", "length_shift",
                            "verbatim_copy", "corpus_copy", "synthetic_copy"],
-                          "metrics computed every generation (`collapse metrics` lists them; docs/metrics.md); val_loss, semantic_diversity and humaneval are opt-in")
+                          "metrics computed every generation (`collapse metrics` lists them; docs/metrics.md); val_loss, semantic_diversity and humaneval are opt-in", choices="metrics")
     eval_tokens: int | None = _f(None, "cap on tokens of the human test split used for cross-entropy; null = all", *_pos_or_none)
     subsample: int = _f(500, "size of the seeded subsample used by metrics whose cost grows faster than n log n (self-BLEU, embeddings) or that run a model per sample (perplexity_gen0); also the number of held-out prompts of prompt_ce", *_pos)
     zipf_tokens: int = _f(10000, "zipf_exponent: tokens drawn (seeded) from the samples before the fit, so every estimate uses the same count", lambda v: v >= 100, ">= 100")
@@ -357,16 +358,7 @@ def build_dataclass(cls: type, data: dict[str, Any], prefix: str) -> Any:
 
 
 def _validate(cfg: Config) -> None:
-    """Checks that span several fields."""
-    from collapse.lm.model import PRESETS
-
-    for r in cfg.regimes:
-        if r not in REGIMES:
-            raise ConfigError(f"mix.regime: expected one of {', '.join(REGIMES)}, got {r!r}")
-    if len(set(cfg.regimes)) != len(cfg.regimes) or not cfg.regimes:
-        raise ConfigError(f"mix.regime: expected distinct regimes, got {cfg.mix.regime!r}")
-    if cfg.model.preset not in PRESETS:
-        raise ConfigError(f"model.preset: expected one of {', '.join(PRESETS)}, got {cfg.model.preset!r}")
+    """Checks that span several fields (names against registries are :mod:`collapse.registries`' part)."""
     if cfg.data.val_fraction + cfg.data.test_fraction >= 0.5:
         raise ConfigError("data.val_fraction + data.test_fraction: expected < 0.5 so most data stays for training")
     if cfg.data.min_chars >= cfg.data.max_chars:
@@ -378,17 +370,6 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"train.batch_size: expected a multiple of train.nproc ({cfg.train.nproc}), got {cfg.train.batch_size}")
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
         raise ConfigError(f"train.device: expected auto | cpu | cuda | cuda:N, got {cfg.train.device!r}")
-    from collapse.metrics import REGISTRY
-
-    for m in cfg.metrics.names:
-        if m not in REGISTRY:
-            from collapse.metrics.keys import suggest_metric
-
-            hint = suggest_metric(m)
-            raise ConfigError(f"metrics.names: unknown metric {m!r}" + (f"; {hint}" if hint else "")
-                              + f" (known: {', '.join(sorted(REGISTRY))})")
-    if len(set(cfg.metrics.names)) != len(cfg.metrics.names):
-        raise ConfigError(f"metrics.names: expected distinct names, got {cfg.metrics.names!r}")
     if any(k < 4 for k in cfg.metrics.copy_k_also):
         raise ConfigError(f"metrics.copy_k_also: expected span lengths >= 4, got {cfg.metrics.copy_k_also!r}")
     bad_k = [k for k in cfg.metrics.humaneval_k if not 1 <= k <= cfg.metrics.humaneval_n]
@@ -398,9 +379,19 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"run.experiment: expected a non-empty name without '/', got {cfg.run.experiment!r}")
 
 
-def from_dict(data: dict[str, Any]) -> Config:
+Check = typing.Callable[[Config], None]
+
+
+def from_dict(data: dict[str, Any], check: Check | None = None) -> Config:
+    """The config tree of ``data``: keys, types, ranges and cross-field rules checked, then ``check``.
+
+    ``check`` is where the names are checked against the components'
+    registries (:func:`collapse.registries.check_names`); entry points load
+    through :func:`collapse.registries.load_config`, which passes it."""
     cfg = build_dataclass(Config, data, "")
     _validate(cfg)
+    if check is not None:
+        check(cfg)
     return cfg
 
 
@@ -455,8 +446,10 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
-    """Load a YAML recipe, apply overrides, validate. Raises ConfigError on any problem."""
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
+                check: Check | None = None) -> Config:
+    """Load a YAML recipe, apply overrides, validate (``check`` as in :func:`from_dict`).
+    Raises ConfigError on any problem."""
     data: dict[str, Any] = {}
     if path is not None:
         data = read_yaml_mapping(path)
@@ -467,11 +460,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
         if isinstance(data["run"], dict):
             data["run"].setdefault("experiment", Path(path).stem)
     apply_overrides(data, overrides or [])
-    return from_dict(data)
+    return from_dict(data, check)
 
 
-def describe(root: type = Config) -> str:
-    """Every key of a config tree with its type, default and doc, for ``--help-config``."""
+def describe(root: type = Config, choices: typing.Mapping[str, typing.Iterable[str]] | None = None) -> str:
+    """Every key of a config tree with its type, default and doc, for ``--help-config``.
+
+    ``choices`` maps a registry's name to its names, shown in the docs of the
+    fields that take them (:func:`collapse.registries.describe` passes them all)."""
+    choices = choices or {}
     lines = []
     hints = typing.get_type_hints(root)
     for sec in dataclasses.fields(root):
@@ -479,5 +476,9 @@ def describe(root: type = Config) -> str:
         sub = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             d = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"{sec.name}.{f.name} ({_type_name(sub[f.name])}, default {d!r}): {f.metadata.get('doc', '')}")
+            doc = f.metadata.get("doc", "")
+            reg = f.metadata.get("choices")
+            if reg is not None:
+                doc = doc.replace(CHOICES, " | ".join(choices[reg]) if reg in choices else f"the names of the {reg} registry")
+            lines.append(f"{sec.name}.{f.name} ({_type_name(sub[f.name])}, default {d!r}): {doc}")
     return "\n".join(lines)

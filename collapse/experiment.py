@@ -41,6 +41,7 @@ from collapse.locks import FileLock
 from collapse.loop import Callback, run_generations
 from collapse.mixing import HUMAN, HUMAN_FRESH, MixSizes, check_sizes
 from collapse.pretrain import resolve_init_from
+from collapse.registries import check_names
 from collapse.rundir import RunDir, RunDirReader
 from collapse.signals import shielded
 from collapse.tracking import KEY_TAG, RunMirror, resolve_uri
@@ -179,6 +180,7 @@ class Experiment:
         from collapse.data import prepare_human_data
         from collapse.lm.tokenizer import load_checkpoint_tokenizer, prepare_tokenizer
 
+        check_names(cfg)  # a Config built in Python has not been through the loaders' check
         resolve_init_from(cfg)  # pretrain:<recipe> → the base's checkpoint folder (built on first use)
         self.cfg = cfg
         self.root = Path(cfg.run.root)

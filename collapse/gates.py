@@ -33,8 +33,11 @@ gate is not shown to the next):
   runs followed by its tests and must pass them. Reasons ``exec_<status>``
   (``exec_failed``, ``exec_timeout``, ``exec_blocked``, ...).
 
-:class:`GateChain` applies the gates and counts, over every draw of a
-generation, how many samples each gate saw and accepted;
+Each gate is a filter of :mod:`collapse.filtering` (the human-corpus
+pipeline's steps are too), and :data:`GATES` is their registry.
+:class:`GateChain`, a :class:`collapse.filtering.FilterRunner`, applies them
+and counts, over every draw of a generation, how many samples each gate saw
+and accepted;
 :meth:`GateChain.metrics` returns them as flat metrics
 (``gate.<name>.accept_rate``, ``gate.<name>.seen``, ``gate.<name>.accepted``,
 ``gate.<name>.rejected.<reason>``, and overall ``gate.accept_rate``,
@@ -48,7 +51,6 @@ draws again until the configured number of samples passed or
 from __future__ import annotations
 
 import abc
-import ast
 from collections import Counter
 from typing import Any, Callable, Sequence
 
@@ -56,17 +58,17 @@ import numpy as np
 
 from collapse.data.neardup import NearDupIndex
 from collapse.data.pipeline import content_hash
+from collapse.filtering import Columns, FilterRunner
+from collapse.syntax import parses
 
 __all__ = ["GATES", "Gate", "SyntaxGate", "DedupGate", "PerplexityGate", "ExecutionGate", "GateChain",
            "DedupReference", "perplexities", "perplexity_band"]
 
-GATES = ("syntax", "dedup", "perplexity", "execution")
-
-Columns = dict[str, list[Any]]
 
 
 class Gate(abc.ABC):
-    """One filter: :meth:`check` says, per text, None (accept) or why it is rejected."""
+    """One filter (:class:`collapse.filtering.Filter`): :meth:`check` says, per text, None (accept) or
+    why it is rejected."""
 
     name = "gate"
     reasons: tuple[str, ...] = ()
@@ -81,14 +83,7 @@ class SyntaxGate(Gate):
     reasons = ("syntax_error",)
 
     def check(self, texts: list[str], columns: Columns | None = None) -> list[str | None]:
-        out: list[str | None] = []
-        for t in texts:
-            try:
-                ast.parse(t)
-                out.append(None)
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
-                out.append("syntax_error")
-        return out
+        return [None if parses(t) else "syntax_error" for t in texts]
 
 
 class DedupReference:
@@ -142,7 +137,7 @@ def perplexities(model: Any, tokenizer: Any, texts: Sequence[str], eos_id: int, 
                  max_len: int | None = None, batch_size: int = 32) -> np.ndarray:
     """Perplexity of each text under ``model``: exp(mean next-token NLL), scored as ``[eos] + tokens``
     (inf for a text without tokens)."""
-    from collapse.lm.train import sequence_nll, tokenize_texts
+    from collapse.lm.train import sequence_nll, tokenize_texts  # torch: imported when used
 
     if not len(texts):
         return np.zeros(0)
@@ -221,51 +216,52 @@ class ExecutionGate(Gate):
         return [None if r.ok else f"exec_{r.status}" for r in results]
 
 
-class GateChain:
-    """Gates applied in order, with counts accumulated over every call (every draw of a generation)."""
+#: The gate registry: the names ``sample.gates`` takes, in the order the docs list them. Each gate's
+#: own arguments (the pools, the perplexity band, sandbox limits) come from whoever builds it
+#: (``LMGenerator._gates``).
+GATES: dict[str, type[Gate]] = {g.name: g for g in (SyntaxGate, DedupGate, PerplexityGate, ExecutionGate)}
 
-    def __init__(self, gates: Sequence[Gate]):
-        self.gates = list(gates)
-        self.seen = {g.name: 0 for g in self.gates}
-        self.accepted = {g.name: 0 for g in self.gates}
-        self.rejected = {g.name: Counter() for g in self.gates}
-        self.drawn = 0
-        self.passed = 0
 
-    def __call__(self, texts: Sequence[str], columns: Columns | None = None) -> list[str | None]:
-        """Per text: None when every gate accepted it, else ``"<gate>:<reason>"``."""
-        texts = list(texts)
-        verdict: list[str | None] = [None] * len(texts)
-        alive = list(range(len(texts)))
-        for g in self.gates:
-            if not alive:
-                break
-            sub = [texts[i] for i in alive]
-            cols = {k: [v[i] for i in alive] for k, v in columns.items()} if columns else None
-            reasons = g.check(sub, cols)
-            self.seen[g.name] += len(sub)
-            survivors = []
-            for i, why in zip(alive, reasons):
-                if why is None:
-                    survivors.append(i)
-                else:
-                    verdict[i] = f"{g.name}:{why}"
-                    self.rejected[g.name][why] += 1
-            self.accepted[g.name] += len(survivors)
-            alive = survivors
-        self.drawn += len(texts)
-        self.passed += len(alive)
-        return verdict
+class GateChain(FilterRunner):
+    """Gates applied in order (a :class:`collapse.filtering.FilterRunner`), with counts accumulated over
+    every call (every draw of a generation) and reported as the ``gate.*`` metrics."""
+
+    def __init__(self, gates: Sequence[Gate], exclusions: list[dict[str, Any]] | None = None):
+        super().__init__(gates, exclusions, record=())
+        self.gates = self.filters
+
+    # The names the sampler's log and older callers read.
+    @property
+    def seen(self) -> dict[str, int]:
+        return {name: c.seen for name, c in self.counts.items()}
+
+    @property
+    def accepted(self) -> dict[str, int]:
+        return {name: c.kept for name, c in self.counts.items()}
+
+    @property
+    def rejected(self) -> dict[str, Counter]:
+        """Per gate, the reasons it rejected for at least once, with their counts."""
+        return {name: Counter({why: n for why, n in c.dropped.items() if n}) for name, c in self.counts.items()}
+
+    @property
+    def drawn(self) -> int:
+        return self.rows_in
+
+    @property
+    def passed(self) -> int:
+        return self.rows_kept
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {}
+        rejected = self.rejected
         for g in self.gates:
             n, a = self.seen[g.name], self.accepted[g.name]
             out[f"gate.{g.name}.seen"] = n
             out[f"gate.{g.name}.accepted"] = a
             if n:
                 out[f"gate.{g.name}.accept_rate"] = a / n
-            for why, c in sorted(self.rejected[g.name].items()):
+            for why, c in sorted(rejected[g.name].items()):
                 out[f"gate.{g.name}.rejected.{why}"] = c
         out["gate.drawn"] = self.drawn
         out["gate.accepted"] = self.passed

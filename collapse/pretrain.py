@@ -32,7 +32,6 @@ the base saw, as with any pretrained model.
 
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import math
@@ -45,8 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collapse.config import Config, SampleConfig, load_config
+from collapse.config import Config, SampleConfig
 from collapse.errors import CollapseError
+from collapse.registries import load_config
+from collapse.syntax import parses
 
 log = logging.getLogger("collapse")
 
@@ -72,14 +73,6 @@ def held_out_fraction(cfg: Config) -> float:
     from collapse.data.split import held_out_fraction as data_held_out
 
     return data_held_out(cfg.data)
-
-
-def _parses(text: str) -> bool:
-    try:
-        ast.parse(text)
-        return True
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return False
 
 
 class _DirLock:
@@ -116,7 +109,7 @@ def parse_rates(model, tok, cfg: Config, device, precision: str, seed: int) -> d
         res = sample(model, [[eos]] * cfg.pretrain.eval_samples, scfg, eos, torch_seed(seed, 0, f"pretrain-eval:{t}"),
                      device, precision, progress=cfg.run.progress, desc=f"parse check T={t:g}")
         texts = tok.batch_decode(res.completion_ids, skip_special_tokens=True)
-        out[f"parse_rate_t{t:g}"] = sum(_parses(x) for x in texts) / max(len(texts), 1)
+        out[f"parse_rate_t{t:g}"] = sum(parses(x) for x in texts) / max(len(texts), 1)
     return out
 
 

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from collapse.errors import CollapseError
+from collapse.mixing import REGIMES
 from collapse.rundir import RunDirReader
 from collapse.stats import MIN_SEEDS, mean_ci
 
@@ -184,12 +185,10 @@ def _is_missing(v) -> bool:
 
 def hue_order(values: Iterable) -> list:
     """The order of hue values in every legend: regimes in the order of the regime
-    registry (:data:`collapse.config.REGIMES`), then other values sorted (numbers
+    registry (:data:`collapse.mixing.REGIMES`), then other values sorted (numbers
     by value)."""
-    from collapse.config import REGIMES
-
     vals = list(dict.fromkeys(v for v in values if not _is_missing(v)))
-    known = sorted((v for v in vals if isinstance(v, str) and v in REGIMES), key=REGIMES.index)
+    known = sorted((v for v in vals if isinstance(v, str) and v in REGIMES), key=list(REGIMES).index)
     rest = [v for v in vals if v not in known]
     if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in rest):
         rest.sort(key=float)
@@ -209,8 +208,6 @@ def palette(values: Iterable) -> dict:
     ``colorblind``, its grey kept for the human reference), then ``husl``."""
     import seaborn as sns
 
-    from collapse.config import REGIMES
-
     order = hue_order(values)
     cb = sns.color_palette("colorblind", 10)
     base = [cb[i] for i in _COLORS]
@@ -219,7 +216,7 @@ def palette(values: Iterable) -> dict:
         nxt = len(REGIMES)
     for v in order:
         if isinstance(v, str) and v in REGIMES:
-            slots[v] = _REGIME_SLOTS.get(v, REGIMES.index(v))
+            slots[v] = _REGIME_SLOTS.get(v, list(REGIMES).index(v))
         else:
             slots[v] = nxt
             nxt += 1

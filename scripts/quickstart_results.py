@@ -18,7 +18,6 @@ runs already on disk and exits 1 if the README differs.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import platform
@@ -29,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from collapse.syntax import parses
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "experiments" / "quickstart.yaml"
@@ -98,14 +99,6 @@ def table(frame, seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
-def _parses(text: str) -> bool:
-    try:
-        ast.parse(text)
-        return True
-    except SyntaxError:
-        return False
-
-
 def excerpts(root: Path, n: int = 3) -> str:
     """The first ``n`` samples (not picked) of generation 0 and of the last generation, seed 0, replace."""
     run = root / "quickstart" / "replace_s0"
@@ -118,8 +111,8 @@ def excerpts(root: Path, n: int = 3) -> str:
 
     out = []
     for a, b in zip(read(first), read(last)):
-        out.append(f"<tr><td><pre>{_esc(a)}</pre>{'parses' if _parses(a) else 'does not parse'}</td>"
-                   f"<td><pre>{_esc(b)}</pre>{'parses' if _parses(b) else 'does not parse'}</td></tr>")
+        out.append(f"<tr><td><pre>{_esc(a)}</pre>{'parses' if parses(a) else 'does not parse'}</td>"
+                   f"<td><pre>{_esc(b)}</pre>{'parses' if parses(b) else 'does not parse'}</td></tr>")
     return (f"<table><tr><th>{first.name} (fine-tuned on human code)</th><th>{last.name} (replace)</th></tr>\n"
             + "\n".join(out) + "\n</table>")
 

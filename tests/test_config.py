@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from collapse.config import Config, describe, load_config
+from collapse.config import Config, describe
+from collapse.registries import load_config
 from collapse.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def test_override_syntax():
 def test_resolved_config_round_trips():
     cfg = load_config(None, ["mix.regime=fresh", "data.train_size=100"])
     assert load_config(None) != cfg
-    from collapse.config import from_dict
+    from collapse.registries import from_dict
 
     assert from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
 
@@ -113,3 +114,13 @@ def test_shipped_lm_recipes_validate(path):
 def test_recipes_exist():
     names = {p.name for p in LM_RECIPES}
     assert {"tiny.yaml", "quickstart.yaml"} <= names
+
+
+def test_help_config_lists_the_registries_names():
+    from collapse.registries import REGISTRIES, describe as describe_all
+
+    text = describe_all()
+    for registry, key in (("regimes", "mix.regime"), ("presets", "model.preset"), ("gates", "sample.gates"),
+                          ("pipeline_steps", "data.pipeline")):
+        line = next(ln for ln in text.splitlines() if ln.startswith(key + " "))
+        assert " | ".join(REGISTRIES[registry]) in line

@@ -20,9 +20,12 @@ near_dedup     MinHash LSH near duplicates                     ``near_duplicate`
 File-level steps come before these and are not in the list: opt-out (always
 first) and the license allow-list (see :mod:`collapse.data.corpus`). After
 the row steps, ``data.max_examples`` caps the corpus (reason
-``max_examples``). Each step logs what it dropped; :func:`run_pipeline`
-returns the counts per step and reason (and times each step), and, when asked, every dropped row
-with its reason (``duplicate_of`` names the kept row for duplicates).
+``max_examples``). Each step is a filter (:mod:`collapse.filtering`; the
+registry is :data:`STEPS`) and :func:`run_pipeline` runs them with
+:class:`collapse.filtering.FilterRunner`, as the gates on synthetic samples
+are run: it logs what each step dropped, returns the counts per step and
+reason (and times each step), and, when asked, every dropped row with its
+reason (``duplicate_of`` names the kept row for duplicates).
 """
 
 from __future__ import annotations
@@ -30,16 +33,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from collapse.config import DataConfig
 from collapse.data.filters import autogen_reason, length_reason, normalize_text, quality_reason
-from collapse.data.redact import Redactor, parses, redact_source
+from collapse.data.neardup import NearDupIndex
+from collapse.data.redact import KINDS, Redactor, redact_source
+from collapse.filtering import Columns, Filter, FilterRunner
+from collapse.syntax import parses
 
-__all__ = ["STEP_REASONS", "StepReport", "run_pipeline", "content_hash"]
+__all__ = ["STEPS", "STEP_REASONS", "StepReport", "run_pipeline", "content_hash"]
 
 log = logging.getLogger("collapse")
 
@@ -110,52 +115,134 @@ class StepReport:
 Row = dict[str, Any]
 
 
-def _per_row(rows: list[Row], check: Callable[[Row], str | None], reasons: tuple[str, ...],
-             dropped_rows: list[Row] | None, step: str) -> tuple[list[Row], dict[str, int]]:
-    counts = dict.fromkeys(reasons, 0)
-    kept = []
-    for r in rows:
-        why = check(r)
-        if why is None:
-            kept.append(r)
-        else:
-            counts[why] += 1
-            if dropped_rows is not None:
-                dropped_rows.append({"step": step, "reason": why, "source": r["source"], "text": r["text"]})
-    return kept, counts
+class Redact:
+    """``redact``: secrets and personal data → placeholders, in the text and the ``source`` column
+    (rewritten in place); drops a row that parsed before and not after."""
+
+    name = "redact"
+    reasons = ("redaction_broke_syntax",)
+
+    def __init__(self, cfg: DataConfig):
+        self.counts: Counter[str] = Counter()
+        self.info: dict[str, Any] = {"rows_changed": 0, "replacements": {}, "source_replacements": {}}
+
+    def check(self, texts: list[str], columns: Columns | None = None) -> list[str | None]:
+        sources = Redactor(scanner=False)  # file names: counted apart from the texts
+        if columns and "source" in columns:
+            src = columns["source"]
+            for j, name in enumerate(src):
+                src[j] = redact_source(name, sources)
+        results, counts = _redact_texts(texts)
+        self.counts.update(counts)
+        out: list[str | None] = []
+        changed = 0
+        for j, (new, bad) in enumerate(results):
+            if new is not None:
+                # Only the redacted text is kept anywhere, the exclusions included.
+                texts[j] = new
+                if bad:
+                    out.append("redaction_broke_syntax")
+                    continue
+                changed += 1
+            out.append(None)
+        self.info = {"rows_changed": changed, "replacements": {k: v for k, v in self.counts.items() if v},
+                     "source_replacements": {k: v for k, v in sources.counts.items() if v}}
+        return out
 
 
-def _exact_dedup(rows: list[Row], dropped_rows: list[Row] | None) -> tuple[list[Row], dict[str, int]]:
-    first: dict[str, str] = {}
-    kept, n = [], 0
-    for r in rows:
-        h = content_hash(r["text"])
-        if h in first:
-            n += 1
-            if dropped_rows is not None:
-                dropped_rows.append({"step": "exact_dedup", "reason": "duplicate", "source": r["source"],
-                                     "duplicate_of": first[h], "text": r["text"]})
-            continue
-        first[h] = r["source"]
-        kept.append(r)
-    return kept, {"duplicate": n}
+class ExactDedup:
+    """``exact_dedup``: exact duplicates (whitespace-normalized text, :func:`content_hash`), first kept."""
+
+    name = "exact_dedup"
+    reasons = ("duplicate",)
+
+    def __init__(self, cfg: DataConfig):
+        self.details: dict[int, dict[str, Any]] = {}
+
+    def check(self, texts: list[str], columns: Columns | None = None) -> list[str | None]:
+        labels = columns["source"] if columns and "source" in columns else list(range(len(texts)))
+        first: dict[str, Any] = {}
+        self.details = {}
+        out: list[str | None] = []
+        for j, (t, label) in enumerate(zip(texts, labels)):
+            h = content_hash(t)
+            if h in first:
+                out.append("duplicate")
+                self.details[j] = {"duplicate_of": first[h]}
+            else:
+                first[h] = label
+                out.append(None)
+        return out
 
 
-def _near_dedup(rows: list[Row], cfg: DataConfig, dropped_rows: list[Row] | None) -> tuple[list[Row], dict[str, int]]:
-    from collapse.data.neardup import NearDupIndex
+class Length:
+    """``length``: ``data.min_chars`` / ``data.max_chars``."""
 
-    index = NearDupIndex(cfg.near_dedup_threshold, cfg.near_dedup_num_perm, cfg.near_dedup_ngram)
-    dup_of = index.add([r["text"] for r in rows], labels=[r["source"] for r in rows])
-    kept, n = [], 0
-    for r, d in zip(rows, dup_of):
-        if d is None:
-            kept.append(r)
-            continue
-        n += 1
-        if dropped_rows is not None:
-            dropped_rows.append({"step": "near_dedup", "reason": "near_duplicate", "source": r["source"],
-                                 "duplicate_of": d, "text": r["text"]})
-    return kept, {"near_duplicate": n}
+    name = "length"
+    reasons = ("too_short", "too_long")
+
+    def __init__(self, cfg: DataConfig):
+        self.lo, self.hi = cfg.min_chars, cfg.max_chars
+
+    def check(self, texts: list[str], columns: Columns | None = None) -> list[str | None]:
+        return [length_reason(t, self.lo, self.hi) for t in texts]
+
+
+class Autogen:
+    """``autogen``: generated-code markers in the function, or its file's header (``file_autogen`` column)."""
+
+    name = "autogen"
+    reasons = ("autogen",)
+
+    def __init__(self, cfg: DataConfig):
+        pass
+
+    def check(self, texts: list[str], columns: Columns | None = None) -> list[str | None]:
+        marked = columns.get("file_autogen") if columns else None
+        return [autogen_reason(t, bool(marked[j]) if marked else False) for j, t in enumerate(texts)]
+
+
+class Quality:
+    """``quality``: line length, mean line length and alphanumeric share (:func:`quality_reason`)."""
+
+    name = "quality"
+    reasons = ("long_line", "mean_line_length", "low_alnum")
+
+    def __init__(self, cfg: DataConfig):
+        self.args = (cfg.max_line_length, cfg.max_mean_line_length, cfg.min_alnum_fraction)
+
+    def check(self, texts: list[str], columns: Columns | None = None) -> list[str | None]:
+        return [quality_reason(t, *self.args) for t in texts]
+
+
+class NearDedup:
+    """``near_dedup``: MinHash LSH near duplicates (:mod:`collapse.data.neardup`), first in order kept."""
+
+    name = "near_dedup"
+    reasons = ("near_duplicate",)
+
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
+        self.details: dict[int, dict[str, Any]] = {}
+        self.info = {"threshold": cfg.near_dedup_threshold, "num_perm": cfg.near_dedup_num_perm,
+                     "ngram": cfg.near_dedup_ngram}
+
+    def check(self, texts: list[str], columns: Columns | None = None) -> list[str | None]:
+        cfg = self.cfg
+        labels = columns["source"] if columns and "source" in columns else list(range(len(texts)))
+        index = NearDupIndex(cfg.near_dedup_threshold, cfg.near_dedup_num_perm, cfg.near_dedup_ngram)
+        dup_of = index.add(list(texts), labels=list(labels))
+        self.details = {j: {"duplicate_of": d} for j, d in enumerate(dup_of) if d is not None}
+        return [None if d is None else "near_duplicate" for d in dup_of]
+
+
+#: The pipeline-step registry: every row step ``data.pipeline`` may name, in the order the docs list
+#: them; each is built from the data config and follows :class:`collapse.filtering.Filter`.
+STEPS: dict[str, Callable[[DataConfig], Filter]] = {
+    c.name: c for c in (Redact, ExactDedup, Length, Autogen, Quality, NearDedup)}
+
+#: Every row step and the reasons it drops for (``data.pipeline`` names a subset, in order).
+STEP_REASONS: dict[str, tuple[str, ...]] = {name: cls.reasons for name, cls in STEPS.items()}
 
 
 #: Texts per task of the redaction pool, and the fewest texts worth a pool.
@@ -179,7 +266,7 @@ def _redact_texts(texts: list[str]) -> tuple[list[tuple[str | None, bool]], Coun
     result, in the same order, as in one process)."""
     import multiprocessing
 
-    from collapse.data.scanner import get_scanner
+    from collapse.data.scanner import get_scanner  # detect-secrets: imported when used
 
     get_scanner()  # built once here; forked workers inherit it
     chunks = [texts[i:i + REDACT_CHUNK] for i in range(0, len(texts), REDACT_CHUNK)]
@@ -201,66 +288,50 @@ def run_pipeline(rows: list[Row], cfg: DataConfig, dropped_rows: list[Row] | Non
                  ) -> tuple[list[Row], list[StepReport], dict[str, int]]:
     """Run ``cfg.pipeline`` over ``rows`` (dicts with ``text``, ``source``; ``file_autogen`` optional).
 
-    Returns the kept rows (``redact`` rewrites ``text`` in place), one
-    report per step, and the redaction counts per kind (empty without
+    Returns the kept rows (``redact`` rewrites ``text`` and ``source`` in place), one
+    report per step, and the redaction counts per kind (zeros without
     ``redact``). Dropped rows are appended to ``dropped_rows`` when it is a list.
     ``progress``: a bar over the steps, naming the one running and the rows it got.
     """
     from tqdm.auto import tqdm
 
-    reports: list[StepReport] = []
-    redactor = Redactor()
+    unknown = [s for s in cfg.pipeline if s not in STEPS]
+    if unknown:  # the config check rejects unknown names; this guards direct callers
+        raise ValueError(f"unknown pipeline step {unknown[0]!r} (known: {', '.join(STEPS)})")
+    steps = [STEPS[name](cfg) for name in cfg.pipeline]
     # Created before any step forks workers; tqdm's monitor thread is allowed by _pool_workers.
-    bar = tqdm(cfg.pipeline, desc="data pipeline", unit="step", disable=not progress, leave=False, dynamic_ncols=True)
-    for step in bar:
-        bar.set_postfix_str(f"{step} ({len(rows)} rows)", refresh=True)
-        t0 = time.perf_counter()
-        seen = len(rows)
-        extra: dict[str, Any] = {}
-        if step == "redact":
-            changed = broke = 0
-            kept_rows = []
-            sources = Redactor(scanner=False)  # file names: counted apart from the texts
-            for r in rows:
-                r["source"] = redact_source(r["source"], sources)
-            results, counts_red = _redact_texts([r["text"] for r in rows])
-            redactor.counts.update(counts_red)
-            for r, (new, bad) in zip(rows, results):
-                if new is not None:
-                    if bad:
-                        # Only the redacted text is kept anywhere, the dropped-rows file included.
-                        broke += 1
-                        if dropped_rows is not None:
-                            dropped_rows.append({"step": step, "reason": "redaction_broke_syntax",
-                                                 "source": r["source"], "text": new})
-                        continue
-                    changed += 1
-                    r["text"] = new
-                kept_rows.append(r)
-            rows = kept_rows
-            counts: dict[str, int] = {"redaction_broke_syntax": broke}
-            extra = {"rows_changed": changed, "replacements": {k: v for k, v in redactor.counts.items() if v},
-                     "source_replacements": {k: v for k, v in sources.counts.items() if v}}
-        elif step == "exact_dedup":
-            rows, counts = _exact_dedup(rows, dropped_rows)
-        elif step == "length":
-            lo, hi = cfg.min_chars, cfg.max_chars
-            rows, counts = _per_row(rows, lambda r: length_reason(r["text"], lo, hi), STEP_REASONS[step], dropped_rows, step)
-        elif step == "autogen":
-            rows, counts = _per_row(rows, lambda r: autogen_reason(r["text"], r.get("file_autogen", False)),
-                                    STEP_REASONS[step], dropped_rows, step)
-        elif step == "quality":
-            args = (cfg.max_line_length, cfg.max_mean_line_length, cfg.min_alnum_fraction)
-            rows, counts = _per_row(rows, lambda r: quality_reason(r["text"], *args), STEP_REASONS[step], dropped_rows, step)
-        elif step == "near_dedup":
-            rows, counts = _near_dedup(rows, cfg, dropped_rows)
-            extra = {"threshold": cfg.near_dedup_threshold, "num_perm": cfg.near_dedup_num_perm,
-                     "ngram": cfg.near_dedup_ngram}
-        else:  # the config rejects unknown names; this guards direct callers
-            raise ValueError(f"unknown pipeline step {step!r} (known: {', '.join(STEP_REASONS)})")
-        rep = StepReport(step, seen, len(rows), counts, time.perf_counter() - t0, extra)
+    bar = tqdm(total=len(steps), desc="data pipeline", unit="step", disable=not progress, leave=False, dynamic_ncols=True)
+
+    started: list[str] = []
+
+    def before(step: Filter, n: int) -> None:
+        if started:
+            bar.update(1)
+        started.append(step.name)
+        bar.set_postfix_str(f"{step.name} ({n} rows)", refresh=True)
+
+    runner = FilterRunner(steps, dropped_rows, before=before)
+    columns: Columns = {"source": [r["source"] for r in rows],
+                        "file_autogen": [r.get("file_autogen", False) for r in rows]}
+    verdict = runner([r["text"] for r in rows], columns)
+    bar.close()
+    kept = []
+    for i, (r, why) in enumerate(zip(rows, verdict)):
+        if why is None:
+            r["text"], r["source"] = runner.texts[i], runner.columns["source"][i]
+            kept.append(r)
+    reports: list[StepReport] = []
+    for step in steps:
+        c = runner.counts[step.name]
+        counts = dict(c.dropped)
+        extra = dict(getattr(step, "info", {}))
+        rep = StepReport(step.name, c.seen, c.kept, counts, c.seconds, extra)
         reports.append(rep)
         what = ", ".join(f"{k}={v}" for k, v in counts.items()) or ", ".join(
             f"{k}={v}" for k, v in extra.get("replacements", {}).items()) or "nothing"
-        log.info("data: %s: %d → %d (%s) in %.1fs", step, seen, len(rows), what, rep.seconds)
-    return rows, reports, {k: v for k, v in redactor.counts.items()}
+        log.info("data: %s: %d → %d (%s) in %.1fs", step.name, c.seen, c.kept, what, rep.seconds)
+    redactions = Counter({k: 0 for k in KINDS})
+    for step in steps:
+        if isinstance(step, Redact):
+            redactions.update(step.counts)
+    return kept, reports, dict(redactions)

@@ -117,16 +117,16 @@ that matches is replaced: the stdlib's real maintainer addresses such as
 
 from __future__ import annotations
 
-import ast
 import bisect
 import io
 import ipaddress
 import math
 import re
 import tokenize
-import warnings
 from collections import Counter
 from typing import Iterator
+
+from collapse.syntax import parses
 
 __all__ = ["KINDS", "PLACEHOLDERS", "redact", "redact_source", "Redactor", "parses"]
 
@@ -289,17 +289,6 @@ def _looks_secret(value: str) -> bool:
 def _reserved_email(domain: str) -> bool:
     d = domain.lower()
     return d in _RESERVED_DOMAINS or d.endswith(tuple("." + r for r in _RESERVED_DOMAINS)) or d.rsplit(".", 1)[-1] in _RESERVED_TLDS
-
-
-def parses(text: str) -> bool:
-    """Whether ``text`` is Python source that compiles to a syntax tree."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # invalid escape sequences and the like
-            ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
-    return True
 
 
 def _literal_spans(text: str) -> tuple[list[tuple[int, int]], list[list[tuple[int, int]]]] | None:
@@ -508,7 +497,7 @@ class Redactor:
 
     def _scanner_spans(self, text: str, literals: _Literals) -> list[Span]:
         """Every occurrence (in strings and comments, for code) of each value detect-secrets reports."""
-        from collapse.data.scanner import get_scanner
+        from collapse.data.scanner import get_scanner  # detect-secrets: imported when used
 
         out: list[Span] = []
         seen: set[str] = set()

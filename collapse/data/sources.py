@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collapse.data.licenses import STDLIB_LICENSE, distribution_license
 from collapse.errors import CollapseError
 
 __all__ = ["FileEntry", "SourceSpec", "parse_sources", "resolve_source", "stdlib_root", "list_files", "OptOut",
@@ -190,8 +191,6 @@ def installed_distributions(path: Path | None = None) -> list:
 
 
 def _installed_files(path: Path | None) -> list[FileEntry]:
-    from collapse.data.licenses import distribution_license
-
     out: list[FileEntry] = []
     seen: set[str] = set()
     for d in installed_distributions(path):
@@ -214,8 +213,6 @@ def _installed_files(path: Path | None) -> list[FileEntry]:
 
 def list_files(spec: SourceSpec, prefix: bool) -> list[FileEntry]:
     """The Python files of a file-tree source, in a stable order."""
-    from collapse.data.licenses import STDLIB_LICENSE
-
     pre = f"{spec.label}/" if prefix else ""
     if spec.kind == "installed":
         files = _installed_files(spec.root)

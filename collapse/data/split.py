@@ -37,7 +37,7 @@ from collapse.config import DataConfig
 from collapse.data.card import human_card, write_card
 from collapse.data.corpus import _datasets_progress, load_human_corpus, normalize_text
 from collapse.data.redact import Redactor
-from collapse.data.sources import installed_distributions, parse_sources
+from collapse.data.sources import OptOut, installed_distributions, parse_sources
 from collapse.errors import CollapseError
 
 __all__ = ["split_corpus", "prepare_human_data", "data_key", "held_out_fraction", "SPLITS"]
@@ -104,8 +104,6 @@ def data_key(cfg: DataConfig) -> str:
     :data:`CACHE_VERSION`. It does not cover the contents of local files:
     delete the cache entry after editing a corpus in place.
     """
-    from collapse.data.sources import OptOut
-
     fields = dataclasses.asdict(cfg)
     fields.pop("train_size", None)
     specs = parse_sources(cfg.source)

@@ -23,6 +23,7 @@ import torch
 
 from collapse.config import TrainConfig
 from collapse.errors import CollapseError
+from collapse.lm.model import load_model
 from collapse.lm.train import TrainResult, train
 
 
@@ -30,8 +31,6 @@ def fit_distributed(model, docs: list[list[int]], eos_id: int, seq_len: int, cfg
                     seed: int, precision: str, nproc: int, val_blocks: torch.Tensor | None = None,
                     progress: bool = True, desc: str = "train", workdir: str | Path | None = None):
     """Train under ``torchrun`` with ``nproc`` processes; returns (trained model, TrainResult)."""
-    from collapse.lm.model import load_model
-
     with tempfile.TemporaryDirectory(prefix="ddp-", dir=workdir) as tmp:
         job = Path(tmp)
         model.save_pretrained(str(job / "init"), safe_serialization=True)
@@ -53,8 +52,6 @@ def fit_distributed(model, docs: list[list[int]], eos_id: int, seq_len: int, cfg
 
 def _worker(job: Path) -> None:
     import torch.distributed as dist
-
-    from collapse.lm.model import load_model
 
     spec = json.loads((job / "job.json").read_text())
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

@@ -14,12 +14,7 @@ from pathlib import Path
 import torch
 
 from collapse.config import ModelConfig
-
-PRESETS: dict[str, dict[str, int]] = {
-    "tiny": dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=176, seq_len=128),
-    "small": dict(hidden_size=128, num_layers=3, num_heads=4, intermediate_size=352, seq_len=256),
-    "base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2048, seq_len=1024),
-}
+from collapse.lm.presets import PRESETS
 
 
 #: A file in every checkpoint folder that ``collapse pretrain`` wrote: what built it (key, recipe, results).

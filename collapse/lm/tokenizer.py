@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from collapse.config import TokenizerConfig
+from collapse.errors import CollapseError
 
 EOS = "<|endoftext|>"
 
@@ -48,8 +49,6 @@ def load_checkpoint_tokenizer(name_or_path: str):
     """The tokenizer saved with a checkpoint (``model.init_from``), with an EOS
     token that also serves as padding."""
     from transformers import AutoTokenizer
-
-    from collapse.errors import CollapseError
 
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path)

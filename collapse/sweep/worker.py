@@ -233,8 +233,8 @@ def run_spec(spec: RunSpec, *, t_launch: float | None = None) -> dict[str, Any]:
             record["outcome"] = "skipped (done)"
             _append_attempt(spec, record)
             return {"name": spec.name, "status": "done", "skipped": True}
-        from collapse.config import from_dict
         from collapse.experiment import run_experiment
+        from collapse.registries import from_dict
 
         cfg = from_dict(spec.config)
         _sync_stored_tracking(spec.run_dir, spec.config["tracking"])
@@ -355,8 +355,8 @@ def local_prepare(config: dict[str, Any], log_file: str) -> None:
     _redirect_output(log_file)
     _setup_logging()
     try:
-        from collapse.config import from_dict
         from collapse.experiment import Experiment
+        from collapse.registries import from_dict
 
         Experiment(from_dict(config))
     except BaseException:  # the runs report it themselves

@@ -12,7 +12,8 @@ token-level loss of tails), ``gmm`` (Shumailov et al.'s mixture experiment,
 each tracked quantity's mean, standard error and closed form per generation.
 """
 
-from collapse.theory.config import MODELS, TheoryConfig, load_theory_config
+from collapse.theory.config import TheoryConfig, load_theory_config
+from collapse.theory.models import MODELS
 from collapse.theory.run import TheoryResult, build_model, mirror_to_mlflow, run_theory
 
 __all__ = ["MODELS", "TheoryConfig", "TheoryResult", "build_model", "load_theory_config", "mirror_to_mlflow", "run_theory"]

@@ -21,7 +21,8 @@ import platform
 import resource
 import sys
 
-from collapse.theory.config import MODELS, load_theory_config
+from collapse.theory.config import load_theory_config
+from collapse.theory.models import MODELS
 from collapse.theory.run import run_theory
 
 

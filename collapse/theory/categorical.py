@@ -51,7 +51,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from collapse.mixing import MixSizes
+from collapse.mixing import MixSizes, uniform_subset_indices
 from collapse.theory.common import TheoryModel, per_trial_bincount
 
 
@@ -299,8 +299,6 @@ class CategoricalModel(TheoryModel):
         a uniform subset of positions (``collapse.mixing.uniform_subset_indices``)
         is a uniform subset of the tokens, so the counts are the multivariate
         hypergeometric draw a subsample of the pools gives."""
-        from collapse.mixing import uniform_subset_indices
-
         v = self.categories
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         cum = np.concatenate([np.cumsum(c, axis=1) + off for c, off in zip(parts, offsets)], axis=1)

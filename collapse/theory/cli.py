@@ -119,7 +119,8 @@ def _scalar(text: str) -> Any:
 def config_from_args(args: argparse.Namespace):
     """YAML recipe, then positional overrides, then flags → a validated TheoryConfig."""
     from collapse.config import apply_overrides
-    from collapse.theory.config import MODELS, read_theory_yaml, theory_config_from_dict
+    from collapse.theory.config import read_theory_yaml, theory_config_from_dict
+    from collapse.theory.models import MODELS
 
     overrides = list(args.overrides or [])
     model = args.model

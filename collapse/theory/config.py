@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 
-from collapse.config import REGIMES, _f, apply_overrides, build_dataclass, describe, read_yaml_mapping
+from collapse.config import _f, apply_overrides, build_dataclass, describe, read_yaml_mapping
 from collapse.errors import ConfigError
-
-MODELS = ("gaussian", "regression", "categorical", "gmm", "kde")
+from collapse.mixing import REGIMES
+from collapse.theory.categorical import parse_truncate
+from collapse.theory.models import MODELS
 
 _pos = (lambda v: v > 0, "> 0")
 _nonneg = (lambda v: v >= 0, ">= 0")
@@ -202,8 +203,6 @@ def validate(cfg: TheoryConfig) -> None:
             if n <= cfg.gaussian.dim:
                 raise ConfigError(f"{key[what]}: a full covariance in d = {cfg.gaussian.dim} dimensions needs more than d samples per fit, got {n}")
     if run.model == "categorical" and cfg.categorical.truncate is not None:
-        from collapse.theory.categorical import parse_truncate
-
         try:
             parse_truncate(cfg.categorical.truncate)
         except ValueError as e:

@@ -33,28 +33,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from collapse.mixing import HUMAN, HUMAN_FRESH, MixSizes, check_sizes, plan_counts, required_human
 from collapse.generator import GenerationRecord
 from collapse.loop import run_generations
-from collapse.theory.categorical import CategoricalModel
+from collapse.mixing import HUMAN, HUMAN_FRESH, MixSizes, check_sizes, plan_counts, required_human
 from collapse.theory.common import TheoryModel
 from collapse.theory.config import TheoryConfig, synthetic_size, validate
-from collapse.theory.gaussian import GaussianModel
 from collapse.theory.gmm import GMMModel
-from collapse.theory.kde import KDEModel
-from collapse.theory.regression import RegressionModel
-
-MODEL_CLASSES: dict[str, type[TheoryModel]] = {
-    "gaussian": GaussianModel,
-    "regression": RegressionModel,
-    "categorical": CategoricalModel,
-    "gmm": GMMModel,
-    "kde": KDEModel,
-}
+from collapse.theory.models import MODELS
 
 
 def build_model(cfg: TheoryConfig) -> TheoryModel:
-    model = MODEL_CLASSES[cfg.run.model](cfg.run.trials, cfg.run.seed, **cfg.model_section())
+    model = MODELS[cfg.run.model](cfg.run.trials, cfg.run.seed, **cfg.model_section())
     model.verify = cfg.verify.keep
     model.verify_noise = cfg.verify.noise
     return model
