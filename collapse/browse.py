@@ -1,8 +1,8 @@
 """Looking at runs on disk: ``collapse ls [ROOT]`` and ``collapse show RUN_DIR``.
 
-Both read run directories only (``state.json``, ``gen_NNN/DONE``,
-``manifest.json``, ``metrics.json``, ``samples.jsonl``, a sweep's
-``sweep.json``): no MLflow store is opened and nothing is written. ::
+Both read run directories only, through :class:`collapse.rundir.RunDirReader`
+(state, finished generations, manifest, metrics, samples), and a sweep's
+``sweep.json``: no MLflow store is opened and nothing is written. ::
 
     collapse ls                         # experiments and sweeps under runs/, their runs, status, last generation
     collapse ls /scratch/runs
@@ -19,6 +19,7 @@ from typing import Any
 
 from collapse.errors import CollapseError
 from collapse.locks import is_locked
+from collapse.rundir import RunDirReader
 
 # Folders of a run root that hold no experiment.
 _NOT_EXPERIMENTS = {"mlartifacts", "mlruns"}
@@ -47,32 +48,24 @@ def _read_json(path: Path) -> Any:
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "state.json").is_file() or (path / "config.yaml").is_file()
-                              or (path / "gen_000").is_dir())
+    return RunDirReader(path).is_run_dir()
 
 
 def finished_generations(run_dir: Path) -> list[int]:
     """Generations with ``DONE``, in order."""
-    return sorted(int(d.name[4:]) for d in Path(run_dir).glob("gen_[0-9][0-9][0-9]") if (d / "DONE").exists())
-
-
-def _done_prefix(run_dir: Path) -> int:
-    """The last generation of the unbroken run 0, 1, ... with ``DONE`` (-1: none)."""
-    g = 0
-    while (run_dir / f"gen_{g:03d}" / "DONE").exists():
-        g += 1
-    return g - 1
+    return RunDirReader(run_dir).finished_generations()
 
 
 def run_info(run_dir: Path, name: str | None = None) -> RunInfo:
     """Status and progress of one run directory from its files."""
-    st = _read_json(run_dir / "state.json")
+    rd = RunDirReader(run_dir)
+    st = _read_json(rd.state_path)
     st = st if isinstance(st, dict) else {}
     status = str(st.get("status") or ("pending" if not st else "unknown"))
-    if status == "running" and not is_locked(run_dir / ".lock"):
+    if status == "running" and not is_locked(rd.lock_path):
         status = "stopped"  # it said running but no process holds it: killed (resume by running it again)
     gens = st.get("generations")
-    return RunInfo(name or run_dir.name, run_dir, status, _done_prefix(run_dir),
+    return RunInfo(name or run_dir.name, run_dir, status, rd.done_prefix(),
                    int(gens) if isinstance(gens, int) else None)
 
 
@@ -158,20 +151,20 @@ def show(run_dir: str | Path, generation: int | None = None, n: int = 3, max_lin
         have = f"finished generations: {', '.join(map(str, done))}" if done else "no generation has finished yet"
         raise CollapseError(f"{run_dir}: generation {generation} has not finished ({have})")
     info = run_info(run_dir)
-    st = _read_json(run_dir / "state.json") or {}
-    d = run_dir / f"gen_{generation:03d}"
+    rd = RunDirReader(run_dir)
+    st = _read_json(rd.state_path) or {}
     lines = [f"{run_dir}  generation {generation} of 0..{_fmt(info.generations)}",
              f"experiment {_fmt(st.get('experiment'))}, regime {_fmt(st.get('regime'))}, seed {_fmt(st.get('seed'))}; "
              f"{info.status}, finished: {', '.join(map(str, done))}"]
 
-    timings = _read_json(d / "timings.json")
+    timings = rd.timings(generation)
     if isinstance(timings, dict):
         took = [f"{k[:-2]} {timings[k]:.1f}s" for k in ("train_s", "sample_s", "metrics_s")
                 if isinstance(timings.get(k), (int, float))]
         if took:
             lines.append(f"took: {', '.join(took)}")
 
-    manifest = _read_json(d / "manifest.json")
+    manifest = rd.manifest(generation)
     lines += ["", "manifest (the training set of this generation's model)"]
     if isinstance(manifest, dict):
         pools = manifest.get("pools") or {}
@@ -189,7 +182,7 @@ def show(run_dir: str | Path, generation: int | None = None, n: int = 3, max_lin
     else:
         lines.append("  (no manifest.json)")
 
-    metrics = _read_json(d / "metrics.json")
+    metrics = rd.metrics(generation)
     lines += ["", "metrics (human: the same metric on held-out human code)"]
     if isinstance(metrics, dict) and metrics:
         keys = sorted(k for k in metrics if not k.startswith("human."))
@@ -200,7 +193,7 @@ def show(run_dir: str | Path, generation: int | None = None, n: int = 3, max_lin
         lines.append("  (no metrics.json)")
 
     samples = []
-    path = d / "samples.jsonl"
+    path = rd.samples_jsonl(generation)
     if n and path.is_file():
         with open(path, encoding="utf-8") as f:
             for line in f:

@@ -16,33 +16,35 @@ it. One process writes a run directory at a time (``.lock``). Generation 0 is th
 for every regime of a seed, so it is computed once per (data, tokenizer,
 model, train, sample, metrics, seed, sizes), kept in ``<root>/_cache`` and
 shared.
+
+This module wires the parts together: the run directory
+(:class:`collapse.rundir.RunDir`, the only writer of the layout above), the
+LM generator, the loop (:func:`collapse.loop.run_generations`) and the
+callbacks after each generation (:mod:`collapse.callbacks`).
 """
 
 from __future__ import annotations
 
-import errno
-import json
 import logging
-import math
 import os
-import shutil
-import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from collapse import integrity
-from collapse.config import Config
+from collapse.callbacks import (CollectMetrics, DrawFigures, GenerationClock, LogGeneration, MirrorToMLflow,
+                                ReleaseModel)
+from collapse.config import Config, from_dict
 from collapse.errors import CollapseError
 from collapse.locks import FileLock
-from collapse.mixing import HUMAN, HUMAN_FRESH, MixSizes, check_sizes, plan_counts, plan_to_dict
-from collapse.orchestrator import GenerationRecord, run_generations
+from collapse.loop import Callback, run_generations
+from collapse.mixing import HUMAN, HUMAN_FRESH, MixSizes, check_sizes
 from collapse.pretrain import resolve_init_from
 from collapse.registries import check_names
-from collapse.tracking import KEY_TAG, RunMirror, read_json, resolve_uri, write_json_atomic
+from collapse.rundir import RunDir, RunDirReader
+from collapse.signals import shielded
+from collapse.tracking import KEY_TAG, RunMirror, resolve_uri
 
 log = logging.getLogger("collapse")
 
@@ -82,226 +84,11 @@ class RunResult:
 
     def finished_generations(self) -> list[int]:
         """The generations on disk that finished (``gen_NNN/DONE``), in order."""
-        return sorted(int(d.name[4:]) for d in Path(self.run_dir).glob("gen_[0-9][0-9][0-9]") if (d / "DONE").exists())
+        return RunDirReader(self.run_dir).finished_generations()
 
     def samples(self, generation: int):
-        from datasets import load_from_disk
-
-        d = self.run_dir / f"gen_{generation:03d}" / "samples"
-        if not isinstance(generation, int) or generation < 0 or not (d.parent / "DONE").exists() or not d.is_dir():
-            done = self.finished_generations()
-            have = (f"finished generations: {_span(done)}" if done else "no generation has finished yet")
-            raise CollapseError(f"generation {generation!r} of {self.run_dir} does not exist ({have})")
-        return load_from_disk(str(d))
-
-
-def _span(gens: list[int]) -> str:
-    """``0..3`` for a run of consecutive generations, else ``0, 2, 5``."""
-    if gens == list(range(gens[0], gens[-1] + 1)) and len(gens) > 2:
-        return f"{gens[0]}..{gens[-1]}"
-    return ", ".join(map(str, gens))
-
-
-def _nonfinite(metrics: dict[str, Any]) -> list[str]:
-    """Names of metrics that are missing (None) or not finite (NaN, inf)."""
-    out = []
-    for k, v in metrics.items():
-        if v is None:
-            out.append(k)
-        else:
-            try:
-                if not math.isfinite(float(v)):
-                    out.append(k)
-            except (TypeError, ValueError):
-                pass
-    return sorted(out)
-
-
-def _no_space(e: BaseException) -> bool:
-    while e is not None:
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            return True
-        if "no space left on device" in str(e).lower():
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
-class RunDirStore:
-    """Persists generations under ``run_dir/gen_NNN``: ``files.json`` (sizes and
-    checksums of every file), then ``DONE``, are written last; a finished
-    generation is checked against its listing before it is used."""
-
-    def __init__(self, run_dir: Path, regime: str, gen0_cache: Path | None):
-        self.run_dir = run_dir
-        self.regime = regime
-        self.gen0_cache = gen0_cache
-
-    def gen_dir(self, g: int) -> Path:
-        return self.run_dir / f"gen_{g:03d}"
-
-    def is_done(self, g: int) -> bool:
-        return (self.gen_dir(g) / "DONE").exists()
-
-    def check_done(self, generations: int) -> None:
-        """Check every finished generation against its listing. The first that does
-        not match is redone, with the ones after it (they were computed from it):
-        one log line names the file."""
-        for g in range(generations + 1):
-            if not self.is_done(g):
-                return
-            problem = integrity.verify(self.gen_dir(g))
-            if problem is None:
-                continue
-            later = [h for h in range(g, generations + 1) if self.is_done(h)]
-            what = f"generation {g} is redone" if len(later) == 1 else f"generations {g}..{later[-1]} are redone"
-            log.warning("%s; %s", problem, what)
-            for h in reversed(later):
-                (self.gen_dir(h) / "DONE").unlink(missing_ok=True)
-            self._set_last_completed(g - 1, only_up=False)
-            return
-
-    def _set_last_completed(self, g: int, *, only_up: bool = True) -> None:
-        state = self.run_dir / "state.json"
-        st = read_state(state)
-        if only_up and int(st.get("last_completed_generation", -1)) >= g:
-            return
-        st["last_completed_generation"] = g
-        write_json_atomic(state, st)
-
-    def restore_shared_gen0(self) -> bool:
-        """Copy generation 0 from the shared cache when it is there and intact
-        (a real copy, checked before and after); a damaged cache is removed and
-        generation 0 recomputed. Returns whether generation 0 was restored."""
-        cache = self.gen0_cache
-        if cache is None or not (cache / "DONE").exists() or self.is_done(0):
-            return False
-        d = self.gen_dir(0)
-        if d.exists():
-            shutil.rmtree(d)
-        problem = integrity.copy_verified(cache, d)
-        if problem is not None:
-            log.warning("%s; the shared generation 0 in %s is not reused: it is removed and generation 0 recomputed",
-                        problem, cache)
-            shutil.rmtree(cache, ignore_errors=True)
-            if d.exists():
-                shutil.rmtree(d)
-            return False
-        (d / "MIRRORED").unlink(missing_ok=True)  # mirrored for another run, not this one
-        self._set_last_completed(0)
-        return True
-
-    def restore(self, g: int, generator, *, last: bool) -> GenerationRecord:
-        from datasets import load_from_disk
-
-        from collapse.mixing import Take
-
-        d = self.gen_dir(g)
-        try:
-            samples = load_from_disk(str(d / "samples"))
-            manifest = read_json(d / "manifest.json")
-            plan = [Take(**t) for t in manifest["plan"]]
-            metrics = read_json(d / "metrics.json")
-        except Exception as e:
-            raise CollapseError(f"{d}: finished generation {g} is unreadable ({type(e).__name__}: "
-                                f"{' '.join(str(e).split())[:200]}); delete {d} (and the generations after it) "
-                                f"and re-run to redo it") from None
-        self._set_last_completed(g)  # also when it came from the shared cache
-        return GenerationRecord(g, plan, metrics, samples)
-
-    def commit(self, rec: GenerationRecord, generator) -> None:
-        d = self.gen_dir(rec.generation)
-        try:
-            self._write(d, rec, generator)
-        except BaseException as e:
-            if isinstance(e, CollapseError) or not isinstance(e, Exception):
-                raise
-            if _no_space(e):
-                shutil.rmtree(d, ignore_errors=True)  # what was written of it: space back, nothing marked done
-                raise CollapseError(f"{d}: no space left on device while writing generation {rec.generation}; "
-                                    f"free space and re-run to resume") from None
-            if isinstance(e, OSError):
-                raise CollapseError(f"{e.filename or d}: cannot write generation {rec.generation} "
-                                    f"({e.strerror or e}); re-run to resume once fixed") from None
-            raise
-        state = self.run_dir / "state.json"
-        st = read_state(state)
-        st["last_completed_generation"] = rec.generation
-        write_json_atomic(state, st)
-        if rec.generation == 0 and self.gen0_cache is not None and not (self.gen0_cache / "DONE").exists():
-            problem = integrity.copy_verified(d, self.gen0_cache)
-            if problem is not None:  # changed under us: do not share it
-                log.warning("%s; generation 0 is not shared", problem)
-
-    def _write(self, d: Path, rec: GenerationRecord, generator) -> None:
-        if d.exists():  # leftovers of an interrupted attempt
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-        train = rec.train
-        train.save_to_disk(str(d / "data"))
-        from collapse.data.card import write_training_card
-
-        write_training_card(d / "data", train, rec.generation, self.regime, self.run_dir, getattr(generator, "tok", None))
-        write_json_atomic(d / "manifest.json", manifest(train, rec, self.regime))
-        generator.model.save_pretrained(str(d / "model"), safe_serialization=True)
-        generator.tok.save_pretrained(str(d / "model"))  # a checkpoint that loads on its own
-        rec.samples.save_to_disk(str(d / "samples"))
-        from collapse.lm.generator import metric_staging
-
-        staged = metric_staging(self.run_dir, rec.generation)
-        if staged.exists():
-            os.replace(staged, d / "metrics")
-        with open(d / "samples.jsonl", "w") as f:
-            for row in rec.samples:
-                f.write(json.dumps(row) + "\n")
-        bad = _nonfinite(rec.metrics)
-        if bad:  # flagged, never silently null: in the log, and as a metric of its own
-            log.warning("%s: generation %d: %d metrics are NaN, infinite or missing: %s", d, rec.generation, len(bad),
-                        ", ".join(bad[:12]) + (", ..." if len(bad) > 12 else ""))
-            rec.metrics["nonfinite_metrics"] = float(len(bad))
-        write_json_atomic(d / "metrics.json", rec.metrics)
-        write_json_atomic(d / "timings.json", dict(generator.timings))
-        integrity.record(d)
-        (d / "DONE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
-
-
-def read_state(path: Path) -> dict[str, Any]:
-    """``state.json`` (empty when missing). An unreadable one is rebuilt: everything
-    in it is found again from the generations and the MLflow store."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    try:
-        st = json.loads(path.read_text())
-        if not isinstance(st, dict):
-            raise ValueError("not an object")
-        return st
-    except (ValueError, UnicodeDecodeError) as e:
-        log.warning("%s: unreadable (%s); rebuilt from the run directory", path, e)
-        return {}
-
-
-def manifest(train, rec: GenerationRecord, regime: str) -> dict[str, Any]:
-    """Counts per origin and generation, the plan, and a content hash of the training set."""
-    import hashlib
-    from collections import Counter
-
-    counts = Counter(zip(train["origin"], train["generation"]))
-    by_origin: dict[str, dict[str, int]] = {}
-    for (origin, gen), c in sorted(counts.items()):
-        by_origin.setdefault(origin, {})[str(gen)] = c
-    h = hashlib.sha256()
-    for s in train["sha256"]:
-        h.update(bytes.fromhex(s))
-    return {
-        "generation": rec.generation,
-        "regime": regime,
-        "plan": plan_to_dict(rec.plan),
-        "pools": plan_counts(rec.plan),
-        "counts": by_origin,
-        "total": len(train),
-        "content_sha256": h.hexdigest(),
-    }
+        """A finished generation's samples (a ``datasets.Dataset``)."""
+        return RunDirReader(self.run_dir).samples(generation)
 
 
 def _mix_sizes(cfg: Config, n_train_split: int) -> MixSizes:
@@ -368,7 +155,7 @@ def lock_run_dir(run_dir: Path) -> FileLock | None:
     while not p.exists():
         created.append(p)
         p = p.parent
-    lock = FileLock(key / ".lock").acquire(what=f"run directory {run_dir}")
+    lock = FileLock(RunDirReader(key).lock_path).acquire(what=f"run directory {run_dir}")
     lock.created = created  # type: ignore[attr-defined]
     _HELD[key] = lock
     return lock
@@ -450,81 +237,49 @@ class Experiment:
                 lock.release()
 
     def _run_regime(self, cfg: Config, regime: str, run_dir: Path) -> RunResult:
+        gen0_cache = self.cache / f"gen0-{self.gen0_key()}" if cfg.run.share_gen0 else None
+        rundir = RunDir(run_dir, regime, gen0_cache, tokenizer=self.tokenizer)
         try:
-            self._claim_run_dir(run_dir, cfg)
-            gen0_cache = self.cache / f"gen0-{self.gen0_key()}" if cfg.run.share_gen0 else None
-            store = RunDirStore(run_dir, regime, gen0_cache)
-            prev_target = _mirror_target(read_state(run_dir / "state.json"))
+            self._claim_run_dir(rundir, cfg)
+            prev_target = _mirror_target(rundir.state())
         except KeyboardInterrupt:
-            _mark_stopped(run_dir, "interrupted")  # stopped once it said running: never left saying so
+            rundir.mark_stopped("interrupted")  # stopped once it said running: never left saying so
             raise
         n = cfg.run.generations
         mirror: RunMirror | None = None
         label = f"{regime} s{cfg.run.seed} "
         result = RunResult(run_dir, regime, cfg.run.seed)
-        gen = None
         mirror_open = True  # until finish("FINISHED") returns
-        clock = _GenerationClock(n)
-
-        def after(rec: GenerationRecord) -> None:
-            left = clock.tick(rec.generation, rec.cached)
-            result.metrics.append(rec.metrics)
-            d = store.gen_dir(rec.generation)
-            timings = read_json(d / "timings.json") if (d / "timings.json").exists() else {}
-            if mirror is not None and not _mirrored_to(d, mirror, prev_target):
-                # Idempotent: steps already in the store are not logged again, artifacts overwrite.
-                mirror.log_metrics(rec.metrics, step=rec.generation)
-                mirror.log_metrics({f"time.{k}": v for k, v in timings.items()}, step=rec.generation)
-                mirror.log_artifact(d / "samples.jsonl", f"gen_{rec.generation:03d}")
-                mirror.log_artifact(d / "manifest.json", f"gen_{rec.generation:03d}")
-                if (d / "metrics").is_dir():
-                    mirror.log_artifacts(d / "metrics", f"gen_{rec.generation:03d}/metrics")
-                write_json_atomic(d / "MIRRORED", {"uri": mirror.uri, "run_id": mirror.run_id})
-            m = rec.metrics
-            log.info(
-                "%sgen %d/%d%s | train %s | sample %s | test_ce %s | syntax %s | distinct_4 %s%s",
-                label, rec.generation, n, " (cached)" if rec.cached else "",
-                _fmt(timings.get("train_s"), "s"), _fmt(timings.get("sample_s"), "s"),
-                _fmt(m.get("test_ce")), _fmt(m.get("syntax_valid")), _fmt(m.get("distinct_4")),
-                f" | left ~{_duration(left)}" if left is not None else "",
-            )
-            if rec.generation < n:
-                gen.release()
-
+        clock = GenerationClock(n)
         try:
-            store.check_done(n)
-            if store.restore_shared_gen0():
+            rundir.check_done(n)
+            if rundir.restore_shared_gen0():
                 log.info("%s: generation 0 shared from %s", regime, gen0_cache)
-            mirror = self._mirror(cfg, run_dir, regime)
+            mirror = self._mirror(cfg, rundir, regime)
             result.mlflow_run_id = mirror.run_id if mirror else None
-            from collapse.lm.generator import LMGenerator
+            from collapse.lm.generator import LMGenerator  # deferred: torch and transformers are heavy imports
 
-            gen = LMGenerator(cfg, self.tokenizer, self.human, run_dir, progress=cfg.run.progress, label=label,
+            gen = LMGenerator(cfg, self.tokenizer, self.human, rundir, progress=cfg.run.progress, label=label,
                               sizes=self.sizes)
             # What the numbers depend on besides the config: precision used, CPU kind and flags, threads.
-            st = read_state(run_dir / "state.json")
-            st["runtime"] = gen.runtime
-            write_json_atomic(run_dir / "state.json", st)
+            rundir.update_state(runtime=gen.runtime)
             if mirror is not None:
                 mirror.set_tags({f"runtime.{k}": v for k, v in gen.runtime.items()})
-            clock.start()
-            run_generations(gen, self.pools(), regime, self.sizes, n, cfg.run.seed, store=store, on_generation=after)
+            callbacks: list[Callback] = [CollectMetrics(result.metrics)]
+            if mirror is not None:
+                callbacks.append(MirrorToMLflow(mirror, rundir, prev_target))
+            callbacks += [LogGeneration(label, n, clock), ReleaseModel(gen.release, n)]
             if cfg.run.figures:
-                from collapse.reporting import plot_run
-
-                figs = plot_run(result.metrics_frame, run_dir / "figures")
-                if mirror is not None:
-                    for fig in figs:
-                        mirror.log_artifact(fig, "figures")
+                callbacks.append(DrawFigures(lambda: result.metrics_frame, rundir.figures_dir, n, mirror))
+            clock.start()
+            run_generations(gen, self.pools(), regime, self.sizes, n, cfg.run.seed, store=rundir, callbacks=callbacks)
             if mirror is not None:
                 mirror.finish("FINISHED")  # inside: a Ctrl-C while closing leaves "interrupted", not "running"
                 mirror_open = False
         except BaseException as e:
-            from collapse.signals import shielded
-
             stopped = isinstance(e, KeyboardInterrupt)
             with shielded():
-                _mark_stopped(run_dir, "interrupted" if stopped else "failed")
+                rundir.mark_stopped("interrupted" if stopped else "failed")
                 if mirror is not None and mirror_open:
                     try:
                         mirror.finish("KILLED" if stopped else "FAILED", wait_s=10)
@@ -533,20 +288,14 @@ class Experiment:
                                     " ".join(str(close_error).split())[:200])
             raise
         # Last: a run marked done has its figures and a closed MLflow run.
-        from collapse.signals import shielded
-
         with shielded():
-            st = read_state(run_dir / "state.json")
-            st["status"] = "done"
-            write_json_atomic(run_dir / "state.json", st)
+            rundir.update_state(status="done")
         return result
 
-    def _claim_run_dir(self, run_dir: Path, cfg: Config) -> None:
+    def _claim_run_dir(self, rundir: RunDir, cfg: Config) -> None:
         """Create the run directory, or check that an existing one holds this config."""
-        cfg_path = run_dir / "config.yaml"
+        cfg_path = rundir.config_path
         if cfg_path.exists():
-            from collapse.config import from_dict
-
             try:
                 old = from_dict(yaml.safe_load(cfg_path.read_text()))
             except CollapseError as e:
@@ -556,31 +305,17 @@ class Experiment:
                                     f"({' '.join(str(e).split())[:160]}); delete the run directory to start over") from None
             if _fingerprint(old) != _fingerprint(cfg):
                 diff = _first_difference(_fingerprint(old), _fingerprint(cfg))
-                raise CollapseError(f"{run_dir} holds a run with a different config ({diff}); choose another run.dir or delete it")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cfg_path.with_name(".config.yaml.tmp")
-        tmp.write_text(cfg.to_yaml())
-        os.replace(tmp, cfg_path)
-        key = run_dir / ".run_key"  # the run directory's identity, tagged on its MLflow run
-        if not key.exists() or len(key.read_text().strip()) != 32:
-            key.write_text(uuid.uuid4().hex + "\n")
-        state = run_dir / "state.json"
-        st = read_state(state)
-        done = 0
-        while (run_dir / f"gen_{done:03d}" / "DONE").exists():
-            done += 1
-        st["last_completed_generation"] = done - 1  # what the generations on disk say
-        st.update({"experiment": cfg.run.experiment, "regime": cfg.mix.regime, "seed": cfg.run.seed,
-                   "generations": cfg.run.generations, "status": "running",
-                   "data": {k: v for k, v in self.data_info.items() if k not in ("cached", "path")}})
-        write_json_atomic(state, st)
+                raise CollapseError(f"{rundir.path} holds a run with a different config ({diff}); choose another run.dir or delete it")
+        rundir.claim(cfg.to_yaml(), experiment=cfg.run.experiment, regime=cfg.mix.regime, seed=cfg.run.seed,
+                     generations=cfg.run.generations,
+                     data={k: v for k, v in self.data_info.items() if k not in ("cached", "path")})
 
-    def _mirror(self, cfg: Config, run_dir: Path, regime: str) -> RunMirror | None:
+    def _mirror(self, cfg: Config, rundir: RunDir, regime: str) -> RunMirror | None:
         if not cfg.tracking.enabled:
             return None
         uri = resolve_uri(cfg.tracking.uri, self.root)
-        state = read_state(run_dir / "state.json")
-        tags = {"regime": regime, "seed": str(cfg.run.seed), "run_dir": str(run_dir.resolve()),
+        state = rundir.state()
+        tags = {"regime": regime, "seed": str(cfg.run.seed), "run_dir": str(rundir.path.resolve()),
                 "data.stdlib_version": str(self.data_info.get("stdlib_version", "")),
                 "data.kind": str(self.data_info.get("kind", ""))}
         for tag in cfg.tracking.tags:  # axis values of a sweep run: axis.<key>=<value>
@@ -588,8 +323,8 @@ class Experiment:
             tags[key] = value
         if cfg.tracking.parent_run_id:  # a sweep's child run, nested under the sweep's run
             tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
-        key = (run_dir / ".run_key").read_text().strip()
-        mirror = RunMirror(uri, cfg.run.experiment, run_dir.name,
+        key = rundir.run_key()
+        mirror = RunMirror(uri, cfg.run.experiment, rundir.name,
                            run_id=state.get("mlflow_run_id") if state.get("tracking_uri") in (None, uri) else None,
                            artifact_root=self.root / "mlartifacts", tags=tags, key=key)
         if mirror.created or state.get("mlflow_run_id") != mirror.run_id or state.get("tracking_uri") != uri:
@@ -597,44 +332,13 @@ class Experiment:
             mirror.log_params(cfg.to_dict())
             mirror.log_params({"data_info.kept": self.data_info.get("kept"), "sizes.human": self.sizes.human,
                                "sizes.synthetic": self.sizes.synthetic})
-            mirror.log_artifact(run_dir / "config.yaml")
-            state["mlflow_run_id"] = mirror.run_id
-            state["tracking_uri"] = uri
-            write_json_atomic(run_dir / "state.json", state)
+            mirror.log_artifact(rundir.config_path)
+            rundir.update_state(mlflow_run_id=mirror.run_id, tracking_uri=uri)
         return mirror
-
-
-def _mark_stopped(run_dir: Path, status: str) -> None:
-    """``state.json`` says ``status`` (interrupted | failed) when the run stops; signals wait."""
-    from collapse.signals import shielded
-
-    with shielded():
-        try:
-            st = read_state(run_dir / "state.json")
-            if st.get("status") == "running":
-                st["status"] = status
-                write_json_atomic(run_dir / "state.json", st)
-        except (OSError, CollapseError):
-            pass  # a full disk or a damaged state: it says running, which resuming handles as well
 
 
 def _mirror_target(state: dict[str, Any]) -> dict[str, Any]:
     return {"uri": state.get("tracking_uri"), "run_id": state.get("mlflow_run_id")}
-
-
-def _mirrored_to(d: Path, mirror: RunMirror, prev_target: dict[str, Any]) -> bool:
-    """Whether generation ``d`` is already in ``mirror``'s MLflow run: its ``MIRRORED``
-    marker names the store and run it was logged to (an empty marker, from before
-    markers named them, means the run ``state.json`` named at the start)."""
-    p = d / "MIRRORED"
-    if not p.exists():
-        return False
-    try:
-        text = p.read_text().strip()
-        target = json.loads(text) if text else prev_target
-    except (OSError, ValueError):
-        return False
-    return isinstance(target, dict) and target.get("uri") == mirror.uri and target.get("run_id") == mirror.run_id
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
@@ -643,46 +347,6 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
             if a.get(k) != b.get(k):
                 return _first_difference(a.get(k), b.get(k), f"{path}{k}.")
     return f"{path.rstrip('.')}: {a!r} there, {b!r} now"
-
-
-class _GenerationClock:
-    """The time left for a run: the mean wall time of the generations computed in this
-    process (restored ones cost next to nothing and are left out) times the generations left."""
-
-    def __init__(self, last: int):
-        self.last = last
-        self.computed: list[float] = []
-        self.start()
-
-    def start(self) -> None:
-        self.mark = time.monotonic()
-
-    def tick(self, generation: int, cached: bool) -> float | None:
-        """Call once per finished generation; returns the seconds left, None for a cached
-        generation, before any generation was computed, or after the last one."""
-        now = time.monotonic()
-        took, self.mark = now - self.mark, now
-        if cached:
-            return None
-        self.computed.append(took)
-        left = self.last - generation
-        return left * sum(self.computed) / len(self.computed) if left > 0 else None
-
-
-def _duration(seconds: float) -> str:
-    """``42s``, ``3m20s``, ``2h05m``."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def _fmt(v: Any, unit: str = "") -> str:
-    if v is None:
-        return "-"
-    return f"{v:.1f}{unit}" if unit else f"{v:.3f}"
 
 
 def run_experiment(cfg: Config) -> list[RunResult]:

@@ -48,6 +48,7 @@ import pandas as pd
 from collapse.errors import CollapseError
 from collapse.metrics.registry import key_info
 from collapse.mixing import REGIMES
+from collapse.rundir import RunDirReader
 from collapse.stats import MIN_SEEDS, compare, holm, mean_ci
 from collapse.summary import DEFAULT_THRESHOLD, group_summary, summarize_runs
 from collapse.sweep.load import _is_sweep_file, load_runs, resolve_source
@@ -428,9 +429,7 @@ def perplexity_values(run_dir: str | Path) -> pd.DataFrame:
     artifacts: columns generation (-1 for the held-out human reference) and ppl."""
     import json
 
-    run_dir = Path(run_dir)
-    files = [(-1, run_dir / "human_reference" / "perplexity_gen0.jsonl")]
-    files += [(int(d.name.split("_")[1]), d / "metrics" / "perplexity_gen0.jsonl") for d in sorted(run_dir.glob("gen_[0-9][0-9][0-9]"))]
+    files = RunDirReader(run_dir).artifact_files("perplexity_gen0.jsonl")
     rows = []
     for g, f in files:
         if f.exists():
@@ -752,8 +751,9 @@ def top_copies(dirs: dict[str, Path], top: int = 20) -> list[dict]:
     """The longest verbatim copies (``copies.jsonl`` artifacts) over every run's generations."""
     rows = []
     for name, d in dirs.items():
-        for f in sorted(Path(d).glob("gen_[0-9][0-9][0-9]/metrics/copies.jsonl")):
-            g = int(f.parent.parent.name.split("_")[1])
+        for g, f in RunDirReader(d).artifact_files("copies.jsonl"):
+            if g < 0:
+                continue  # the human reference's, not a generation's
             for line in f.read_text().splitlines():
                 r = json.loads(line)
                 rows.append({"run": name, "generation": g, **r})
@@ -920,12 +920,12 @@ def _report(experiment_or_sweep: str | Path, out: Path, metrics: list[str] | Non
     lines += ["", "## Runs", "", "| run | MLflow run id | " + hue + " | seed | config |", "|---|---|---|---:|---|"]
     for _, r in runs.iterrows():
         d = dirs.get(r["run_name"])
-        cfg = f"`{d / 'config.yaml'}`" if d and (d / "config.yaml").exists() else "–"
+        cfg = f"`{RunDirReader(d).config_path}`" if d and RunDirReader(d).config_path.exists() else "–"
         lines.append(f"| {r['run_name']} | `{r['run_id']}` | {r[hue]} | {r['seed']} | {cfg} |")
-    cards = [d / "gen_000" / "data" / "README.md" for d in dirs.values()]
-    cards = [c for c in cards if c.exists()]
+    cards = [(RunDirReader(d), RunDirReader(d).card_path(0)) for d in dirs.values()]
+    cards = [(rd, c) for rd, c in cards if c.exists()]
     if cards:
-        lines += ["", "## Dataset cards", ""] + [f"- [{c.parent.parent.parent.name}/gen_000]({c})" for c in cards[:20]]
+        lines += ["", "## Dataset cards", ""] + [f"- [{rd.name}/{rd.gen_dir(0).name}]({c})" for rd, c in cards[:20]]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     paths.append(out_dir / "report.md")
     log.info("report: %s (%d runs, hue %s)", name, len(runs), hue)

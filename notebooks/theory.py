@@ -17,7 +17,7 @@
 # # Collapse in closed form: the theory models
 #
 # Five analytic models of the literature run through **the same generation loop and mixing regimes** as the code
-# LMs (`collapse.orchestrator.run_generations`), K trials at once, each beside its closed form: a Gaussian
+# LMs (`collapse.loop.run_generations`), K trials at once, each beside its closed form: a Gaussian
 # refitted from M samples (Shumailov et al. 2024), linear regression on regenerated labels (Dohmatob et al.
 # 2024; Gerstgrasser et al. 2024), a categorical distribution losing its tails, a Gaussian mixture refitted by
 # EM and a kernel density estimate (Kazdan et al. 2024); regimes include augment, and sampling can cut tails or

@@ -58,16 +58,16 @@ def test_the_api_logs_the_cli_lines_unless_the_caller_configured_logging(monkeyp
 
 
 def test_time_left_is_the_mean_computed_generation_times_generations_left(monkeypatch):
-    from collapse import experiment
+    from collapse import callbacks
 
     now = iter([0.0, 5.0, 15.0, 45.0, 65.0])
-    monkeypatch.setattr(experiment.time, "monotonic", lambda: next(now))
-    clock = experiment._GenerationClock(4)
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: next(now))
+    clock = callbacks.GenerationClock(4)
     assert clock.tick(0, cached=True) is None  # read back: no estimate, and not averaged in
     assert clock.tick(1, cached=False) == 10.0 * 3
     assert clock.tick(2, cached=False) == 20.0 * 2
     assert clock.tick(4, cached=False) is None and clock.computed == [10.0, 30.0, 20.0]  # the last: nothing left
-    assert [experiment._duration(s) for s in (4.4, 200, 7500)] == ["4s", "3m20s", "2h05m"]
+    assert [callbacks.duration(s) for s in (4.4, 200, 7500)] == ["4s", "3m20s", "2h05m"]
 
 
 @pytest.mark.slow

@@ -246,19 +246,19 @@ def test_a_damaged_generation_is_redone_not_used(ref, shared_root, tmp_path, cap
 
 
 def test_damaged_weights_of_generation_0_redo_every_generation(ref, tmp_path, caplog):
-    from collapse.experiment import RunDirStore
+    from collapse.rundir import RunDir
 
     run_dir = clone(ref, tmp_path / "flipped")
     _flip(run_dir / "gen_000" / "model" / "model.safetensors", 10000)
     caplog.set_level(logging.WARNING, logger="collapse")
-    RunDirStore(run_dir, "replace", None).check_done(1)
+    RunDir(run_dir, "replace", None).check_done(1)
     assert not (run_dir / "gen_000" / "DONE").exists() and not (run_dir / "gen_001" / "DONE").exists()
     assert "gen_000/model/model.safetensors" in caplog.text and "generations 0..1 are redone" in caplog.text
     assert json.loads((run_dir / "state.json").read_text())["last_completed_generation"] == -1
 
 
 def test_shared_generation_0_is_copied_verified_and_counted(ref, tmp_path, caplog):
-    from collapse.experiment import RunDirStore
+    from collapse.rundir import RunDir
 
     cache = tmp_path / "_cache" / "gen0-x"
     shutil.copytree(ref / "gen_000", cache)
@@ -266,7 +266,7 @@ def test_shared_generation_0_is_copied_verified_and_counted(ref, tmp_path, caplo
     run_dir = tmp_path / "other_regime"
     run_dir.mkdir()
     (run_dir / "state.json").write_text(json.dumps({"last_completed_generation": -1, "status": "running"}))
-    store = RunDirStore(run_dir, "accumulate", cache)
+    store = RunDir(run_dir, "accumulate", cache)
     assert store.restore_shared_gen0()
     a, b = run_dir / "gen_000" / "samples.jsonl", cache / "samples.jsonl"
     assert a.read_bytes() == b.read_bytes() and os.stat(a).st_ino != os.stat(b).st_ino  # a copy, not a link
@@ -278,7 +278,7 @@ def test_shared_generation_0_is_copied_verified_and_counted(ref, tmp_path, caplo
     shutil.rmtree(run_dir / "gen_000")
     b.write_text(b.read_text()[:500])
     caplog.set_level(logging.WARNING, logger="collapse")
-    assert not RunDirStore(run_dir, "accumulate", cache).restore_shared_gen0()
+    assert not RunDir(run_dir, "accumulate", cache).restore_shared_gen0()
     assert "samples.jsonl" in caplog.text and "not reused" in caplog.text
     assert not cache.exists() and not (run_dir / "gen_000").exists()
 
@@ -293,7 +293,7 @@ def test_status_counts_generations_on_disk(ref, tmp_path):
 
 
 def test_unreadable_files_are_one_line(ref, shared_root, tmp_path, caplog):
-    from collapse.experiment import RunDirStore
+    from collapse.rundir import RunDir
 
     # A garbage state.json is rebuilt from the run directory and the store.
     run_dir = clone(ref, tmp_path / "garbage", same_identity=True)
@@ -307,14 +307,14 @@ def test_unreadable_files_are_one_line(ref, shared_root, tmp_path, caplog):
     (run_dir / "gen_001" / "files.json").unlink()
     (run_dir / "gen_001" / "manifest.json").write_text("garbage")
     with pytest.raises(CollapseError) as e:
-        RunDirStore(run_dir, "replace", None).restore(1, None, last=True)
+        RunDir(run_dir, "replace", None).restore(1, last=True)
     assert "gen_001" in str(e.value) and "\n" not in str(e.value) and "delete" in str(e.value)
 
 
 def test_nan_metrics_are_flagged():
-    from collapse.experiment import _nonfinite
+    from collapse.rundir import nonfinite
 
-    assert _nonfinite({"a": float("nan"), "b": None, "c": 1.0, "d": float("inf"), "e": 0}) == ["a", "b", "d"]
+    assert nonfinite({"a": float("nan"), "b": None, "c": 1.0, "d": float("inf"), "e": 0}) == ["a", "b", "d"]
 
 
 # --------------------------------------------------------------- 7. disk, lock

@@ -140,7 +140,8 @@ def _fake_generator(bad, gates=("syntax",), max_attempts=5, seed=3) -> tuple[LMG
 
 def test_resampling_until_the_size_is_met():
     gen, draws = _fake_generator(lambda j: j % 3 == 0)  # a third fails
-    out = gen.sample(10, generation=2)
+    drawn = gen.sample(10, generation=2)
+    out = drawn.samples
     assert len(out) == 10
     good = [j for j in range(100) if j % 3]
     assert out["text"] == [f"def f_{j}(a, b):\n    return a * {j} + b" for j in good[:10]]  # draw order, truncated
@@ -148,12 +149,12 @@ def test_resampling_until_the_size_is_met():
     assert sizes[0] == 10 and seeds[0] == torch_seed(3, 2, "sample")  # the first round is the ungated draw
     assert len(draws.calls) == 2 and offsets == (0, 10)  # prompts continue where the last round stopped
     assert len(set(seeds)) == len(seeds)
-    m = gen.gate_metrics
+    m = drawn.gate_stats
     assert m["gate.attempts"] == 2 and m["gate.shortfall"] == 0
     assert m["gate.drawn"] == sum(sizes) and m["gate.syntax.accept_rate"] == m["gate.accepted"] / m["gate.drawn"]
 
     again, draws2 = _fake_generator(lambda j: j % 3 == 0)
-    assert again.sample(10, generation=2)["text"] == out["text"] and draws2.calls == draws.calls  # deterministic
+    assert again.sample(10, generation=2).samples["text"] == out["text"] and draws2.calls == draws.calls  # deterministic
     other, draws3 = _fake_generator(lambda j: j % 3 == 0)
     other.sample(10, generation=3)
     assert draws3.calls[1][1] != draws.calls[1][1]  # round seeds depend on the generation
@@ -162,12 +163,13 @@ def test_resampling_until_the_size_is_met():
 def test_shortfall_warns_and_goes_on(caplog):
     gen, draws = _fake_generator(lambda j: j % 5 != 0, max_attempts=3)  # 1 in 5 passes
     with caplog.at_level(logging.WARNING, logger="collapse"):
-        out = gen.sample(20, generation=1)
+        result = gen.sample(20, generation=1)
+    out = result.samples
     assert len(draws.calls) == 3
     drawn = sum(c[0] for c in draws.calls)
     passed = len([j for j in range(drawn) if j % 5 == 0])
     assert len(out) == passed < 20
-    assert gen.gate_metrics["gate.shortfall"] == 20 - passed and gen.gate_metrics["gate.attempts"] == 3
+    assert result.gate_stats["gate.shortfall"] == 20 - passed and result.gate_stats["gate.attempts"] == 3
     warning = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warning) == 1 and f"shortfall {20 - passed} of the 20 requested" in warning[0].getMessage()
 
@@ -207,7 +209,7 @@ def test_gated_run_end_to_end(tmp_path, monkeypatch, caplog):
         assert main(["run", str(TINY), *tiny_overrides(root, run_dir, **ov)]) == 0
     gen = made[-1]
     assert sum("gates: " in r.getMessage() for r in caplog.records if r.name == "collapse") == 2  # one per generation
-    m = gen.gate_metrics
+    m = json.loads((run_dir / "gen_001" / "metrics.json").read_text())  # the last generation's gate counts
     assert m["gate.dedup.seen"] == m["gate.syntax.accepted"] and 0 < m["gate.accept_rate"] <= 1
     assert gen._gate_dedup_ref.pools == {"human", 0}  # generation 1 compared against generation 0's samples
 

@@ -11,7 +11,7 @@ from datasets import Dataset
 from collapse.errors import CollapseError
 from collapse.mixing import (HUMAN, HUMAN_FRESH, MixSizes, Take, apply_plan, check_sizes, generation_rng, plan_mix,
                              synthetic_pool)
-from collapse.orchestrator import run_generations
+from collapse.loop import run_generations
 
 N, M = 40, 30  # human pool size, synthetic samples per generation
 

@@ -4,7 +4,7 @@ Every closed form is checked against the simulation within a few standard
 errors of a mean over K trials (small M and n, so the effects are large and
 the check is sharp), some also against an independently derived quantity,
 and the checks are shown to reject a wrong formula. The simulations run
-through the real loop (collapse.orchestrator.run_generations) and the real
+through the real loop (collapse.loop.run_generations) and the real
 mixing plans (collapse.mixing).
 """
 
@@ -625,7 +625,7 @@ def test_kde_l2_distance_and_bandwidth_rules_against_scipy():
 # ------------------------------------------------------------------ loop, regimes, reproducibility
 
 def test_theory_runs_through_the_shared_loop_and_plans(monkeypatch):
-    import collapse.orchestrator as orch
+    import collapse.loop as orch
 
     calls = []
     real = orch.apply_plan_trials

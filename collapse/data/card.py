@@ -23,13 +23,12 @@ also holds a ``content_sha256``, over the rows in training order.)
 from __future__ import annotations
 
 import hashlib
-import json
 import weakref
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["CARD_NAME", "content_sha256", "human_card", "training_card", "write_card", "write_training_card"]
+__all__ = ["CARD_NAME", "content_sha256", "human_card", "training_card", "write_card"]
 
 #: The card's file name inside a dataset folder.
 CARD_NAME = "README.md"
@@ -157,8 +156,12 @@ def _token_counts(tokenizer: Any, texts: list[str], hashes: list[str] | None = N
 
 
 def training_card(train: Any, generation: int, regime: str, data_info: dict[str, Any] | None = None,
-                  tokenizer: Any = None, run_dir: Path | None = None) -> str:
-    """The card of one generation's training set (a Dataset with ``text``, ``origin``, ``generation``, ``sha256``)."""
+                  tokenizer: Any = None, *, gates: list[str] | None = None,
+                  acceptance: dict[int, dict[str, float]] | None = None) -> str:
+    """The card of one generation's training set (a Dataset with ``text``, ``origin``, ``generation``, ``sha256``).
+
+    ``gates``: the run's ``sample.gates``; ``acceptance``: per synthetic generation, its
+    ``gate.*accept_rate`` metrics (the run directory passes both)."""
     # [:]: whole columns at once (iterating a column goes row by row)
     texts = list(train["text"][:])
     origins, gens = list(train["origin"][:]), list(train["generation"][:])
@@ -205,31 +208,15 @@ def training_card(train: Any, generation: int, regime: str, data_info: dict[str,
         lines.append("")
     syn = sorted({g for o, g in zip(origins, gens) if o != "human"})
     if syn:
-        configured = _configured_gates(run_dir)
         lines += ["## Synthetic data", "",
-                  "Gates (`sample.gates`): " + (", ".join(configured) if configured else "none") + ".", ""]
+                  "Gates (`sample.gates`): " + (", ".join(gates) if gates else "none") + ".", ""]
         for g in syn:
-            rates = {}
-            if run_dir is not None:
-                m = Path(run_dir) / f"gen_{g:03d}" / "metrics.json"
-                if m.exists():
-                    rates = {k: v for k, v in json.loads(m.read_text()).items()
-                             if k.startswith("gate.") and k.endswith("accept_rate")}
+            rates = (acceptance or {}).get(g) or {}
             rate_txt = "; acceptance " + ", ".join(f"{k[5:-12] or 'overall'}={v:.3g}"
                                                   for k, v in sorted(rates.items())) if rates else ""
             lines.append(f"- generation {g}: samples of `gen_{g:03d}/model` (see `gen_{g:03d}/samples`){rate_txt}")
         lines.append("")
     return "\n".join(lines)
-
-
-def _configured_gates(run_dir: Path | None) -> list[str]:
-    """``sample.gates`` of the run (from its ``config.yaml``)."""
-    if run_dir is None or not (Path(run_dir) / "config.yaml").exists():
-        return []
-    import yaml
-
-    cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
-    return list((cfg.get("sample") or {}).get("gates") or [])
 
 
 def write_card(folder: Path, text: str) -> Path:
@@ -239,11 +226,3 @@ def write_card(folder: Path, text: str) -> Path:
     tmp.replace(path)
     return path
 
-
-def write_training_card(folder: Path, train: Any, generation: int, regime: str, run_dir: Path,
-                        tokenizer: Any = None) -> Path:
-    """Write ``folder/README.md`` for a generation's training set; the human corpus record comes
-    from the run's ``state.json`` (``data``), where the experiment keeps it."""
-    state = Path(run_dir) / "state.json"
-    data_info = json.loads(state.read_text()).get("data") if state.exists() else None
-    return write_card(folder, training_card(train, generation, regime, data_info, tokenizer, run_dir))

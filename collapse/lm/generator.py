@@ -8,6 +8,11 @@ Initialization per generation (``model.init_mode``):
 - ``base``: start every generation from the same checkpoint: ``model.init_from``
   when given, else the generation-0 model (trained on human data only), so
   later generations are fine-tunes of one human-trained base.
+
+The generator never builds a path in the run directory: what it needs of
+earlier generations (their checkpoints and samples) and where its metric
+artifacts go, it asks the :class:`RunFiles` it was given (the run directory,
+:class:`collapse.rundir.RunDirReader`).
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from collapse.config import Config
+from collapse.errors import CollapseError
+from collapse.generator import Drawn
 from collapse.lm.model import BASE_MARKER, build_model, count_parameters, load_model, pick_device, resolved_dims, runtime_info
 from collapse.lm.sample import split_prompt, sample as sample_lm
 from collapse.lm.tokenizer import token_byte_lengths
@@ -50,10 +57,23 @@ def prompt_of(text: str, lines: int) -> str:
     return split_prompt(text, lines)[0]
 
 
-def metric_staging(run_dir: Path, generation: int) -> Path:
-    """Where a generation's metric artifacts wait until the generation is committed
-    (the store then moves them to ``gen_NNN/metrics``)."""
-    return Path(run_dir) / f".metrics_gen_{generation:03d}"
+class RunFiles(Protocol):
+    """What the LM asks of its run directory (:class:`collapse.rundir.RunDirReader` is one)."""
+
+    path: Path  # scratch space for multi-process training lives under it
+    reference_dir: Path  # metric artifacts of the held-out human reference
+
+    def checkpoint(self, generation: int) -> Path | None:
+        """The saved model of a finished generation; None when it has not finished."""
+
+    def samples_before(self, generation: int) -> dict[int, list[str]]:
+        """Sample texts of the generations before ``generation``."""
+
+    def staging(self, generation: int) -> Path:
+        """Where generation ``generation``'s metric artifacts go until it is committed."""
+
+    def model_ref(self, generation: int) -> str:
+        """How a sample names the model of ``generation`` that wrote it."""
 
 
 def sha256(text: str) -> str:
@@ -63,13 +83,13 @@ def sha256(text: str) -> str:
 class LMGenerator:
     """A transformers causal LM trained and sampled by the collapse loop."""
 
-    def __init__(self, cfg: Config, tokenizer, human, run_dir: Path, progress: bool = True, label: str = "",
+    def __init__(self, cfg: Config, tokenizer, human, files: RunFiles, progress: bool = True, label: str = "",
                  sizes: MixSizes | None = None):
         self.cfg = cfg
         self.sizes = sizes  # the regime's pool sizes: which human functions a model of this run trained on
         self.tok = tokenizer
         self.eos = tokenizer.eos_token_id
-        self.run_dir = Path(run_dir)
+        self.files = files
         self.progress = progress
         self.label = label
         self.seq_len = resolved_dims(cfg.model)["seq_len"]
@@ -114,14 +134,26 @@ class LMGenerator:
         seed = self.cfg.run.seed
         if generation > 0 and mode == "continue":
             if self.model is None:  # resumed: the previous generation is on disk
-                self.model = load_model(self.run_dir / f"gen_{generation - 1:03d}" / "model")
+                self.model = load_model(self._checkpoint(generation - 1))
             return self.model
         if generation > 0 and mode == "base":
             if self.cfg.model.init_from:
                 return build_model(self.cfg.model, len(self.tok), self.eos, seed)
-            return load_model(self.run_dir / "gen_000" / "model")
+            return load_model(self._checkpoint(0))
         init_seed = torch_seed(seed, generation if mode == "fresh" else 0, "init")
         return build_model(self.cfg.model, len(self.tok), self.eos, init_seed)
+
+    def _checkpoint(self, generation: int) -> Path:
+        path = self.files.checkpoint(generation)
+        if path is None:
+            raise CollapseError(f"generation {generation} has not finished: no checkpoint to start generation "
+                                f"{generation + 1} from (model.init_mode={self.cfg.model.init_mode})")
+        return path
+
+    def save(self, path: Path) -> None:
+        """Write the current model and its tokenizer: a checkpoint that loads on its own."""
+        self.model.save_pretrained(str(path), safe_serialization=True)
+        self.tok.save_pretrained(str(path))
 
     def fit(self, train_ds, generation: int) -> dict[str, float]:
         model = self._initial_model(generation)
@@ -133,7 +165,7 @@ class LMGenerator:
             from collapse.lm.ddp import fit_distributed
 
             model, res = fit_distributed(model, docs, self.eos, self.seq_len, self.cfg.train, self.device,
-                                         nproc=self.cfg.train.nproc, workdir=self.run_dir, **kw)
+                                         nproc=self.cfg.train.nproc, workdir=self.files.path, **kw)
         else:
             res = train(model, docs, self.eos, self.seq_len, self.cfg.train, self.device, **kw)
         self.timings["train_s"] = time.perf_counter() - t0
@@ -145,7 +177,7 @@ class LMGenerator:
         return {**res.as_metrics(), "train_examples": len(train_ds), "model_params": n_params,
                 "train_flops": train_flops(n_params, res.tokens)}
 
-    def sample(self, n: int, generation: int):
+    def sample(self, n: int, generation: int) -> Drawn:
         """``n`` samples of the current model as rows with provenance.
 
         Without ``sample.gates`` this is one draw. With gates, every draw
@@ -155,15 +187,14 @@ class LMGenerator:
         ``sample.max_attempts`` rounds. The first ``n`` accepted samples in
         draw order are returned; when the rounds run out a warning names the
         shortfall and the generation goes on with fewer. The gates' counts
-        are left in ``self.gate_metrics`` (empty without gates).
+        are the returned :class:`Drawn`'s ``gate_stats`` (empty without gates).
         """
         s = self.cfg.sample
-        self.gate_metrics: dict[str, float] = {}
         if not s.gates or n <= 0:
             ds, secs, useful = self._draw(n, generation, torch_seed(self.cfg.run.seed, generation, "sample"), 0)
             self.timings["sample_s"] = secs
             self.timings["sample_tokens_per_s"] = useful / max(secs, 1e-9)
-            return ds
+            return Drawn(ds)
         return self._sample_gated(n, generation)
 
     def _draw(self, n: int, generation: int, seed: int, offset: int):
@@ -182,7 +213,7 @@ class LMGenerator:
         secs = time.perf_counter() - t0
         completions = self.tok.batch_decode(out.completion_ids, skip_special_tokens=True)
         rows = [p + c for p, c in zip(texts, completions)]
-        model_ref = f"{self.run_dir.name}/gen_{generation:03d}/model"
+        model_ref = self.files.model_ref(generation)
         settings = json.dumps({"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
                                "max_new_tokens": s.max_new_tokens, "prompt": s.prompt, "prompt_lines": s.prompt_lines},
                               sort_keys=True)
@@ -200,7 +231,7 @@ class LMGenerator:
         })
         return ds, secs, out.useful_tokens
 
-    def _sample_gated(self, n: int, generation: int):
+    def _sample_gated(self, n: int, generation: int) -> Drawn:
         import logging
         import math
 
@@ -234,8 +265,6 @@ class LMGenerator:
             attempts += 1
         per_gate = ", ".join(f"{g} {chain.accepted[g]}/{chain.seen[g]}" for g in s.gates)
         if have == 0:
-            from collapse.errors import CollapseError
-
             # An empty pool can be neither trained on nor saved: stop with the counts.
             raise CollapseError(f"sample.gates: none of the {drawn} samples of generation {generation} drawn in "
                                 f"{attempts} rounds passed the gates (accepted/seen: {per_gate}); use fewer or looser "
@@ -251,11 +280,10 @@ class LMGenerator:
                 "%sgen %d: the gates (%s) passed %d of %d samples drawn in %d rounds (sample.max_attempts); "
                 "shortfall %d of the %d requested: the generation goes on with %d samples",
                 self.label, generation, ", ".join(s.gates), have, drawn, attempts, shortfall, n, len(out))
-        self.gate_metrics = {**chain.metrics(), "gate.attempts": attempts, "gate.shortfall": shortfall}
         self.timings["sample_s"] = sample_s
         self.timings["sample_tokens_per_s"] = useful / max(sample_s, 1e-9)
         self.timings["gates_s"] = gate_s
-        return out
+        return Drawn(out, {**chain.metrics(), "gate.attempts": attempts, "gate.shortfall": shortfall})
 
     def _gates(self, generation: int) -> list:
         """The configured gates for ``generation``, in order."""
@@ -327,7 +355,7 @@ class LMGenerator:
 
     def context(self, generation: int) -> MetricContext:
         """Everything a metric may use at ``generation`` (``REFERENCE``, -1: the human reference)."""
-        artifact_dir = metric_staging(self.run_dir, generation) if generation >= 0 else self.run_dir / "human_reference"
+        artifact_dir = self.files.staging(generation) if generation >= 0 else self.files.reference_dir
         return MetricContext(
             tokenizer=self.tok, model=self.model, device=self.device, precision=self.precision,
             generation=generation, seed=self.cfg.run.seed, settings={**self.cfg.metrics.settings(), "prompt_lines": self.cfg.sample.prompt_lines, "progress": self.progress},
@@ -343,8 +371,8 @@ class LMGenerator:
         """The generation-0 model, frozen (a copy: ``continue`` keeps training the live one)."""
         import copy
 
-        path = self.run_dir / "gen_000" / "model"
-        if (self.run_dir / "gen_000" / "DONE").exists():  # a finished generation 0, not a half-written one
+        path = self.files.checkpoint(0)  # a finished generation 0, never a half-written one
+        if path is not None:
             m = load_model(path).to(self.device)
         elif self.model is not None:
             m = copy.deepcopy(self.model)
@@ -353,15 +381,8 @@ class LMGenerator:
         return m.eval()
 
     def _synthetic_history(self, generation: int) -> dict[int, list[str]]:
-        """Samples of the generations before ``generation``, read back from the run directory."""
-        from datasets import load_from_disk
-
-        out: dict[int, list[str]] = {}
-        for g in range(max(generation, 0)):
-            d = self.run_dir / f"gen_{g:03d}" / "samples"
-            if d.exists():
-                out[g] = list(load_from_disk(str(d))["text"])
-        return out
+        """Samples of the generations before ``generation`` (from the run directory)."""
+        return self.files.samples_before(generation)
 
     def human_metrics(self) -> dict[str, float]:
         """The sample metrics of held-out human code (the first ``mix.synthetic_size`` functions of the
@@ -372,7 +393,11 @@ class LMGenerator:
             self._human_metrics = {f"human.{k}": v for k, v in vals.items()}
         return self._human_metrics
 
-    def evaluate(self, samples, generation: int) -> dict[str, float]:
+    def evaluate(self, drawn: Drawn, generation: int) -> dict[str, float]:
+        """Every configured metric of the samples and the model, the gates' counts of this
+        generation's sampling, and the human reference lines."""
+        drawn = Drawn.of(drawn)
+        samples = drawn.samples
         t0 = time.perf_counter()
         texts = list(samples["text"])
         ctx = self.context(generation)
@@ -380,7 +405,7 @@ class LMGenerator:
         out["sample_eos_rate"] = float(np.mean(samples["finished"])) if len(samples) else 0.0
         self.timings["metrics_s"] = time.perf_counter() - t0
         self.timings.update({f"metric.{k}_s": v for k, v in ctx.timings.items()})
-        out.update(getattr(self, "gate_metrics", {}))  # acceptance per gate of this generation's sampling
+        out.update(drawn.gate_stats)  # acceptance per gate of this generation's sampling
         out.update(self.human_metrics())
         return out
 

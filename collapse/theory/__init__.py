@@ -7,7 +7,7 @@ et al. 2024; full covariance after Kazdan et al. 2024), ``regression``
 token-level loss of tails), ``gmm`` (Shumailov et al.'s mixture experiment,
 1-D or 2-D) and ``kde`` (Kazdan et al. 2024). Sampling can cut tails
 (Dohmatob et al. 2024) or be filtered by a verifier (Feng et al. 2024). ``run_theory`` drives them through
-``collapse.orchestrator.run_generations`` with the mixing regimes of
+``collapse.loop.run_generations`` with the mixing regimes of
 ``collapse.mixing`` (Gerstgrasser et al. 2024; Kazdan et al. 2024) and returns
 each tracked quantity's mean, standard error and closed form per generation.
 """

@@ -7,7 +7,7 @@ pool-based reference (the accumulated training set rebuilt every generation,
 ``run_theory(pool_based=True)``) beside the default path, each in a fresh
 interpreter, and reports the ratio, the median seconds per generation and
 the peak resident memory of each process. Each run goes through the real
-generation loop (``collapse.orchestrator.run_generations``) with the default
+generation loop (``collapse.loop.run_generations``) with the default
 model options, so the numbers include planning, plan application and
 measurement. The models follow Shumailov et al. 2024, Gerstgrasser et al.
 2024, Dohmatob et al. 2024 and Bertrand et al. 2024 (see ``collapse.theory``).

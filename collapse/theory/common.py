@@ -2,7 +2,7 @@
 
 A theory model is a :class:`collapse.generator.Generator` that runs K
 independent trials at once. Its pools are numpy arrays of shape
-(K, samples, ...) with samples on axis 1, so ``collapse.orchestrator.run_generations(...,
+(K, samples, ...) with samples on axis 1, so ``collapse.loop.run_generations(...,
 axis=1)`` and ``collapse.mixing.apply_plan`` drive it exactly as they drive the
 code LMs. ``evaluate`` summarises per-trial values (mean and standard error over
 the K trials); the per-trial values themselves stay on ``trial_values`` for
@@ -104,9 +104,10 @@ class TheoryModel(ABC):
     def measure(self) -> dict[str, np.ndarray]:
         """Per-trial values (K,) of each tracked quantity for the fitted model."""
 
-    def evaluate(self, samples: Any, generation: int) -> dict[str, float]:
+    def evaluate(self, drawn: Any, generation: int) -> dict[str, float]:
         """Mean and standard error over trials of every tracked quantity
-        (``name`` and ``name_se``); per-trial values go to ``trial_values``."""
+        (``name`` and ``name_se``), measured on the fitted model (the samples
+        in ``drawn`` are not needed); per-trial values go to ``trial_values``."""
         self.trial_values = {q: np.asarray(v, dtype=np.float64) for q, v in self.measure().items()}
         out: dict[str, float] = {}
         for q in self.quantities:

@@ -1,7 +1,7 @@
 """Run a theory model through the shared generation loop and set the simulation beside its closed form.
 
 ``run_theory`` builds the model from a :class:`TheoryConfig`, draws the human
-pools, and calls ``collapse.orchestrator.run_generations(..., axis=1)``: the
+pools, and calls ``collapse.loop.run_generations(..., axis=1)``: the
 same loop, the same ``plan_mix`` and the same ``apply_plan`` that drive the
 code LMs. The result holds, per generation, the mean over trials of every
 tracked quantity, its standard error, and the closed form where the literature
@@ -33,8 +33,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from collapse.generator import GenerationRecord
+from collapse.loop import run_generations
 from collapse.mixing import HUMAN, HUMAN_FRESH, MixSizes, check_sizes, plan_counts, required_human
-from collapse.orchestrator import GenerationRecord, run_generations
 from collapse.theory.common import TheoryModel
 from collapse.theory.config import TheoryConfig, synthetic_size, validate
 from collapse.theory.gmm import GMMModel
