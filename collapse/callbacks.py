@@ -147,7 +147,7 @@ class DrawFigures:
     def on_generation(self, record: GenerationRecord) -> None:
         if record.generation != self.last:
             return
-        from collapse.reporting import plot_run  # deferred: matplotlib is a heavy import
+        from collapse.figures import plot_run  # deferred: matplotlib is a heavy import
 
         figs = plot_run(self.frame(), self.folder)
         if self.mirror is not None:

@@ -26,7 +26,6 @@ callbacks after each generation (:mod:`collapse.callbacks`).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from collapse.loop import Callback, run_generations
 from collapse.mixing import HUMAN, HUMAN_FRESH, MixSizes, check_sizes
 from collapse.pretrain import resolve_init_from
 from collapse.registries import check_names
-from collapse.rundir import RunDir, RunDirReader
+from collapse.rundir import RunDir, RunDirReader, check_writable, run_dir_of
 from collapse.signals import shielded
 from collapse.tracking import KEY_TAG, RunMirror, resolve_uri
 
@@ -95,48 +94,6 @@ def _mix_sizes(cfg: Config, n_train_split: int) -> MixSizes:
     n = cfg.data.train_size or n_train_split
     return MixSizes(human=n, synthetic=cfg.mix.synthetic_size or n, human_fraction=cfg.mix.human_fraction,
                     subsample=cfg.mix.subsample_size, fresh=cfg.mix.fresh_size, synthetic_ratio=cfg.mix.synthetic_ratio)
-
-
-def run_dir_of(cfg: Config, regime: str) -> Path:
-    if cfg.run.dir:
-        base = Path(cfg.run.dir)
-        return base / regime if len(cfg.regimes) > 1 else base
-    return Path(cfg.run.root) / cfg.run.experiment / f"{regime}_s{cfg.run.seed}"
-
-
-def _unwritable(path: Path) -> str | None:
-    """Why ``path`` cannot be a folder this process writes in (None when it can be):
-    it or an ancestor is a file, or its nearest existing ancestor is not writable."""
-    path = Path(path).expanduser().absolute()
-    p = path
-    while not p.exists():
-        if p.is_symlink():  # a dangling link
-            return f"{p} is a broken link"
-        p = p.parent
-    if not p.is_dir():
-        return f"{p} is a file, not a folder" if p != path else "it is a file, not a folder"
-    if not os.access(p, os.W_OK | os.X_OK):
-        return f"{p} is not writable" if p != path else "it is not writable"
-    return None
-
-
-def check_writable(cfg: Config, *, run_dirs: bool = True) -> None:
-    """Raise one :class:`CollapseError` line naming the key (``run.root`` or ``run.dir``)
-    when a folder a run writes cannot be created or written, before any work
-    (``run_dirs=False``: only ``run.root``, for ``collapse pretrain``)."""
-    checks = [("run.root", Path(cfg.run.root))]
-    if not run_dirs:
-        pass
-    elif cfg.run.dir:
-        checks.append(("run.dir", Path(cfg.run.dir)))
-    else:
-        checks.append(("run.root", run_dir_of(cfg, cfg.regimes[0])))  # <root>/<experiment>/...
-    for key, path in checks:
-        why = _unwritable(path)
-        if why is not None:
-            hint = ("set run.root to a folder you can write, e.g. run.root=runs" if key == "run.root" else
-                    "set run.dir to a folder you can write, or leave it unset (runs go under run.root)")
-            raise CollapseError(f"{key}: cannot write {path} ({why}); {hint}")
 
 
 _HELD: dict[Path, FileLock] = {}

@@ -48,6 +48,7 @@ from collapse.config import Config, SampleConfig
 from collapse.errors import CollapseError
 from collapse.registries import load_config
 from collapse.syntax import parses
+from collapse.rundir import check_writable
 
 log = logging.getLogger("collapse")
 
@@ -155,8 +156,6 @@ def run_pretrain(cfg: Config, command: str | None = None) -> PretrainResult:
     if cfg.model.init_from:
         raise CollapseError("collapse pretrain trains from scratch: model.init_from must be null")
     command = command or "collapse pretrain " + " ".join(sys.argv[2:])
-    from collapse.experiment import check_writable
-
     check_writable(cfg, run_dirs=False)  # an unwritable run.root: one line, before the data pipeline
     root = Path(cfg.run.root)
     human, info = prepare_human_data(cfg.data, root / "_cache", progress=cfg.run.progress)

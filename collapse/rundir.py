@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from collapse import integrity
+from collapse.config import Config
 from collapse.errors import CollapseError
 from collapse.generator import Checkpointable, GenerationRecord
 from collapse.mixing import Take, plan_counts, plan_to_dict
@@ -483,3 +484,46 @@ class RunDir(RunDirReader):
                              gates=gates, acceptance=acceptance)
         write_card(self.data_path(generation), text)
 
+
+# Where a config's runs go, and whether this process can write there (checked before any work).
+
+def run_dir_of(cfg: Config, regime: str) -> Path:
+    if cfg.run.dir:
+        base = Path(cfg.run.dir)
+        return base / regime if len(cfg.regimes) > 1 else base
+    return Path(cfg.run.root) / cfg.run.experiment / f"{regime}_s{cfg.run.seed}"
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be a folder this process writes in (None when it can be):
+    it or an ancestor is a file, or its nearest existing ancestor is not writable."""
+    path = Path(path).expanduser().absolute()
+    p = path
+    while not p.exists():
+        if p.is_symlink():  # a dangling link
+            return f"{p} is a broken link"
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is a file, not a folder" if p != path else "it is a file, not a folder"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{p} is not writable" if p != path else "it is not writable"
+    return None
+
+
+def check_writable(cfg: Config, *, run_dirs: bool = True) -> None:
+    """Raise one :class:`CollapseError` line naming the key (``run.root`` or ``run.dir``)
+    when a folder a run writes cannot be created or written, before any work
+    (``run_dirs=False``: only ``run.root``, for ``collapse pretrain``)."""
+    checks = [("run.root", Path(cfg.run.root))]
+    if not run_dirs:
+        pass
+    elif cfg.run.dir:
+        checks.append(("run.dir", Path(cfg.run.dir)))
+    else:
+        checks.append(("run.root", run_dir_of(cfg, cfg.regimes[0])))  # <root>/<experiment>/...
+    for key, path in checks:
+        why = _unwritable(path)
+        if why is not None:
+            hint = ("set run.root to a folder you can write, e.g. run.root=runs" if key == "run.root" else
+                    "set run.dir to a folder you can write, or leave it unset (runs go under run.root)")
+            raise CollapseError(f"{key}: cannot write {path} ({why}); {hint}")

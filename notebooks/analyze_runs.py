@@ -69,7 +69,7 @@ df[axes + ["generation", METRIC, DIVERSITY]].head(8)
 
 # %%
 from collapse.metrics.registry import key_label
-from collapse.reporting import hue_order, palette
+from collapse.figures import hue_order, palette
 
 sns.set_theme(context="paper", style="whitegrid")
 colors = palette(df["regime"])  # the colours of every collapse figure: a regime is always the same colour
@@ -117,7 +117,7 @@ from IPython.display import display
 from matplotlib.ticker import EngFormatter, MaxNLocator
 
 from collapse.metrics.registry import key_info
-from collapse.reporting import default_metrics
+from collapse.figures import default_metrics
 from collapse.stats import mean_ci
 
 df = df.sort_values(["run_id", "generation"]).reset_index(drop=True)

@@ -91,7 +91,7 @@ for regime in REGIMES:
 
 # %%
 from collapse.metrics.registry import key_label
-from collapse.reporting import hue_order, palette
+from collapse.figures import hue_order, palette
 
 df = res.metrics
 panels = [m for m in ["test_ce", "distinct_4", "ppl_gen0_q50"] if m in df]
@@ -106,7 +106,7 @@ for ax, m in zip(axes[0], panels):
 fig.tight_layout()
 
 # %%
-from collapse.reporting import perplexity_values, plot_perplexity_histograms
+from collapse.figures import perplexity_values, plot_perplexity_histograms
 
 paths = plot_perplexity_histograms({r: perplexity_values(d) for r, d in res.run_dirs.items()}, res.run_dir / "perplexity_gen0")
 from IPython.display import Image

@@ -21,15 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from readme_block import write_block  # noqa: E402 - the scripts folder is not a package
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "reports" / "replications"
-BEGIN, END = "<!-- findings:begin -->", "<!-- findings:end -->"
 #: The sweeps in the order of the suite (scripts/replicate.sh).
 SWEEPS = ("shumailov", "gerstgrasser", "kazdan", "bertrand", "feng", "dohmatob")
 #: The one figure of the block: Gerstgrasser et al.'s claim, test cross-entropy against generations.
@@ -94,23 +95,6 @@ def block(csv: Path, rt: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(text: str, check: bool) -> int:
-    readme = REPO / "README.md"
-    old = readme.read_text()
-    pat = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    if not pat.search(old):
-        print(f"README.md has no {BEGIN} … {END} block", file=sys.stderr)
-        return 2
-    new = pat.sub(lambda _: f"{BEGIN}\n{text}\n{END}", old)
-    if check:
-        if new != old:
-            print("README.md's findings block differs from reports/replications/findings.csv", file=sys.stderr)
-            return 1
-        return 0
-    readme.write_text(new)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=str(REPO / "runs"), help="run root of the suite (for the machine it ran on)")
@@ -125,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rt = machine(Path(a.root))
         mfile.write_text(json.dumps(rt, indent=1, sort_keys=True) + "\n")
-    return write_readme(block(csv, rt), a.check)
+    return write_block("findings", block(csv, rt), a.check, "reports/replications/findings.csv")
 
 
 if __name__ == "__main__":

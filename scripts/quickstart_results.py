@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -31,10 +30,12 @@ from pathlib import Path
 
 from collapse.syntax import parses
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from readme_block import write_block  # noqa: E402 - the scripts folder is not a package
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "experiments" / "quickstart.yaml"
 OUT = REPO / "reports" / "quickstart"
-BEGIN, END = "<!-- quickstart:begin -->", "<!-- quickstart:end -->"
 #: (metric key, label, digits) of the README table, quality first, then diversity and tails.
 ROWS = [
     ("test_ce", "held-out cross-entropy (nats/token) ↑ worse", 3),
@@ -156,23 +157,6 @@ def block(root: Path, seeds: list[int]) -> str:
     return "\n".join(parts)
 
 
-def write_readme(text: str, check: bool) -> int:
-    readme = REPO / "README.md"
-    old = readme.read_text()
-    pat = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    if not pat.search(old):
-        print(f"README.md has no {BEGIN} … {END} block", file=sys.stderr)
-        return 2
-    new = pat.sub(lambda _: f"{BEGIN}\n{text}\n{END}", old)
-    if check:
-        if new != old:
-            print("README.md's quickstart block differs from the runs on disk", file=sys.stderr)
-            return 1
-        return 0
-    readme.write_text(new)
-    return 0
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=str(REPO / "runs"), help="run root (the base is built or reused here)")
@@ -183,7 +167,7 @@ def main() -> int:
     if not a.check:
         run_seeds(root, a.seeds)
         draw_report(root)
-    return write_readme(block(root, a.seeds), a.check)
+    return write_block("quickstart", block(root, a.seeds), a.check, "the runs on disk")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+from collapse import figures as F  # noqa: E402
 from collapse import reporting as R  # noqa: E402
 from collapse.metrics.registry import REGISTRY, KeyInfo, key_info, key_label  # noqa: E402
 
@@ -62,7 +63,7 @@ def assert_printable(fig, width: str):
     text at least 6 pt there, inside the figure and clear of every other text."""
     import matplotlib.pyplot as plt
 
-    assert fig.get_size_inches()[0] == pytest.approx(R.WIDTHS[width])
+    assert fig.get_size_inches()[0] == pytest.approx(F.WIDTHS[width])
     texts = texts_drawn(fig)
     small = [(t.get_text(), t.get_fontsize()) for t in texts if t.get_fontsize() < 6]
     assert not small, small
@@ -101,14 +102,14 @@ def test_registry_gives_display_names_units_and_scales():
 
 
 def test_figures_read_names_and_units_from_the_registry():
-    long = R.to_long(wide_frame())
-    fig, panels, _ = R.metrics_figure(long, ["test_ce", "distinct_4", "decades"])
+    long = F.to_long(wide_frame())
+    fig, panels, _ = F.metrics_figure(long, ["test_ce", "distinct_4", "decades"])
     axes = {ax.get_title().replace("\n", " "): ax for ax in fig.axes if ax.get_visible()}
     assert set(axes) == {"held-out cross-entropy", "distinct 4-grams", "decades"}
     assert axes["held-out cross-entropy"].get_ylabel() == "nats/token"
     assert axes["distinct 4-grams"].get_ylabel() == "share"
     assert axes["decades"].get_ylabel() == ""  # not in the registry: the key itself, no unit
-    fig = R.trajectory_figure(wide_frame(), x="distinct_4", y="test_ce")
+    fig = F.trajectory_figure(wide_frame(), x="distinct_4", y="test_ce")
     ax = fig.axes[0]
     assert ax.get_xlabel() == "distinct 4-grams (share)\nhigher is better"
     assert ax.get_ylabel() == "held-out cross-entropy (nats/token)\nlower is better"
@@ -116,30 +117,30 @@ def test_figures_read_names_and_units_from_the_registry():
 
 # ------------------------------------------------------------------ colours
 def test_palette_is_stable_across_calls_and_subsets():
-    every = R.palette(["replace", "accumulate", "accumulate_subsample", "fixed_fraction", "fresh", "augment"])
-    assert R.palette(["fresh", "replace", "accumulate"]) == R.palette(["accumulate", "replace", "fresh"])
+    every = F.palette(["replace", "accumulate", "accumulate_subsample", "fixed_fraction", "fresh", "augment"])
+    assert F.palette(["fresh", "replace", "accumulate"]) == F.palette(["accumulate", "replace", "fresh"])
     for subset in (["replace"], ["accumulate", "fresh"], ["fresh", "fixed_fraction", "replace"]):
-        assert R.palette(subset) == {r: every[r] for r in subset}
+        assert F.palette(subset) == {r: every[r] for r in subset}
     assert len(set(every.values())) == len(every)  # six regimes, six colours
-    assert R.hue_order(["fresh", "accumulate", "replace"]) == ["replace", "accumulate", "fresh"]  # registry order
+    assert F.hue_order(["fresh", "accumulate", "replace"]) == ["replace", "accumulate", "fresh"]  # registry order
     # Another axis: sorted values (numbers by value), the same mapping on every call.
-    assert R.hue_order([0.5, 0.1, 0.25]) == [0.1, 0.25, 0.5]
-    assert R.palette([0.5, 0.1, 0.25]) == R.palette([0.25, 0.5, 0.1])
+    assert F.hue_order([0.5, 0.1, 0.25]) == [0.1, 0.25, 0.5]
+    assert F.palette([0.5, 0.1, 0.25]) == F.palette([0.25, 0.5, 0.1])
     grey = (0.5803921568627451, 0.5803921568627451, 0.5803921568627451)  # kept for the human reference
-    assert grey not in R.palette(list(range(12))).values()
+    assert grey not in F.palette(list(range(12))).values()
 
 
 def test_every_figure_draws_a_regime_in_its_colour():
     import matplotlib.colors as mc
 
     wide = wide_frame()
-    colors = R.palette(wide["regime"])
-    fig, _, _ = R.metrics_figure(R.to_long(wide), ["test_ce"])
+    colors = F.palette(wide["regime"])
+    fig, _, _ = F.metrics_figure(F.to_long(wide), ["test_ce"])
     legend = {t.get_text(): mc.to_rgb(h.get_color()) for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
     assert np.allclose(legend["replace"], colors["replace"]) and "held-out human code" in legend
     lines = {ln.get_label(): mc.to_rgb(ln.get_color()) for ln in fig.axes[0].get_lines() if not ln.get_label().startswith("_")}
     assert set(lines) == set(REGIMES) and all(np.allclose(c, colors[k]) for k, c in lines.items())
-    fig = R.trajectory_figure(wide, x="distinct_4", y="test_ce")
+    fig = F.trajectory_figure(wide, x="distinct_4", y="test_ce")
     lines = {ln.get_label(): mc.to_rgb(ln.get_color()) for ln in fig.axes[0].get_lines() if ln.get_label() in colors}
     assert set(lines) == set(REGIMES) and all(np.allclose(c, colors[k]) for k, c in lines.items())
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
@@ -148,48 +149,48 @@ def test_every_figure_draws_a_regime_in_its_colour():
 
 # ------------------------------------------------------------------ panels
 def test_default_panels_tell_the_story_in_at_most_eight():
-    names = set(R.to_long(wide_frame())["metric"]) | {"prompt_ce", "self_bleu", "kl_unigram", "zipf_exponent",
+    names = set(F.to_long(wide_frame())["metric"]) | {"prompt_ce", "self_bleu", "kl_unigram", "zipf_exponent",
                                                      "vocab_coverage", "corpus_copy_rate", "humaneval_pass_at_1"}
-    chosen = R.default_metrics(names)
+    chosen = F.default_metrics(names)
     assert chosen == ["test_ce", "syntax_valid", "distinct_4", "ast_shape_distinct", "tail_mass", "ppl_gen0_q50",
                       "copy_rate", "synthetic_copy_rate"]
-    assert len(R.default_metrics(names | {f"m{i}" for i in range(30)})) <= 8
-    assert R.default_metrics([f"m{i}" for i in range(30)]) == sorted(f"m{i}" for i in range(30))[:8]
-    assert R.default_metrics(["val_loss", "compile_ok"]) == ["val_loss", "compile_ok"]
+    assert len(F.default_metrics(names | {f"m{i}" for i in range(30)})) <= 8
+    assert F.default_metrics([f"m{i}" for i in range(30)]) == sorted(f"m{i}" for i in range(30))[:8]
+    assert F.default_metrics(["val_loss", "compile_ok"]) == ["val_loss", "compile_ok"]
 
 
 def test_a_constant_panel_is_left_out_and_named_in_the_note(tmp_path):
-    long = R.to_long(wide_frame())
-    paths = R.plot_metrics(long, tmp_path / "metrics")
+    long = F.to_long(wide_frame())
+    paths = F.plot_metrics(long, tmp_path / "metrics")
     assert [p.name for p in paths] == ["metrics.png", "metrics.pdf"] and all(p.stat().st_size > 1000 for p in paths)
     assert "synthetic_copy_rate" not in paths.panels and len(paths.panels) == 7
     assert paths.constant == {"synthetic_copy_rate": 0.0}
     assert "`synthetic_copy_rate`" in paths.note and "samples copying earlier generations" in paths.note
     assert paths.note.startswith("Left out, constant over every regime and generation")
     # Chosen by hand: the same.
-    paths = R.plot_metrics(long, tmp_path / "chosen", ["test_ce", "synthetic_copy_rate"], quick=True)
+    paths = F.plot_metrics(long, tmp_path / "chosen", ["test_ce", "synthetic_copy_rate"], quick=True)
     assert paths.panels == ["test_ce"] and "synthetic_copy_rate" in paths.note
     # Varying in one group only is not constant; every panel constant: drawn, nothing left out.
     long.loc[(long.metric == "synthetic_copy_rate") & (long.regime == "replace") & (long.generation == 3), "value"] = 0.1
-    assert "synthetic_copy_rate" not in R.constant_metrics(long, ["synthetic_copy_rate"])
+    assert "synthetic_copy_rate" not in F.constant_metrics(long, ["synthetic_copy_rate"])
     flat = long[long.metric == "synthetic_copy_rate"].assign(metric="flat", value=0.5)
-    fig, panels, constant = R.metrics_figure(pd.concat([long, flat]), ["flat"])
+    fig, panels, constant = F.metrics_figure(pd.concat([long, flat]), ["flat"])
     assert panels == ["flat"] and constant == {}
 
 
 def test_log_scale_for_a_metric_spanning_decades():
-    assert R.use_log_scale("ppl_gen0_q50", [150, 180, 200])  # the registry says so
-    assert R.use_log_scale("decades", [1, 10, 1000])  # max/min > 100, all positive
-    assert not R.use_log_scale("decades", [1, 10, 99])
-    assert not R.use_log_scale("decades", [0, 10, 1000]) and not R.use_log_scale("ppl_gen0_q50", [-1, 10])
-    fig, _, _ = R.metrics_figure(R.to_long(wide_frame()), ["test_ce", "ppl_gen0_q50", "decades"])
+    assert F.use_log_scale("ppl_gen0_q50", [150, 180, 200])  # the registry says so
+    assert F.use_log_scale("decades", [1, 10, 1000])  # max/min > 100, all positive
+    assert not F.use_log_scale("decades", [1, 10, 99])
+    assert not F.use_log_scale("decades", [0, 10, 1000]) and not F.use_log_scale("ppl_gen0_q50", [-1, 10])
+    fig, _, _ = F.metrics_figure(F.to_long(wide_frame()), ["test_ce", "ppl_gen0_q50", "decades"])
     scales = {ax.get_title(): ax.get_yscale() for ax in fig.axes if ax.get_visible()}
     assert scales == {"held-out cross-entropy": "linear", "gen-0 perplexity, median": "log", "decades": "log"}
 
 
 def test_generation_ticks_are_whole_numbers():
     for generations in (0, 2, 6, 30):
-        fig, _, _ = R.metrics_figure(R.to_long(wide_frame(generations, seeds=1)), ["test_ce", "distinct_4"])
+        fig, _, _ = F.metrics_figure(F.to_long(wide_frame(generations, seeds=1)), ["test_ce", "distinct_4"])
         for ax in fig.axes:
             lo, hi = ax.get_xlim()
             ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
@@ -197,9 +198,9 @@ def test_generation_ticks_are_whole_numbers():
 
 
 def test_trajectory_has_seed_error_bars_only_with_three_seeds():
-    fig = R.trajectory_figure(wide_frame(seeds=3), x="distinct_4", y="test_ce")
+    fig = F.trajectory_figure(wide_frame(seeds=3), x="distinct_4", y="test_ce")
     assert fig.axes[0].containers  # errorbar containers: t-based 95 % CIs over seeds
-    fig = R.trajectory_figure(wide_frame(seeds=2), x="distinct_4", y="test_ce")
+    fig = F.trajectory_figure(wide_frame(seeds=2), x="distinct_4", y="test_ce")
     assert not fig.axes[0].containers
 
 
@@ -207,22 +208,22 @@ def test_trajectory_has_seed_error_bars_only_with_three_seeds():
 @pytest.mark.parametrize("width", ["single", "double"])
 def test_figures_print_at_column_width_with_readable_fonts(width, tmp_path):
     wide = wide_frame(generations=10)
-    long = R.to_long(wide)
-    assert_printable(R.metrics_figure(long, title="a sweep", width=width)[0], width)
-    assert_printable(R.metrics_figure(long, ["test_ce", "ppl_gen0_q50", "decades"], width=width)[0], width)
-    assert_printable(R.trajectory_figure(wide, x="distinct_4", y="test_ce", width=width), width)
+    long = F.to_long(wide)
+    assert_printable(F.metrics_figure(long, title="a sweep", width=width)[0], width)
+    assert_printable(F.metrics_figure(long, ["test_ce", "ppl_gen0_q50", "decades"], width=width)[0], width)
+    assert_printable(F.trajectory_figure(wide, x="distinct_4", y="test_ce", width=width), width)
     rng = np.random.default_rng(1)
     ppl = {r: pd.DataFrame([(g, v) for g in range(-1, 11) for v in np.exp(rng.normal(5 - 0.2 * k * max(g, 0), 0.5, 50))],
                            columns=["generation", "ppl"]) for r, k in REGIMES.items()}
-    fig, panels, note = R.perplexity_figure(ppl, title="a sweep", width=width)
+    fig, panels, note = F.perplexity_figure(ppl, title="a sweep", width=width)
     assert panels == list(REGIMES) and note == "Generations 0, 2, 4, 6, 8, 10 of 0–10 shown (evenly spaced)."
     assert_printable(fig, width)
     # The PDF is that size: no cropping.
-    paths = R.plot_metrics(long, tmp_path / "m", width=width)
+    paths = F.plot_metrics(long, tmp_path / "m", width=width)
     import re
 
     box = re.search(rb"/MediaBox \[\s*0 0 ([\d.]+) ([\d.]+)", paths[1].read_bytes())
-    assert float(box.group(1)) == pytest.approx(R.WIDTHS[width] * 72)
+    assert float(box.group(1)) == pytest.approx(F.WIDTHS[width] * 72)
 
 
 def test_report_md_names_the_panels_left_out(tmp_path, monkeypatch):

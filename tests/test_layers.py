@@ -17,11 +17,11 @@ PKG = Path(__file__).resolve().parents[1] / "collapse"
 LAYERS = {
     "core": ["collapse.errors", "collapse.config", "collapse.seeding", "collapse.locks", "collapse.integrity",
              "collapse.filtering", "collapse.syntax", "collapse.logs", "collapse.signals", "collapse.stats"],
-    "components": ["collapse.data", "collapse.lm", "collapse.metrics", "collapse.gates", "collapse.sandbox",
+    "components": ["collapse.data", "collapse.lm", "collapse.metrics", "collapse.gates", "collapse.sandbox", "collapse.generator",
                    "collapse.mixing"],
     "registries": ["collapse.registries"],
-    "loop": ["collapse.loop", "collapse.orchestrator", "collapse.rundir", "collapse.callbacks", "collapse.generator",
-             "collapse.tracking", "collapse.run_figures"],
+    "loop": ["collapse.loop", "collapse.orchestrator", "collapse.rundir", "collapse.callbacks", "collapse.figures",
+             "collapse.tracking"],
     "studies": ["collapse.experiment", "collapse.pretrain", "collapse.theory"],
     # what launching and reading both need: the sweep file, its claims, its bookkeeping, the Slurm queries
     "spec": ["collapse.sweep.spec", "collapse.sweep.state", "collapse.sweep.slurm", "collapse.claims"],
