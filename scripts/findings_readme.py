@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -71,12 +72,14 @@ def block(csv: Path, rt: dict[str, str]) -> str:
     summary = ", ".join(f"{counts[v]} {v}" for v in ("reproduced", "not reproduced", "opposite", "insufficient seeds")
                         if v in counts)
     walls = rows.groupby("sweep", sort=False)["wall_s"].first()
+    found = {m.group(1) for c in rows["command"].dropna() for m in [re.search(r"--parallel (\d+)", str(c))] if m}
+    parallel = found.pop() if len(found) == 1 else "?"
     total = float(walls.sum())
     lines = [
         f"{len(rows)} claims from six papers, each judged over seeds from the tracked runs: **{summary}**. "
         f"The whole suite ran on {rt.get('cpu_model', '?')} ({rt.get('machine', '?')}, torch CPU capability "
         f"{rt.get('cpu_capability', '?')}, precision {rt.get('precision', '?')}, {rt.get('torch_threads', '?')} "
-        f"thread per run, 2 runs at a time) in {_duration(total)} of sweeps "
+        f"thread per run, {parallel} runs at a time) in {_duration(total)} of sweeps "
         f"({', '.join(f'{s} {_duration(w)}' for s, w in walls.items())}), after the CPU base was built.",
         "",
         "| paper | claim | metric (generation) | comparison | effect [95 % CI] | p | seeds | verdict |",
@@ -87,7 +90,8 @@ def block(csv: Path, rt: dict[str, str]) -> str:
         ci = "" if not math.isfinite(r["ci_lo"]) else f" [{_num(r['ci_lo'])}, {_num(r['ci_hi'])}]"
         gen = "" if pd.isna(r["generation"]) else f" ({int(r['generation'])})"
         verdict = f"**{r['verdict']}**" if r["verdict"] == "reproduced" else r["verdict"]
-        lines.append(f"| {r['paper']} | {r['claim']} | `{r['metric']}`{gen} | {r['first']} {op} {r['second']} | "
+        axis = "" if r["axis"] == "mix.regime" else f"{r['axis']}: "
+        lines.append(f"| {r['paper']} | {r['claim']} | `{r['metric']}`{gen} | {axis}{r['first']} {op} {r['second']} | "
                      f"{_num(r['effect'])}{ci} | {_num(r['p_value'], 2)} | {int(r['n_first'])} / {int(r['n_second'])} "
                      f"| {verdict} |")
     lines += ["", f"![Gerstgrasser et al.'s loop on code: replace against accumulate, 3 seeds, 95 % bands]"

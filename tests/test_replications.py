@@ -218,3 +218,14 @@ def test_replicate_script_runs_the_six_cpu_sweeps():
     assert lines[1:7] == [f"echo sweep experiments/replications/{n}.yaml --parallel 2" for n in CPU]
     assert lines[-1] == ("echo findings " + " ".join(f"experiments/replications/{n}.yaml" for n in CPU)
                          + " --out reports/replications/FINDINGS.md")
+
+
+def test_the_readme_findings_block_matches_the_committed_findings():
+    # scripts/findings_readme.py --check rebuilds the README block from
+    # reports/replications/findings.csv and machine.json: exit 1 when they differ.
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "findings_readme.py"
+    p = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
