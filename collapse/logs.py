@@ -14,14 +14,15 @@ import sys
 FORMAT = "%(asctime)s %(message)s"
 DATEFMT = "%H:%M:%S"
 # Libraries whose INFO lines drown collapse's own: warnings still show.
-CHATTY = ("urllib3", "filelock", "datasets", "httpx")
+CHATTY = ("urllib3", "filelock", "datasets", "httpx", "fontTools")  # fontTools: a line per table subset in every PDF
 # MLflow's own retries log a multi-line warning per attempt; collapse logs the one line that matters.
 NOISY = ("mlflow", "alembic", "sqlalchemy")
 
 _api_handler: logging.Handler | None = None
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
+    """Warnings and errors only from the libraries in CHATTY and NOISY (errors only)."""
     for name in CHATTY:
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in NOISY:
@@ -31,7 +32,7 @@ def _quiet_libraries() -> None:
 def configure_cli_logging(verbose: bool = False) -> None:
     """The command line's logging: every logger's INFO (DEBUG with ``verbose``) lines on stderr, timestamped."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=FORMAT, datefmt=DATEFMT)
-    _quiet_libraries()
+    quiet_libraries()
 
 
 def ensure_api_logging() -> bool:
@@ -58,7 +59,7 @@ def ensure_api_logging() -> bool:
     logger.addHandler(handler)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
-    _quiet_libraries()
+    quiet_libraries()
     _api_handler = handler
     return True
 

@@ -36,6 +36,7 @@ from collapse.registries import from_dict
 from collapse.experiment import Experiment, run_experiment
 from collapse.locks import Busy, FileLock, holder_text
 from collapse.signals import terminate_as_interrupt
+from collapse.logs import quiet_libraries
 from collapse.sweep.state import attempts_path, error_path, is_done, lock_path, read_state
 
 try:  # the Slurm job class; submitit is a dependency, local runs do not need it
@@ -214,10 +215,7 @@ class SweepJob(_Checkpointable):
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("urllib3", "filelock", "datasets", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    for noisy in ("mlflow", "alembic", "sqlalchemy"):  # their retries log a multi-line warning per attempt
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    quiet_libraries()
 
 
 def _redirect_output(log_file: str) -> None:
