@@ -32,11 +32,11 @@ from typing import Any
 
 import yaml
 
-from collapse.registries import from_dict
 from collapse.experiment import Experiment, run_experiment
 from collapse.locks import Busy, FileLock, holder_text
-from collapse.signals import terminate_as_interrupt
 from collapse.logs import quiet_libraries
+from collapse.registries import from_dict
+from collapse.signals import terminate_as_interrupt
 from collapse.sweep.state import attempts_path, error_path, is_done, lock_path, read_state
 
 try:  # the Slurm job class; submitit is a dependency, local runs do not need it
