@@ -2,6 +2,11 @@
 
 Bad input (a ``CollapseError``) is printed as one line on stderr with exit
 code 2, never a traceback.
+
+Each command imports the library module it runs inside its own function: the
+modules behind ``run``, ``report`` and ``sweep`` import torch, transformers,
+mlflow or matplotlib (seconds), which ``collapse --help``, ``ls`` or
+``theory`` do not need.
 """
 
 from __future__ import annotations

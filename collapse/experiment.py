@@ -134,6 +134,7 @@ class Experiment:
     """Prepared, validated inputs shared by every regime of one config."""
 
     def __init__(self, cfg: Config):
+        # deferred: datasets and tokenizers, loaded when the human data are prepared
         from collapse.data import prepare_human_data
         from collapse.lm.tokenizer import load_checkpoint_tokenizer, prepare_tokenizer
 

@@ -59,6 +59,7 @@ import numpy as np
 from collapse.data.neardup import NearDupIndex
 from collapse.data.pipeline import content_hash
 from collapse.filtering import Columns, FilterRunner
+from collapse.sandbox import Limits, run_many
 from collapse.syntax import parses
 
 __all__ = ["GATES", "Gate", "SyntaxGate", "DedupGate", "PerplexityGate", "ExecutionGate", "GateChain",
@@ -207,8 +208,6 @@ class ExecutionGate(Gate):
         programs = [t if not (tests and tests[i]) else f"{t}\n\n\n{tests[i]}\n" for i, t in enumerate(texts)]
         runner = self.runner
         if runner is None:
-            from collapse.sandbox import Limits, run_many
-
             limits = self.limits or Limits()
             results = run_many(programs, limits, progress=self.progress, desc="execution gate")
         else:

@@ -49,6 +49,8 @@ from collapse.errors import CollapseError
 from collapse.registries import load_config
 from collapse.syntax import parses
 from collapse.rundir import check_writable
+from collapse.seeding import torch_seed
+from collapse.tracking import RunMirror, flatten, read_json, resolve_uri, write_json_atomic
 
 log = logging.getLogger("collapse")
 
@@ -71,7 +73,7 @@ def pretrain_key(cfg: Config, corpus_key: str) -> str:
 
 def held_out_fraction(cfg: Config) -> float:
     """The share of content-hash buckets no model trained on (validation, test and reference)."""
-    from collapse.data.split import held_out_fraction as data_held_out
+    from collapse.data.split import held_out_fraction as data_held_out  # deferred: datasets
 
     return data_held_out(cfg.data)
 
@@ -99,8 +101,7 @@ class _DirLock:
 
 def parse_rates(model, tok, cfg: Config, device, precision: str, seed: int) -> dict[str, float]:
     """Share of ``pretrain.eval_samples`` unconditional samples that ``ast.parse`` accepts, per temperature."""
-    from collapse.lm.sample import sample
-    from collapse.seeding import torch_seed
+    from collapse.lm.sample import sample  # deferred: torch
 
     out = {}
     eos = tok.eos_token_id
@@ -145,13 +146,12 @@ def run_pretrain(cfg: Config, command: str | None = None) -> PretrainResult:
     """Build the base of ``cfg`` (or find it built) and return where its checkpoint is."""
     import torch
 
+    # deferred: datasets, tokenizers, torch and transformers (importing pretrain stays light for the CLI)
     from collapse.data import prepare_human_data
     from collapse.lm.generator import resolve_precision
     from collapse.lm.model import BASE_MARKER, build_model, count_parameters, pick_device, resolved_dims
     from collapse.lm.tokenizer import prepare_tokenizer, token_byte_lengths
     from collapse.lm.train import block_losses, pack, tokenize_texts, train, train_flops
-    from collapse.seeding import torch_seed
-    from collapse.tracking import RunMirror, flatten, read_json, resolve_uri, write_json_atomic
 
     if cfg.model.init_from:
         raise CollapseError("collapse pretrain trains from scratch: model.init_from must be null")

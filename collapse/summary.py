@@ -29,6 +29,9 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+from collapse.errors import CollapseError
+
+from collapse.stats import MIN_SEEDS, mean_ci
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -83,8 +86,6 @@ def _id_columns(frame: "pd.DataFrame") -> list[str]:
     """The columns naming a run: those before ``generation`` (the layout of collapse.load_runs)."""
     cols = list(frame.columns)
     if "generation" not in cols:
-        from collapse.errors import CollapseError
-
         raise CollapseError("summary statistics need a generation column (a frame like collapse.load_runs)")
     return cols[:cols.index("generation")]
 
@@ -96,8 +97,6 @@ def summarize_runs(frame: "pd.DataFrame", threshold: float = DEFAULT_THRESHOLD,
     run's identifying columns, then :data:`SUMMARY_COLUMNS`. ``metrics``: which
     metric columns (default: every numeric one after ``generation``)."""
     import pandas as pd
-
-    from collapse.errors import CollapseError
 
     if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
         raise CollapseError(f"summary threshold: expected a relative change > 0 (0.1 = 10 %), got {threshold!r}")
@@ -130,8 +129,6 @@ def group_summary(summary: "pd.DataFrame", by: str, metrics: list[str] | None = 
     slope and mean area with t-based 95 % CIs, the runs that crossed the threshold
     and the mean first generation of those (with its CI)."""
     import pandas as pd
-
-    from collapse.stats import MIN_SEEDS, mean_ci
 
     rows = []
     chosen = list(dict.fromkeys(summary["metric"])) if metrics is None else [m for m in metrics

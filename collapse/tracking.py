@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+from collapse import __version__
 from collapse.errors import CollapseError
+from collapse.locks import Busy, wait_lock
 
 log = logging.getLogger("collapse")
 T = TypeVar("T")
@@ -58,8 +60,6 @@ def _retry(fn: Callable[[], T], what: str, wait_s: float | None = None) -> T:
     a lost race on a unique row, a dropped connection) for at most ``STORE_WAIT_S``
     seconds. Waiting logs one line; a store still locked after the wait is one
     :class:`CollapseError` line, never a traceback per attempt."""
-    from collapse.errors import CollapseError
-
     wait_s = STORE_WAIT_S if wait_s is None else wait_s
     deadline = time.monotonic() + wait_s
     delay = 0.2
@@ -112,9 +112,6 @@ def ensure_store(uri: str) -> None:
         return
     db = sqlite_path(uri)
     if db is not None:
-        from collapse.errors import CollapseError
-        from collapse.locks import Busy, wait_lock
-
         # Imported before the lock: imports take seconds, the lock is for the database work.
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
         from mlflow.tracking._tracking_service.utils import _get_store
@@ -137,8 +134,6 @@ def _wait_writable(db: Path) -> None:
     """Wait until sqlite grants a write lock on ``db`` (one log line when it has to
     wait; one error line past ``STORE_WAIT_S``)."""
     import sqlite3
-
-    from collapse.errors import CollapseError
 
     if not db.exists():
         return
@@ -235,7 +230,6 @@ def environment_tags() -> dict[str, str]:
             tags[f"version.{mod}"] = __import__(mod).__version__
         except Exception:
             pass
-    from collapse import __version__
 
     tags["version.collapse"] = __version__
     try:
@@ -341,8 +335,6 @@ class RunMirror:
 
 def read_json(path: Path) -> Any:
     """The JSON in ``path``; a file that is not JSON is one error line naming it."""
-    from collapse.errors import CollapseError
-
     try:
         return json.loads(Path(path).read_text())
     except (ValueError, UnicodeDecodeError) as e:

@@ -139,3 +139,35 @@ def test_imports_point_down_the_layers():
 ])
 def test_the_cycle_finder_finds_cycles(graph, expected):
     assert cycles(graph) == expected
+
+
+# Modules whose docstring or first lines say why every command's import is deferred.
+DEFERRED_BY_DESIGN = {"collapse.cli", "collapse"}
+
+
+def test_function_level_imports_say_what_they_defer():
+    # An import inside a function is there to defer a heavy library (torch,
+    # datasets, mlflow, matplotlib, ...), and says so in a comment on its line
+    # or on a comment line just above its block of imports.
+    unexplained = []
+    for m, path in modules().items():
+        if m in DEFERRED_BY_DESIGN:
+            continue
+        lines = path.read_text().split("\n")
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                    continue
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                if not any(n.startswith("collapse") for n in names):
+                    continue
+                i = node.lineno - 1
+                j = i
+                while j > 0 and lines[j - 1].strip().startswith(("from ", "import ")):
+                    j -= 1  # the first line of this block of imports
+                said = "#" in lines[i] or any("#" in lines[k] for k in range(j, i)) or lines[j - 1].strip().startswith("#")
+                if not said:
+                    unexplained.append(f"{path.relative_to(PKG.parent)}:{node.lineno}")
+    assert unexplained == []

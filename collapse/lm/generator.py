@@ -27,7 +27,10 @@ import numpy as np
 import torch
 
 from collapse.config import Config
+from collapse.data.licenses import NOASSERTION
 from collapse.errors import CollapseError
+from collapse.gates import (DedupGate, DedupReference, ExecutionGate, GateChain, PerplexityGate, SyntaxGate,
+                            perplexities, perplexity_band)
 from collapse.generator import Drawn
 from collapse.lm.model import BASE_MARKER, build_model, count_parameters, load_model, pick_device, resolved_dims, runtime_info
 from collapse.lm.sample import split_prompt, sample as sample_lm
@@ -36,7 +39,8 @@ from collapse.lm.train import pack, tokenize_texts, train, train_flops
 from collapse.metrics import MetricContext, compute
 from collapse.metrics.diversity import unigram_counts
 from collapse.mixing import MixSizes, required_human
-from collapse.seeding import REFERENCE, torch_seed
+from collapse.sandbox import Limits
+from collapse.seeding import REFERENCE, generation_rng, torch_seed
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -162,7 +166,7 @@ class LMGenerator:
         kw = dict(seed=torch_seed(self.cfg.run.seed, generation, "train"), val_blocks=self.val_blocks,
                   progress=self.progress, desc=f"{self.label}gen {generation} train", precision=self.precision)
         if self.cfg.train.nproc > 1:
-            from collapse.lm.ddp import fit_distributed
+            from collapse.lm.ddp import fit_distributed  # deferred: torch.distributed, only for several processes
 
             model, res = fit_distributed(model, docs, self.eos, self.seq_len, self.cfg.train, self.device,
                                          nproc=self.cfg.train.nproc, workdir=self.files.path, **kw)
@@ -202,8 +206,6 @@ class LMGenerator:
         ``(dataset, seconds, useful tokens)``."""
         from datasets import Dataset
 
-        from collapse.data.licenses import NOASSERTION
-
         s = self.cfg.sample
         texts = [self.prompt_texts[(offset + i) % len(self.prompt_texts)] for i in range(n)]
         prompts = [[self.eos] + (self.tok(t, add_special_tokens=False)["input_ids"] if t else []) for t in texts]
@@ -237,8 +239,6 @@ class LMGenerator:
 
         from datasets import concatenate_datasets
 
-        from collapse.gates import GateChain
-        from collapse.seeding import generation_rng
 
         s = self.cfg.sample
         chain = GateChain(self._gates(generation))
@@ -287,8 +287,6 @@ class LMGenerator:
 
     def _gates(self, generation: int) -> list:
         """The configured gates for ``generation``, in order."""
-        from collapse.gates import DedupGate, ExecutionGate, PerplexityGate, SyntaxGate
-
         s = self.cfg.sample
         out = []
         for name in s.gates:
@@ -300,8 +298,6 @@ class LMGenerator:
                 score, band = self._perplexity_scorer()
                 out.append(PerplexityGate(score, band))
             elif name == "execution":
-                from collapse.sandbox import Limits
-
                 out.append(ExecutionGate(Limits(timeout_s=s.gate_timeout_s, memory_mb=s.gate_memory_mb),
                                          progress=self.progress))
         return out
@@ -309,8 +305,6 @@ class LMGenerator:
     def _dedup_reference(self, generation: int):
         """The pools a sample of ``generation`` must not repeat: the human train split and the saved
         samples of every earlier generation (kept across generations, grown from disk)."""
-        from collapse.gates import DedupReference
-
         ref = getattr(self, "_gate_dedup_ref", None)
         if ref is None:
             d = self.cfg.data
@@ -323,8 +317,6 @@ class LMGenerator:
     def _perplexity_scorer(self):
         """``(score, band)`` of the perplexity gate: perplexity under the frozen generation-0 model, and the
         band of ``sample.gate_perplexity_band`` quantiles over held-out human functions (computed once)."""
-        from collapse.gates import perplexities, perplexity_band
-
         s = self.cfg.sample
         ref = self._reference_model()
 
@@ -340,7 +332,7 @@ class LMGenerator:
     def _perplexity_reference_texts(self) -> list[str]:
         """The first ``sample.gate_perplexity_reference`` functions of the human validation split
         (read back from the prepared-data cache the experiment built)."""
-        from collapse.data import prepare_human_data
+        from collapse.data import prepare_human_data  # deferred: collapse.data loads datasets and the corpus code
 
         human, _ = prepare_human_data(self.cfg.data, Path(self.cfg.run.root) / "_cache", progress=False)
         return list(human["validation"]["text"][: self.cfg.sample.gate_perplexity_reference])

@@ -17,6 +17,8 @@ import numpy as np
 from collapse.config import SampleConfig
 from collapse.errors import CollapseError
 from collapse.metrics.registry import MetricContext, register
+from collapse.sandbox import Limits, run_many
+from collapse.seeding import torch_seed
 
 STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 
@@ -92,8 +94,6 @@ def evaluate_humaneval(completions: dict[str, list[str]], k=(1, 10), timeout_s: 
     ``{"pass@1": .., "pass@10": .., "n_tasks": .., "n_samples": .., "per_task":
     {task_id: {"n": n, "correct": c, "results": ["passed" | "<status>: <reason>", ...]}}}``.
     """
-    from collapse.sandbox import Limits, run_many
-
     problems = _problems()
     unknown = [t for t in completions if t not in problems]
     if unknown:
@@ -140,8 +140,7 @@ def humaneval(samples: list[str], ctx: MetricContext) -> dict[str, float]:
     models trained from scratch on the corpus: tiny models score 0."""
     import torch  # deferred, as lm.sample (torch): the metric is opt-in
 
-    from collapse.lm.sample import sample
-    from collapse.seeding import torch_seed
+    from collapse.lm.sample import sample  # deferred: torch (the metric is opt-in)
 
     get = ctx.setting
     n = int(get("humaneval_n"))

@@ -9,7 +9,10 @@ from typing import Any
 import pandas as pd
 
 from collapse.errors import CollapseError
+from collapse.summary import summarize_runs
+from collapse.sweep.spec import load_sweep
 from collapse.sweep.state import read_sweep_state
+from collapse.tracking import NoStore, client, read_json, resolve_uri
 
 BASE_COLUMNS = ["run_id", "run_name", "status", "regime", "seed"]
 
@@ -41,8 +44,6 @@ def _is_sweep_file(arg: str | Path) -> bool:
 
 def sweep_tracking_uri(sweep) -> str:
     """The tracking URI a sweep was launched with (its ``sweep.json``), else the one it would use."""
-    from collapse.tracking import resolve_uri
-
     return read_sweep_state(sweep).get("tracking_uri") or resolve_uri(sweep.tracking_uri, sweep.root, create=False)
 
 
@@ -53,11 +54,7 @@ def resolve_source(experiment_or_sweep: str | Path, tracking_uri: str | None = N
     the one the sweep was launched with (``<root>/<sweep>/sweep.json``, for a sweep file
     or a name that is a sweep's), else the sweep's ``tracking.uri``, else
     ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db``."""
-    from collapse.tracking import read_json, resolve_uri
-
     if _is_sweep_file(experiment_or_sweep):
-        from collapse.sweep.spec import load_sweep
-
         sweep = load_sweep(experiment_or_sweep)
         return sweep.name, tracking_uri or sweep_tracking_uri(sweep), sweep.axis_keys, sweep.root
     name = str(experiment_or_sweep)
@@ -74,8 +71,6 @@ def resolve_source(experiment_or_sweep: str | Path, tracking_uri: str | None = N
 def open_experiment(name: str, uri: str, root: str | Path | None = None, sweep_file: str | Path | None = None):
     """``(client, experiment)`` for reading, creating nothing: a missing store or
     experiment is one :class:`CollapseError` line that lists what there is."""
-    from collapse.tracking import NoStore, client
-
     where = f" (`collapse ls {root}` lists the runs on disk)" if root is not None else ""
     try:
         c = client(uri, create=False)
@@ -148,7 +143,5 @@ def load_runs(experiment_or_sweep: str | Path, *, tracking_uri: str | None = Non
         df["generation"] = df["generation"].astype(int)
     df = df.reset_index(drop=True)
     if summary:
-        from collapse.summary import summarize_runs
-
         return summarize_runs(df, threshold=threshold)
     return df

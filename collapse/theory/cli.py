@@ -25,7 +25,11 @@ from typing import Any
 
 import yaml
 
+from collapse.config import apply_overrides
 from collapse.errors import CollapseError
+from collapse.theory.config import describe_theory, read_theory_yaml, theory_config_from_dict
+from collapse.theory.models import MODELS
+from collapse.theory.run import mirror_to_mlflow, run_theory
 
 log = logging.getLogger("collapse")
 
@@ -118,10 +122,6 @@ def _scalar(text: str) -> Any:
 
 def config_from_args(args: argparse.Namespace):
     """YAML recipe, then positional overrides, then flags → a validated TheoryConfig."""
-    from collapse.config import apply_overrides
-    from collapse.theory.config import read_theory_yaml, theory_config_from_dict
-    from collapse.theory.models import MODELS
-
     overrides = list(args.overrides or [])
     model = args.model
     if model is not None and "=" in model:
@@ -164,14 +164,11 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_theory(args: argparse.Namespace) -> int:
-    from collapse.theory.config import describe_theory
-
     if args.help_config:
         print(describe_theory())
         return 0
     cfg = config_from_args(args)
-    from collapse.theory.report import format_table, plot_result
-    from collapse.theory.run import mirror_to_mlflow, run_theory
+    from collapse.theory.report import format_table, plot_result  # deferred: matplotlib, for the figure
 
     result = run_theory(cfg)
     log.info("%s %s: %d trials x %d generations in %.2f s", cfg.run.model, cfg.run.regime, cfg.run.trials,

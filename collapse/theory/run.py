@@ -40,6 +40,7 @@ from collapse.theory.common import TheoryModel
 from collapse.theory.config import TheoryConfig, synthetic_size, validate
 from collapse.theory.gmm import GMMModel
 from collapse.theory.models import MODELS
+from collapse.tracking import RunMirror, resolve_uri
 
 
 def build_model(cfg: TheoryConfig) -> TheoryModel:
@@ -211,8 +212,6 @@ def run_theory(
 def mirror_to_mlflow(result: TheoryResult, cfg: TheoryConfig, artifacts: Sequence[str | Path] = ()) -> str:
     """Log a finished theory run to MLflow: params, per-generation metrics at
     step=generation (``q``, ``q_se``, ``q_closed``), artifacts. Returns the run id."""
-    from collapse.tracking import RunMirror, resolve_uri
-
     uri = resolve_uri(cfg.tracking.uri, cfg.tracking.root)
     artifact_root = None
     if uri.startswith("sqlite:///"):
