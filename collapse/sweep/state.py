@@ -33,6 +33,7 @@ from typing import Any
 
 from collapse.errors import CollapseError
 from collapse.locks import holder_text, is_locked
+from collapse.rundir import RunDirReader
 from collapse.sweep.slurm import sacct_states, squeue_states
 from collapse.sweep.spec import Sweep
 from collapse.tracking import client, read_json, write_json_atomic
@@ -157,11 +158,8 @@ def attempts_path(sweep_dir: str | Path, name: str) -> Path:
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
-    """The run directory's ``state.json`` (empty when missing or unreadable)."""
-    try:
-        return json.loads((Path(run_dir) / "state.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    """The run directory's ``state.json`` (empty when missing or unreadable), read by its owner."""
+    return RunDirReader(run_dir).state()
 
 
 def is_done(state: dict[str, Any], generations: int) -> bool:
@@ -185,11 +183,8 @@ def mirror_status(state: dict[str, Any]) -> str | None:
 
 
 def done_prefix(run_dir: Path, generations: int) -> int:
-    """How many generations 0, 1, ... (at most ``generations``) in a row have ``DONE``."""
-    k = 0
-    while k <= generations and (run_dir / f"gen_{k:03d}" / "DONE").exists():
-        k += 1
-    return k
+    """How many generations 0, 1, ... (at most ``generations`` + 1) in a row have ``DONE``."""
+    return min(RunDirReader(run_dir).done_prefix() + 1, generations + 1)
 
 
 def first_line_of(path: Path) -> str:
