@@ -408,20 +408,24 @@ def test_pool_workers_die_on_sigterm_even_when_the_parent_ignores_it():
     # Inside a Slurm job submitit ignores SIGTERM; forked workers inherit the
     # handler, and Pool.terminate (what `with Pool()` does on exit) waits for
     # them after sending SIGTERM. The pool's workers must restore the default.
+    # Run in a fresh interpreter: forking this test process, whose other
+    # threads may hold locks, is what the pipeline's own pool check avoids.
     import signal
+    import subprocess
+    import sys
 
-    from collapse.data.pool import fork_pool
+    code = """
+import signal
+from collapse.data.pool import fork_pool
 
-    old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        with fork_pool(2) as pool:
-            handlers = pool.map(_worker_sigterm_handler, range(4), chunksize=1)
-    finally:
-        signal.signal(signal.SIGTERM, old)
-    assert handlers == [int(signal.SIG_DFL)] * 4
-
-
-def _worker_sigterm_handler(_):
-    import signal
-
+def handler(_):
     return int(signal.getsignal(signal.SIGTERM))
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with fork_pool(2) as pool:
+        print(pool.map(handler, range(4), chunksize=1))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == str([int(signal.SIG_DFL)] * 4)
