@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         sw.add_argument(flag, type=tp, default=None, help=f"slurm: {doc} (default: the sweep file's slurm: section)")
     sw.set_defaults(func=_cmd_sweep)
 
-    fi = sub.add_parser("findings", help="evaluate the claims: of sweep files from their tracked runs (effect, 95 % CI, "
+    fi = sub.add_parser("findings", help="evaluate the claims: of sweep files from their tracked runs (effect, 95 %% CI, "
                                          "Welch p, verdict) as a Markdown table")
     fi.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep files with a claims: list")
     fi.add_argument("--out", default=None, metavar="FILE",

@@ -32,6 +32,16 @@ def files_under(root: Path) -> list[Path]:
 
 # ------------------------------------------------------------ unwritable folders
 
+@pytest.mark.parametrize("argv", [[], ["run"], ["pretrain"], ["report"], ["sweep"], ["findings"], ["metrics"], ["ls"],
+                                  ["show"], ["theory"]])
+def test_every_help_page_prints(argv, capsys):
+    # argparse formats help strings with %: a stray one breaks --help
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    assert "usage: collapse" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("key", ["run.root", "run.dir"])
 def test_an_unwritable_run_root_or_dir_is_one_line_before_any_work(key, tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a_file"
