@@ -80,11 +80,20 @@ class DataConfig:
     licenses_allowed: list[str] | None = _f(["PSF-2.0", "Python-2.0", "MIT", "MIT-0", "Apache-2.0", "BSD-*", "0BSD", "ISC", "Zlib", "Unlicense", "CC0-1.0"], "SPDX ids (globs allowed) a source file's license must satisfy (SPDX header, else nearest LICENSE/COPYING file, stdlib: PSF-2.0); null = no license check")
     allow_unknown_license: bool = _f(False, "keep files of file-tree sources whose license cannot be determined")
     opt_out: list[str] = _f([], "files excluded before anything reads them: globs, paths, or repository / distribution names")
+    distributions: list[str] | None = _f(None, "the 'installed' source reads only these distributions (names; a listed one that is not installed is an error), so installing anything else leaves the corpus and every key built on it unchanged; null = every installed distribution", hashed_at_default=False)
     write_dropped: bool = _f(False, "write every dropped file and function with its reason to <cache>/human-<key>/dropped.jsonl")
 
     def __post_init__(self) -> None:
         if isinstance(self.source, list) and not self.source:
             raise ConfigError("data.source: expected a source or a non-empty list of sources, got []")
+        if self.distributions is not None:
+            sources = [self.source] if isinstance(self.source, str) else self.source
+            if not any(s in ("installed", "site-packages") or s.startswith(("installed:", "site-packages:"))
+                       for s in sources):
+                raise ConfigError("data.distributions: only the 'installed' source reads distributions, and "
+                                  f"data.source has none ({self.source!r})")
+            if not self.distributions:
+                raise ConfigError("data.distributions: expected a non-empty list of distribution names or null, got []")
 
 
 @dataclass
@@ -257,6 +266,11 @@ class Config:
             payload["extra"] = extra
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def hashed_values(section: Any) -> dict[str, Any]:
+    """A config section's fields as cache keys hash them (see :func:`_hashed`)."""
+    return _hashed(section, dataclasses.asdict(section))
 
 
 def _hashed(section: Any, values: dict[str, Any]) -> dict[str, Any]:

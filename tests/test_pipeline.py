@@ -657,6 +657,35 @@ def test_installed_distributions_source(tmp_path):
     assert distribution_license(dists["bare-pkg"]) is None
 
 
+def test_pinned_distributions_read_only_those_and_keep_the_key(tmp_path):
+    """data.distributions: the installed source reads only the named
+    distributions, so installing another one changes neither the corpus nor
+    its cache key; a named one that is missing is a one-line error."""
+    from collapse.data.split import data_key
+    from collapse.errors import CollapseError
+
+    site = tmp_path / "site"
+    f = random_functions(4, seed=41)
+    _dist(site, "alpha-pkg", "1.0", ["License-Expression: MIT"], {"alpha_pkg/a.py": f[0]})
+    _dist(site, "beta_pkg", "2.0", ["License-Expression: MIT"], {"beta_pkg/b.py": f[1]})
+    pinned = cfg(f"installed:{site}", distributions=["Alpha.Pkg", "beta-pkg"])  # names compare as pip's do
+    every = cfg(f"installed:{site}")
+    key_pinned, key_every = data_key(pinned), data_key(every)
+    ds, _ = load_human_corpus(pinned, progress=False)
+    assert sorted(s.split(":")[0] for s in ds["source"]) == ["alpha-pkg-1.0/alpha_pkg/a.py", "beta_pkg-2.0/beta_pkg/b.py"]
+    _dist(site, "gamma-pkg", "0.1", ["License-Expression: MIT"], {"gamma_pkg/g.py": f[2]})  # installed later
+    assert data_key(pinned) == key_pinned and data_key(every) != key_every
+    ds, _ = load_human_corpus(pinned, progress=False)
+    assert len(ds) == 2 and not any("gamma" in s for s in ds["source"])
+    assert len(load_human_corpus(every, progress=False)[0]) == 3
+    with pytest.raises(CollapseError, match=r"^data.distributions: not installed in .*site: delta, zeta$"):
+        load_human_corpus(cfg(f"installed:{site}", distributions=["alpha-pkg", "zeta", "delta"]), progress=False)
+    # the field at its default leaves every existing key as it was
+    assert data_key(every) == data_key(cfg(f"installed:{site}", distributions=None))
+    with pytest.raises(Exception, match="data.distributions: only the 'installed' source reads distributions"):
+        DataConfig(source="stdlib", distributions=["numpy"])
+
+
 def texts_bsd3() -> str:
     return ("Copyright (c) 2020\n\nRedistribution and use in source and binary forms, with or without modification, "
             "are permitted provided that ... Neither the name of the copyright holder nor the names of its contributors "

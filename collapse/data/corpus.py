@@ -414,7 +414,7 @@ def load_human_corpus(cfg: DataConfig, progress: bool = True, dropped: list[dict
     source, a missing text column, or a corpus left empty by the filters.
     """
     clock: Counter[str] = Counter()
-    specs = parse_sources(cfg.source)
+    specs = parse_sources(cfg.source, cfg.distributions)
     single = len(specs) == 1
     info: dict[str, Any] = {"source": cfg.source, "kind": specs[0].kind if single else "multiple"}
     if any(s.kind == "stdlib" for s in specs):

@@ -6,7 +6,9 @@
   suites and third-party directories);
 - ``installed`` (alias ``site-packages``), or ``installed:PATH``: the Python
   files of the distributions installed in this interpreter's environment
-  (or in the directory ``PATH``), as listed in their ``RECORD``; test
+  (or in the directory ``PATH``), as listed in their ``RECORD``, or of the
+  ones ``data.distributions`` names (a corpus, and every key built on it,
+  that installing something else does not change); test
   directories are skipped as for the stdlib. A distribution whose license
   (from its metadata, :func:`collapse.data.licenses.distribution_license`)
   the allow-list rejects is skipped whole;
@@ -87,6 +89,7 @@ class SourceSpec:
     kind: str  # stdlib | installed | directory | jsonl | parquet | hf
     root: Path | None
     label: str = ""
+    only: tuple[str, ...] | None = None  # installed: the distributions it reads (data.distributions); None = all
 
 
 @dataclass
@@ -130,8 +133,9 @@ def resolve_source(source: str) -> tuple[str, Path | None]:
     raise CollapseError(f"data.source: {_EXPECTED_SOURCE}, got {source!r}")
 
 
-def parse_sources(source: str | list[str]) -> list[SourceSpec]:
-    """Every source of ``data.source`` resolved, with distinct labels."""
+def parse_sources(source: str | list[str], distributions: list[str] | None = None) -> list[SourceSpec]:
+    """Every source of ``data.source`` resolved, with distinct labels; an
+    ``installed`` source reads only ``distributions`` when given."""
     specs = [source] if isinstance(source, str) else list(source)
     if not specs:
         raise CollapseError(f"data.source: {_EXPECTED_SOURCE}, got an empty list")
@@ -143,7 +147,8 @@ def parse_sources(source: str | list[str]) -> list[SourceSpec]:
             kind, root.name if root is not None else s)
         seen[base] = seen.get(base, 0) + 1
         label = base if seen[base] == 1 else f"{base}-{seen[base]}"
-        out.append(SourceSpec(s, kind, root, label))
+        only = tuple(distributions) if kind == "installed" and distributions is not None else None
+        out.append(SourceSpec(s, kind, root, label, only))
     return out
 
 
@@ -177,8 +182,11 @@ def _walk(root: Path, skip: frozenset[str], skip_test_prefix: bool) -> list[tupl
     return found
 
 
-def installed_distributions(path: Path | None = None) -> list:
-    """Installed distributions (one per project name, the first on the path, as import sees them), sorted by name."""
+def installed_distributions(path: Path | None = None, only: tuple[str, ...] | list[str] | None = None) -> list:
+    """Installed distributions (one per project name, the first on the path, as import sees them), sorted by name.
+
+    ``only`` keeps the distributions of those names (``-``/``_``/``.`` and case
+    equivalent) and raises :class:`CollapseError` naming any that is not installed."""
     import importlib.metadata as md
 
     dists = md.distributions(path=[str(path)]) if path is not None else md.distributions()
@@ -187,13 +195,20 @@ def installed_distributions(path: Path | None = None) -> list:
         name = d.metadata["Name"] if d.metadata is not None else None
         if name and _canon(name) not in chosen:
             chosen[_canon(name)] = d
+    if only is not None:
+        wanted = {_canon(n) for n in only}
+        missing = sorted(n for n in only if _canon(n) not in chosen)
+        if missing:
+            where = str(path) if path is not None else "this environment"
+            raise CollapseError(f"data.distributions: not installed in {where}: {', '.join(missing)}")
+        chosen = {k: d for k, d in chosen.items() if k in wanted}
     return [chosen[k] for k in sorted(chosen)]
 
 
-def _installed_files(path: Path | None) -> list[FileEntry]:
+def _installed_files(path: Path | None, only: tuple[str, ...] | None = None) -> list[FileEntry]:
     out: list[FileEntry] = []
     seen: set[str] = set()
-    for d in installed_distributions(path):
+    for d in installed_distributions(path, only):
         name, version = d.metadata["Name"], d.metadata["Version"] or "0"
         lic = distribution_license(d)
         for f in d.files or []:
@@ -215,7 +230,7 @@ def list_files(spec: SourceSpec, prefix: bool) -> list[FileEntry]:
     """The Python files of a file-tree source, in a stable order."""
     pre = f"{spec.label}/" if prefix else ""
     if spec.kind == "installed":
-        files = _installed_files(spec.root)
+        files = _installed_files(spec.root, spec.only)
         if prefix:
             for f in files:
                 f.display = pre + f.display

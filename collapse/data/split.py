@@ -20,7 +20,6 @@ reason (function texts after redaction).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -33,7 +32,7 @@ from typing import Any
 
 import datasets
 
-from collapse.config import DataConfig
+from collapse.config import DataConfig, hashed_values
 from collapse.data.card import human_card, write_card
 from collapse.data.corpus import _datasets_progress, load_human_corpus, normalize_text
 from collapse.data.redact import Redactor
@@ -98,15 +97,16 @@ def data_key(cfg: DataConfig) -> str:
     prefix of ``train``), the absolute path of each local source (so
     relative paths from different working directories do not collide), the
     Python version when the stdlib is a source, the name and version of
-    every installed distribution when ``installed`` is, what each
+    every installed distribution read when ``installed`` is (all of them,
+    or the ones ``data.distributions`` names), what each
     ``data.opt_out`` entry resolves to (its kind and, for a path, the
     absolute path it names from the working directory), and
     :data:`CACHE_VERSION`. It does not cover the contents of local files:
     delete the cache entry after editing a corpus in place.
     """
-    fields = dataclasses.asdict(cfg)
+    fields = hashed_values(cfg)
     fields.pop("train_size", None)
-    specs = parse_sources(cfg.source)
+    specs = parse_sources(cfg.source, cfg.distributions)
     roots = [str(s.root) if s.root is not None else None for s in specs]
     payload = {
         "version": CACHE_VERSION,
@@ -117,7 +117,7 @@ def data_key(cfg: DataConfig) -> str:
     }
     installed = [s for s in specs if s.kind == "installed"]
     if installed:
-        payload["installed"] = [[f"{d.metadata['Name']}=={d.metadata['Version']}" for d in installed_distributions(s.root)]
+        payload["installed"] = [[f"{d.metadata['Name']}=={d.metadata['Version']}" for d in installed_distributions(s.root, s.only)]
                                 for s in installed]
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
