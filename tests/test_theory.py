@@ -849,11 +849,16 @@ def test_categories_at_and_the_count_sampler_are_exact():
                               np.zeros((k, 1), int), np.full((k, 1), n - 1)], axis=1)
         brute = (cum[:, None, :] <= pos[:, :, None]).sum(axis=2)  # categories ending at or before the position
         np.testing.assert_array_equal(categories_at(cum, pos), brute)
-    # the small-N layout and the cumulative-count search draw the same tokens
-    counts = rng.multinomial(30, np.full(10, 0.1), size=200)
-    laid = sample_counts(counts, 50, np.random.default_rng(1))
-    pick = np.random.default_rng(1).integers(0, 30, size=(200, 50), dtype=np.int32)
-    np.testing.assert_array_equal(laid, categories_at(np.cumsum(counts, axis=1), pick))
+    # the sampler draws the token at each drawn position of the tokens laid out
+    # in category order (np.repeat), the positions the token-based sampler drew
+    for n_tokens in (30, 4000):
+        counts = rng.multinomial(n_tokens, np.full(10, 0.1), size=200)
+        counts[:50, 0] += counts[:50, 3]  # an empty category in a quarter of the rows
+        counts[:50, 3] = 0
+        drawn = sample_counts(counts, 50, np.random.default_rng(1))
+        pick = np.random.default_rng(1).integers(0, n_tokens, size=(200, 50), dtype=np.int32)
+        laid = np.repeat(np.tile(np.arange(10), 200), counts.ravel()).reshape(200, n_tokens)
+        np.testing.assert_array_equal(drawn, np.take_along_axis(laid, pick, axis=1))
     # and the draws follow counts/N (chi-square over 400,000 tokens, N > 4V: the search)
     counts = np.tile(np.array([[500, 0, 1, 3000, 250, 0, 6249]]), (100, 1))
     drawn = sample_counts(counts, 4000, np.random.default_rng(2))
