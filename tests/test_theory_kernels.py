@@ -29,7 +29,31 @@ from collapse.theory.common import per_trial_bincount
 PKG = Path(__file__).resolve().parents[1] / "collapse"
 
 
+def _elementwise(fn, x: np.ndarray) -> np.ndarray:
+    """A scalar kernel of ``collapse.theory.kernels`` applied to every element of x."""
+    from numba import njit
+
+    @njit
+    def run(x, out):
+        for i in range(x.size):
+            out[i] = fn(x[i])
+
+    out = np.empty_like(x)
+    run(x, out)
+    return out
+
+
 # ----------------------------------------------------------------- helpers
+
+def test_exp_nonpositive_matches_numpy():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([-rng.random(20000) * 800, -rng.random(20000) * 3, -rng.random(2000) * 1e-8,
+                        [0.0, -0.0, -1e-300, -708.0, -707.9, -745.0, -1e10, -np.inf]])
+    out = _elementwise(kernels.exp_nonpositive, x)
+    expect = np.exp(np.maximum(x, -708.0))  # clamped at e⁻⁷⁰⁸: the normal range
+    np.testing.assert_allclose(out, expect, rtol=5e-16, atol=0)
+    assert out[np.flatnonzero(x == 0.0)].tolist() == [1.0, 1.0]
+
 
 def test_pairwise_sum_is_numpys_bit_for_bit():
     rng = np.random.default_rng(1)
@@ -79,6 +103,25 @@ def test_bincount_and_the_position_search_are_exact():
     np.testing.assert_array_equal(drawn, (cum[:, None, :] <= pick[:, :, None]).sum(axis=2))
 
 
+# --------------------------------------------------------------------- gmm
+
+def test_em_variance_start_and_a_known_fit():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((50, 37)) * rng.uniform(0.1, 10, (50, 1)) + 1e6 * (rng.random((50, 1)) < 0.2)
+    out = np.empty(50)
+    kernels.variance_rows(x, 1e-10, out)
+    np.testing.assert_allclose(out, x.var(axis=1), rtol=1e-9)
+    # two exact atoms (the start's quantile means on them): EM lands on them at once
+    from collapse.theory.gmm import em_fit
+
+    atoms = np.repeat([[-3.0] * 15 + [5.0] * 25], 4, axis=0)
+    w, mu, var, used = em_fit(atoms, 2, 100, 1e-12)
+    np.testing.assert_allclose(mu, [[-3.0, 5.0]] * 4, atol=1e-12)
+    np.testing.assert_allclose(w, [[0.375, 0.625]] * 4, atol=1e-12)
+    np.testing.assert_allclose(var, 1e-10)  # the variance floor
+    assert used <= 10
+
+
 # --------------------------------------------------------- determinism, imports
 
 def test_kernels_give_each_row_the_same_numbers_whatever_its_chunk_or_thread():
@@ -90,13 +133,17 @@ def test_kernels_give_each_row_the_same_numbers_whatever_its_chunk_or_thread():
 
     rng = np.random.default_rng(8)
     k = 700
+    x = np.where(rng.random((k, 60)) < 0.5, -2.0, 2.0) + rng.standard_normal((k, 60))
     counts = rng.multinomial(900, np.full(50, 0.02), size=k)
     pick = rng.integers(0, 900, size=(k, 80), dtype=np.int32)
 
     def run(rows):
+        from collapse.theory.gmm import em_fit
+
+        out = list(em_fit(x[rows], 2, 100, 1e-5)[:3])
         drawn = np.empty((rows.size, 80), dtype=np.int32)
         kernels.sample_rows(counts[rows], pick[rows], drawn)
-        return [drawn, count_measures(counts[rows], np.arange(45, 50))["entropy"]]
+        return out + [drawn, count_measures(counts[rows], np.arange(45, 50))["entropy"]]
 
     rows = np.arange(k)
     base = run(rows)
