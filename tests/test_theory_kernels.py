@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.special import ndtr
 
 from collapse.theory import kernels
 from collapse.theory.categorical import (
@@ -25,6 +26,13 @@ from collapse.theory.categorical import (
     sample_counts,
 )
 from collapse.theory.common import per_trial_bincount
+from collapse.theory.gmm import (
+    GMMModel,
+    ReferenceQuantile,
+    l2sq_mixtures,
+    mixture_draw_numpy,
+    w2_distance,
+)
 
 PKG = Path(__file__).resolve().parents[1] / "collapse"
 
@@ -41,6 +49,13 @@ def _elementwise(fn, x: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
     run(x, out)
     return out
+
+
+def _mixtures(rng: np.random.Generator, k: int, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    w = rng.dirichlet(np.ones(c), size=k)
+    mu = 4.0 * (np.arange(c) - (c - 1) / 2) + rng.normal(0.0, 1.0, (k, c))
+    var = rng.uniform(0.05, 3.0, (k, c))
+    return w, mu, var
 
 
 # ----------------------------------------------------------------- helpers
@@ -105,6 +120,45 @@ def test_bincount_and_the_position_search_are_exact():
 
 # --------------------------------------------------------------------- gmm
 
+def test_interpolation_is_np_interp_exactly():
+    ref = ReferenceQuantile(np.full(2, 0.5), np.array([-2.0, 2.0]), np.ones(2))
+    rng = np.random.default_rng(4)
+    u = np.concatenate([rng.random((40, 100)), rng.random((40, 100)) ** 12, 1.0 - rng.random((40, 100)) ** 12])
+    u[0, :8] = [0.0, 1.0, ref.u[0], ref.u[-1], ref.u[1234], -0.5, 1.5, 2.0**-7]
+    u[1, :ref.u.size // 400] = ref.u[::400][: ref.u.size // 400]  # the table's own points
+    np.testing.assert_array_equal(ref.compiled(u), ref(u))
+    assert np.isnan(ref.compiled(np.array([[np.nan]])))[0, 0]
+    # another table: three components, unequal weights, on a coarse grid
+    other = ReferenceQuantile(np.array([0.2, 0.5, 0.3]), np.array([-5.0, 0.0, 1.0]), np.array([0.3, 2.0, 0.01]), points=3001)
+    np.testing.assert_array_equal(other.compiled(u), other(u))
+
+
+@pytest.mark.parametrize("c", [1, 2, 3])
+def test_w2_and_l2_kernels_match_numpy(c):
+    rng = np.random.default_rng(c)
+    w, mu, var = _mixtures(rng, 500, c)
+    model = GMMModel(10, 1, components=c)
+    np.testing.assert_allclose(w2_distance(w, mu, var, model.ref_quantile),
+                               w2_distance(w, mu, var, model.ref_quantile, compiled=False), rtol=1e-12, atol=1e-13)
+    w0, mu0, var0 = _mixtures(rng, 500, c)
+    np.testing.assert_allclose(l2sq_mixtures(w, mu, var, w0, mu0, var0, compiled=True),
+                               l2sq_mixtures(w, mu, var, w0, mu0, var0), rtol=1e-12, atol=1e-15)
+    # Φ by scipy's formula (libm's erf/erfc for cephes': the same to 1e-13 relative, out to Φ(−37) ≈ 6e−300)
+    z = np.linspace(-37, 37, 7401)
+    np.testing.assert_allclose(_elementwise(kernels.ndtr, z), ndtr(z), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("c", [1, 2, 3])
+def test_mixture_draws_are_the_numpy_draws(c):
+    rng = np.random.default_rng(10 + c)
+    w, mu, var = _mixtures(rng, 300, c)
+    model = GMMModel(300, 1, components=c)
+    drawn = model._draw(w, mu, var, 70, np.random.default_rng(5))
+    g = np.random.default_rng(5)
+    u, z = g.random((300, 70)), g.standard_normal((300, 70))
+    np.testing.assert_array_equal(drawn, mixture_draw_numpy(u, z, w, mu, var))
+
+
 def test_em_variance_start_and_a_known_fit():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((50, 37)) * rng.uniform(0.1, 10, (50, 1)) + 1e6 * (rng.random((50, 1)) < 0.2)
@@ -134,6 +188,8 @@ def test_kernels_give_each_row_the_same_numbers_whatever_its_chunk_or_thread():
     rng = np.random.default_rng(8)
     k = 700
     x = np.where(rng.random((k, 60)) < 0.5, -2.0, 2.0) + rng.standard_normal((k, 60))
+    w, mu, var = _mixtures(rng, k, 2)
+    ref = GMMModel(10, 1).ref_quantile
     counts = rng.multinomial(900, np.full(50, 0.02), size=k)
     pick = rng.integers(0, 900, size=(k, 80), dtype=np.int32)
 
@@ -141,6 +197,7 @@ def test_kernels_give_each_row_the_same_numbers_whatever_its_chunk_or_thread():
         from collapse.theory.gmm import em_fit
 
         out = list(em_fit(x[rows], 2, 100, 1e-5)[:3])
+        out.append(w2_distance(w[rows], mu[rows], var[rows], ref))
         drawn = np.empty((rows.size, 80), dtype=np.int32)
         kernels.sample_rows(counts[rows], pick[rows], drawn)
         return out + [drawn, count_measures(counts[rows], np.arange(45, 50))["entropy"]]

@@ -34,10 +34,15 @@ EM runs for all trials at once (:func:`em_fit`, each trial stopping on its
 own). Two components, the default, run a compiled kernel
 (``collapse.theory.kernels.em2_rows``, numba, trials in parallel): the
 iteration in the logistic form in float64, one exp per point and step and one
-log per trial and step. ``GMMModel.reference`` (``run_theory(reference=True)``)
-runs the general form in numpy instead (float64 log-densities, float32
-responsibilities), the implementation the compiled one is tested against: the
-same fits to about 1e-8 on nearly every trial, the same chain statistically.
+log per trial and step. W₂ (:func:`w2_distance`), ``l2_gen0``
+(:func:`l2sq_mixtures`) and the draws (``GMMModel._draw``: the uniforms and
+normals still come from the trial's numpy Generator) are compiled too.
+``GMMModel.reference`` (``run_theory(reference=True)``) runs the numpy
+implementations instead, the ones the compiled kernels are tested against:
+the general EM (float64 log-densities, float32 responsibilities; the same fits
+to about 1e-8 on nearly every trial, the same chain statistically), and W₂
+with ``np.interp`` and ``l2_gen0`` (the same values to rounding). The draws
+are the same numbers either way.
 """
 
 from __future__ import annotations
@@ -193,9 +198,27 @@ def _em_step(x: np.ndarray, w: np.ndarray, mu: np.ndarray, var: np.ndarray, work
     return ll, w_new, mu_new, var_new
 
 
+def mixture_draw_numpy(u: np.ndarray, z: np.ndarray, w: np.ndarray, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """The draws of ``GMMModel._draw`` from its uniforms u and normals z (K, n)
+    in numpy: the reference its compiled kernel is tested against."""
+    cum = np.cumsum(w, axis=1)
+    sd = np.sqrt(var)
+    comp = np.zeros(u.shape, dtype=np.intp)  # (K, n) component of each draw: how many cumulative weights u passes
+    for j in range(w.shape[1] - 1):
+        comp += u > cum[:, j:j + 1]
+    return np.take_along_axis(mu, comp, axis=1) + np.take_along_axis(sd, comp, axis=1) * z
+
+
 def l2sq_mixtures(w: np.ndarray, mu: np.ndarray, var: np.ndarray, w0: np.ndarray, mu0: np.ndarray,
-                  var0: np.ndarray) -> np.ndarray:
-    """∫(f − f₀)² between K pairs of 1-D mixtures, every argument (K, C)."""
+                  var0: np.ndarray, compiled: bool = False) -> np.ndarray:
+    """∫(f − f₀)² between K pairs of 1-D mixtures, every argument (K, C);
+    ``compiled``: by ``collapse.theory.kernels.l2sq_rows`` (the same terms, trials in parallel)."""
+    if compiled:
+        from collapse.theory import kernels  # deferred: numba
+
+        out = np.empty(w.shape[0])
+        kernels.l2sq_rows(*(np.ascontiguousarray(a, dtype=np.float64) for a in (w, mu, var, w0, mu0, var0)), out)
+        return out
 
     def cross(wa, ma, va, wb, mb, vb):
         s = va[:, :, None] + vb[:, None, :]
@@ -227,7 +250,13 @@ def l2_distance(w: np.ndarray, mu: np.ndarray, var: np.ndarray, w0: np.ndarray, 
 
 
 class ReferenceQuantile:
-    """F₀⁻¹ of one fixed mixture, tabulated once on a fine grid."""
+    """F₀⁻¹ of one fixed mixture, tabulated once on a fine grid.
+
+    ``__call__`` interpolates with ``np.interp`` (the reference);
+    :func:`w2_distance` runs the compiled interpolation
+    (``collapse.theory.kernels.interp_indexed``: np.interp's arithmetic, the
+    interval found from an index of the table by a monotone key of the
+    probability, :meth:`index`)."""
 
     def __init__(self, w0: np.ndarray, mu0: np.ndarray, var0: np.ndarray, points: int = 40001):
         sd = np.sqrt(var0)
@@ -235,9 +264,28 @@ class ReferenceQuantile:
         fs = mixture_cdf(xs[None, :], w0[None], mu0[None], var0[None])[0]
         fs, first = np.unique(fs, return_index=True)  # strictly increasing for np.interp
         self.u, self.x = fs, xs[first]
+        self._index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __call__(self, u: np.ndarray) -> np.ndarray:
         return np.interp(u, self.u, self.x)
+
+    def index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The table and its index for ``collapse.theory.kernels.interp_indexed``
+        (built once, by ``collapse.theory.kernels.quantile_table``)."""
+        if self._index is None:
+            from collapse.theory import kernels  # deferred: numba
+
+            self._index = kernels.quantile_table(self.u, self.x)
+        return self._index
+
+    def compiled(self, u: np.ndarray) -> np.ndarray:
+        """``self(u)`` for u (K, P) by the compiled interpolation (its test)."""
+        from collapse.theory import kernels  # deferred: numba
+
+        u = np.ascontiguousarray(u, dtype=np.float64)
+        out = np.empty_like(u)
+        kernels.interp_rows(u, *self.index(), out)
+        return out
 
 
 _GH_T, _GH_W = np.polynomial.hermite_e.hermegauss(32)  # ∫ g(t) e^{−t²/2} dt ≈ Σ w g(t)
@@ -245,11 +293,21 @@ _GH_W = _GH_W / _GH_W.sum()  # → E_{t∼N(0,1)}[g(t)]
 _GH_PHI = ndtr(_GH_T)  # Φ at the nodes
 
 
-def w2_distance(w: np.ndarray, mu: np.ndarray, var: np.ndarray, ref_quantile: ReferenceQuantile) -> np.ndarray:
+def w2_distance(w: np.ndarray, mu: np.ndarray, var: np.ndarray, ref_quantile: ReferenceQuantile,
+                compiled: bool = True) -> np.ndarray:
     """W₂ between K mixtures (K, C) and the reference whose quantile function is given.
 
     W₂² = Σ_c w_c E_{X∼N(μ_c, v_c)}[(X − F₀⁻¹(F(X)))²], each expectation by
-    32-point Gauss–Hermite quadrature."""
+    32-point Gauss–Hermite quadrature. ``compiled`` runs
+    ``collapse.theory.kernels.w2_rows`` (the same sums, trials in parallel);
+    ``compiled=False`` the numpy reference below."""
+    if compiled and ref_quantile.u.size >= 2:
+        from collapse.theory import kernels  # deferred: numba
+
+        out = np.empty(w.shape[0])
+        kernels.w2_rows(*(np.ascontiguousarray(a, dtype=np.float64) for a in (w, mu, var)), _GH_T, _GH_W, _GH_PHI,
+                        *ref_quantile.index(), out)
+        return out
     k, c = w.shape
     sd = np.sqrt(var)
     nodes = mu[:, :, None] + sd[:, :, None] * _GH_T[None, None, :]  # (K, C, 32)
@@ -279,7 +337,7 @@ class GMMModel(TheoryModel):
         self.dim = int(dim)
         self.init = init
         self.fit0: tuple[np.ndarray, ...] | None = None  # the generation-0 fit, for l2_gen0
-        self.reference = False  # True: the numpy reference, the general EM (``em_fit(reference=True)``)
+        self.reference = False  # True: the numpy references: the general EM (``em_fit(reference=True)``), W₂, l2_gen0
         self.components = int(components)
         self.samples = int(samples)
         self.separation = float(separation)
@@ -325,18 +383,20 @@ class GMMModel(TheoryModel):
         return m + np.einsum("knij,knj->kni", lo, z)
 
     def _draw(self, w: np.ndarray, mu: np.ndarray, var: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-        """n draws from each of K mixtures (K, C) → (K, n)."""
+        """n draws from each of K mixtures (K, C) → (K, n): component c of a draw
+        is how many cumulative weights its uniform passes, the draw μ_c + σ_c·z.
+        The uniforms and normals come from ``rng``; the compiled kernel
+        (``collapse.theory.kernels.mixture_draw_rows``) combines them into the
+        same numbers as :func:`mixture_draw_numpy`."""
+        from collapse.theory import kernels  # deferred: numba
+
         u = rng.random((self.trials, n))
         z = rng.standard_normal((self.trials, n))
-        cum = np.cumsum(w, axis=1)
-        sd = np.sqrt(var)
-        if w.shape[1] == 2:  # the component of each draw is u > w₀; the same numbers as the gather below
-            second = u > cum[:, :1]
-            return np.where(second, mu[:, 1:], mu[:, :1]) + np.where(second, sd[:, 1:], sd[:, :1]) * z
-        comp = np.zeros(u.shape, dtype=np.intp)  # (K, n) component of each draw: how many cumulative weights u passes
-        for j in range(w.shape[1] - 1):
-            comp += u > cum[:, j:j + 1]
-        return np.take_along_axis(mu, comp, axis=1) + np.take_along_axis(sd, comp, axis=1) * z
+        cum = np.ascontiguousarray(np.cumsum(w, axis=1))
+        out = np.empty((self.trials, n))
+        kernels.mixture_draw_rows(u, z, cum, np.ascontiguousarray(mu, dtype=np.float64),
+                                  np.ascontiguousarray(np.sqrt(var), dtype=np.float64), out)
+        return out
 
     def human_pools(self, sizes: MixSizes, fresh_total: int) -> dict[str, np.ndarray]:
         if self.dim == 2:
@@ -402,7 +462,8 @@ class GMMModel(TheoryModel):
         mean = (self.w * self.mu).sum(axis=1)
         variance = (self.w * (self.var + self.mu**2)).sum(axis=1) - mean**2
         if self.distance == "w2":
-            dist = w2_distance(self.w, self.mu, self.var, self.ref_quantile)
+            dist = w2_distance(self.w, self.mu, self.var, self.ref_quantile, compiled=not self.reference)
         else:
             dist = l2_distance(self.w, self.mu, self.var, self.w0, self.mu0, self.var0)
-        return {self.distance: dist, "variance": variance, "l2_gen0": l2sq_mixtures(self.w, self.mu, self.var, *self.fit0)}
+        return {self.distance: dist, "variance": variance,
+                "l2_gen0": l2sq_mixtures(self.w, self.mu, self.var, *self.fit0, compiled=not self.reference)}

@@ -1,5 +1,5 @@
-"""Compiled kernels of the theory sandbox (numba): the gmm model's EM, and
-the categorical model's draws, counts and measurements.
+"""Compiled kernels of the theory sandbox (numba): the gmm model's EM, W₂ and
+draws, and the categorical model's draws and measurements.
 
 Only ``collapse.theory`` modules import this one, and only inside the
 functions that call a kernel, so ``import collapse`` and the CLI never load
@@ -16,9 +16,9 @@ not depend on the number of threads (``NUMBA_NUM_THREADS``) that run the
 Each kernel has a known-answer or reference test in
 ``tests/test_theory_kernels.py`` (and ``tests/test_theory.py``); the numpy
 implementations they replace stay in the package as the references
-(``collapse.theory.gmm._em_block``,
-``collapse.theory.categorical.entropy_of_counts``,
-``collapse.theory.common.per_trial_bincount``).
+(``collapse.theory.gmm._em_block`` and ``w2_distance(compiled=False)``,
+``ReferenceQuantile.__call__``, ``mixture_draw_numpy``,
+``collapse.theory.categorical.entropy_of_counts``, ...).
 """
 
 from __future__ import annotations
@@ -206,6 +206,198 @@ def variance_rows(x, floor, out):
             d = x[r, i] - mean
             v += d * d
         out[r] = max(v / n, floor)
+
+
+@njit(cache=True, inline="always")
+def _mixture_cross(wa, ma, va, wb, mb, vb):
+    """∫ f_a f_b = Σ_ij wa_i wb_j N(ma_i − mb_j; 0, va_i + vb_j) for two 1-D mixtures."""
+    total = 0.0
+    for i in range(wa.size):
+        for j in range(wb.size):
+            s = va[i] + vb[j]
+            d = ma[i] - mb[j]
+            total += wa[i] * wb[j] * (math.exp(-(d * d) / (2.0 * s)) / math.sqrt(2.0 * math.pi * s))
+    return total
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def l2sq_rows(w, mu, var, w0, mu0, var0, out):
+    """out[r] = max(∫(f_r − g_r)², 0) between the mixtures (w, mu, var)[r] and
+    (w0, mu0, var0)[r] (each (K, C)): ``collapse.theory.gmm.l2sq_mixtures``."""
+    k = w.shape[0]
+    for r in prange(k):
+        ff = _mixture_cross(w[r], mu[r], var[r], w[r], mu[r], var[r])
+        fg = _mixture_cross(w[r], mu[r], var[r], w0[r], mu0[r], var0[r])
+        gg = _mixture_cross(w0[r], mu0[r], var0[r], w0[r], mu0[r], var0[r])
+        out[r] = max(ff - 2.0 * fg + gg, 0.0)
+
+
+# ---------------------------------------------------------------- gmm: W₂
+@njit(cache=True, error_model="numpy", inline="always")
+def ndtr(a):
+    """Φ(a), the standard normal distribution function (scipy's formula)."""
+    x = a * 0.7071067811865476
+    z = abs(x)
+    if z < 0.7071067811865476:
+        return 0.5 + 0.5 * math.erf(x)
+    y = 0.5 * math.erfc(z)
+    return 1.0 - y if x > 0 else y
+
+
+_TAIL = 2.0 ** -7  # probabilities below this, or above 1 − this, are keyed on a log scale
+
+
+@njit(cache=True, inline="always")
+def quantile_key(q, keys):
+    """A monotone (non-decreasing) integer key of a probability q, for the
+    index of a quantile table; ``keys`` = (body buckets B, mantissa bits m,
+    lowest tail key, tail keys T). The body [2⁻⁷, 1 − 2⁻⁷] falls in B equal
+    buckets (keys T .. T + B − 1); each tail is keyed on the bits of q, or of
+    1 − q, shifted to keep the exponent and m mantissa bits (2ᵐ keys per
+    factor 2 of probability: positive floats order as their bits), clamped to
+    T keys; so a few table points share a key in the tails too, where the
+    table's probabilities crowd."""
+    nbody, mbits, key_lo, ntail = keys[0], keys[1], keys[2], keys[3]
+    if q < _TAIL:
+        return min(max((_float_bits(q) >> (52 - mbits)) - key_lo, 0), ntail - 1)
+    if q > 1.0 - _TAIL:
+        tail = min(max((_float_bits(1.0 - q) >> (52 - mbits)) - key_lo, 0), ntail - 1)
+        return ntail + nbody + (ntail - 1 - tail)
+    return ntail + min(np.int64((q - _TAIL) * (nbody / (1.0 - 2.0 * _TAIL))), nbody - 1)
+
+
+@njit(cache=True)
+def quantile_index(xp, keys):
+    """first[k] = #{j : key(xp[j]) < k} for every key k (K + 1 entries)."""
+    nk = 2 * keys[3] + keys[0]
+    first = np.zeros(nk + 1, dtype=np.int64)
+    for j in range(xp.size):
+        first[quantile_key(xp[j], keys) + 1] += 1
+    for k in range(1, nk + 1):
+        first[k] += first[k - 1]
+    return first
+
+
+def quantile_table(xp: np.ndarray, fp: np.ndarray, body: int = 1 << 14, mbits: int = 7
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(table, first, keys) for :func:`interp_indexed` from np.interp's xp
+    (strictly increasing probabilities) and fp: xp and fp side by side (P, 2),
+    the index :func:`quantile_index`, and the keys' parameters: ``body`` equal
+    buckets in [2⁻⁷, 1 − 2⁻⁷], 2^``mbits`` keys per factor 2 in each tail
+    from the table's smallest tail probability on (smaller ones share the
+    first key). On ``collapse.theory.gmm``'s 40,001-point table at most six
+    points share a key."""
+    xp = np.ascontiguousarray(xp, dtype=np.float64)
+    table = np.ascontiguousarray(np.stack([xp, np.asarray(fp, dtype=np.float64)], axis=1))
+    tails = np.concatenate([xp, 1.0 - xp])
+    tails = tails[(tails > 0) & (tails < _TAIL)]
+    lowest = max(float(tails.min()) if tails.size else _TAIL, 2.0**-1022)
+    key_lo = int(np.array([lowest]).view(np.int64)[0] >> (52 - mbits))
+    ntail = int(np.array([_TAIL]).view(np.int64)[0] >> (52 - mbits)) - key_lo + 1
+    keys = np.array([body, mbits, key_lo, ntail], dtype=np.int64)
+    return table, quantile_index(xp, keys), keys
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def interp_indexed(q, table, first, keys):
+    """``np.interp(q, xp, fp)`` for one point, ``table`` (P, 2) holding the
+    strictly increasing xp in [0, 1] and fp side by side, with np.interp's
+    arithmetic: (fp[j+1] − fp[j])/(xp[j+1] − xp[j])·(q − xp[j]) + fp[j] on the
+    interval xp[j] ≤ q < xp[j + 1] (and its fallbacks for infinite slopes),
+    fp[0] below xp[0], fp[−1] from xp[−1] on, NaN for NaN.
+
+    The interval: every j whose key (:func:`quantile_key`) is below q's has
+    xp[j] < q, every j whose key is above has xp[j] > q, so it lies between
+    first[k] − 1 and first[k + 1] − 1 (:func:`quantile_index`), a few points
+    apart: three steps of a branch-free binary search cover eight, a plain
+    one any more."""
+    last = table.shape[0] - 1
+    if q < table[0, 0]:
+        return table[0, 1]
+    if q >= table[last, 0]:
+        return table[last, 1]
+    if q != q:
+        return q
+    k = quantile_key(q, keys)
+    lo = max(first[k] - 1, 0)
+    hi = min(first[k + 1] - 1, last - 1)
+    if hi - lo > 7:
+        while lo < hi:
+            mid = (lo + hi + 1) >> 1
+            if table[mid, 0] <= q:
+                lo = mid
+            else:
+                hi = mid - 1
+    else:
+        j = min(lo + 4, hi)
+        lo = j if table[j, 0] <= q else lo
+        j = min(lo + 2, hi)
+        lo = j if table[j, 0] <= q else lo
+        j = min(lo + 1, hi)
+        lo = j if table[j, 0] <= q else lo
+    x0, y0, x1, y1 = table[lo, 0], table[lo, 1], table[lo + 1, 0], table[lo + 1, 1]
+    slope = (y1 - y0) / (x1 - x0)
+    value = slope * (q - x0) + y0
+    if value != value:  # np.interp's fallbacks where the slope is infinite
+        value = slope * (q - x1) + y1
+        if value != value and y0 == y1:
+            value = y0
+    return value
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def interp_rows(q, table, first, keys, out):
+    """:func:`interp_indexed` of every element of ``q`` (K, P) into ``out``."""
+    k, p = q.shape
+    for r in prange(k):
+        for i in range(p):
+            out[r, i] = interp_indexed(q[r, i], table, first, keys)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def w2_rows(w, mu, var, gh_t, gh_w, gh_phi, table, first, keys, out):
+    """W₂ between each row's mixture (w, mu, var: (K, C)) and the reference
+    whose quantile function is tabulated (``table``, ``first``, ``keys``: see
+    :func:`interp_indexed`):
+    W₂² = Σ_a w_a Σ_j gh_w[j]·(x_aj − F₀⁻¹(F(x_aj)))² at the Gauss–Hermite
+    nodes x_aj = μ_a + σ_a·gh_t[j], F(x_aj) = w_a·Φ(gh_t[j]) + Σ_{b≠a} w_b·Φ((x_aj − μ_b)/σ_b),
+    as ``collapse.theory.gmm.w2_distance`` computes it in numpy (the same
+    terms; the sum over nodes in node order, numpy's a matrix product)."""
+    k, c = w.shape
+    nodes = gh_t.size
+    for chunk in prange((k + _CHUNK - 1) // _CHUNK):
+        sd = np.empty(c)
+        for r in range(chunk * _CHUNK, min(k, (chunk + 1) * _CHUNK)):
+            for a in range(c):
+                sd[a] = math.sqrt(var[r, a])
+            total = 0.0
+            for a in range(c):
+                acc = 0.0
+                for j in range(nodes):
+                    x = mu[r, a] + sd[a] * gh_t[j]
+                    cdf = w[r, a] * gh_phi[j]
+                    for b in range(c):
+                        if b != a:
+                            cdf = cdf + w[r, b] * ndtr((x - mu[r, b]) / sd[b])
+                    d = x - interp_indexed(cdf, table, first, keys)
+                    acc += d * d * gh_w[j]
+                total += acc * w[r, a]
+            out[r] = math.sqrt(max(total, 0.0))
+
+
+# -------------------------------------------------------------- gmm: draws
+@njit(cache=True, parallel=True, error_model="numpy")
+def mixture_draw_rows(u, z, cum, mu, sd, out):
+    """x = μ_c + σ_c·z with c the number of cumulative weights ``cum`` (K, C)
+    (all but the last) that u exceeds: one draw per element of u, z (K, n)."""
+    k, n = u.shape
+    c = cum.shape[1]
+    for r in prange(k):
+        for i in range(n):
+            comp = 0
+            for j in range(c - 1):
+                comp += u[r, i] > cum[r, j]
+            out[r, i] = mu[r, comp] + sd[r, comp] * z[r, i]
 
 
 # ------------------------------------------------------------- categorical

@@ -146,8 +146,8 @@ def run_theory(
     accumulated training set every generation instead (the reference).
     ``reference`` runs every reference path the fast ones are tested and
     benchmarked against: ``pool_based``, and for the ``gmm`` model the numpy
-    general EM also for two components (``collapse.theory.gmm.em_fit``) in
-    place of the compiled kernel."""
+    general EM also for two components (``collapse.theory.gmm.em_fit``), W₂
+    and l2_gen0 in place of the compiled kernels."""
     validate(cfg)
     t0 = time.perf_counter()
     run = cfg.run
