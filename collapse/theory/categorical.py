@@ -52,7 +52,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from collapse.mixing import MixSizes, uniform_subset_indices
-from collapse.theory.common import TheoryModel, per_trial_bincount
+from collapse.theory.common import TheoryModel
 
 
 def zipf_probabilities(categories: int, exponent: float) -> np.ndarray:
@@ -128,40 +128,19 @@ def categories_at(cum: np.ndarray, pos: np.ndarray) -> np.ndarray:
     in category order, given the rows' cumulative counts ``cum`` (K, W):
     #{v : cum[v] ≤ pos}, every pos < cum[:, -1] → (K, n) int32.
 
-    W buckets per row, of total/W positions each, give every position a start
-    no later than its category (the number of categories that end in an earlier
-    bucket; bucket numbers are rounded towards that safe side); vectorized steps
-    then move it past the ends at or before it, a fraction of a step per
-    position on average. O(K·(W + n)) in all, in blocks of rows."""
-    k, wdt = cum.shape
+    Compiled (``collapse.theory.kernels.categories_rows``): per row, W buckets
+    of total/W positions each give every position a start no later than its
+    category (the category of the bucket's first position), from which it steps
+    past the ends at or before it, a fraction of a step per position on
+    average. O(W + n) per row, rows in parallel."""
+    from collapse.theory import kernels  # deferred: numba
+
+    cum = np.ascontiguousarray(cum, dtype=np.int64)
+    pos = np.ascontiguousarray(pos, dtype=np.int64)
     out = np.empty(pos.shape, dtype=np.int32)
-    step = max(1, (1 << 18) // max(wdt, pos.shape[1]))
-    for s in range(0, k, step):
-        out[s:s + step] = _categories_at(cum[s:s + step], pos[s:s + step])
+    if out.size:
+        kernels.categories_rows(cum, pos, out)
     return out
-
-
-def _categories_at(cum: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    k, wdt = cum.shape
-    nb = wdt
-    per = nb / cum[:, -1:].astype(np.float64)  # buckets per position
-    # a category's end bucket rounded up, a position's bucket rounded down: a
-    # category counted as ending in an earlier bucket ends before the position
-    ends = (cum[:, :-1] * per + 1e-6).astype(np.int64)  # truncation: floor, in [0, nb]
-    ends += (np.arange(k, dtype=np.int64) * (nb + 1))[:, None]
-    ended = np.bincount(ends.ravel(), minlength=k * (nb + 1)).reshape(k, nb + 1)  # categories ending in each bucket
-    table = np.zeros((k, nb), dtype=np.int32)
-    np.cumsum(ended[:, :nb - 1], axis=1, out=table[:, 1:], dtype=np.int32)
-    b = (pos * per - 1e-6).astype(np.intp)  # truncation towards 0: floor, and 0 for (−1e-6, 0)
-    base = np.arange(k, dtype=np.int32)[:, None] * np.int32(wdt)
-    idx = (np.take_along_axis(table, b, axis=1) + base).ravel()
-    flat, p = cum.astype(np.int32, copy=False).ravel(), pos.astype(np.int32, copy=False).ravel()
-    idx += flat[idx] <= p  # the first step for every position, then the few that need more
-    todo = np.flatnonzero(flat[idx] <= p)
-    while todo.size:
-        idx[todo] += 1
-        todo = todo[flat[idx[todo]] <= p[todo]]
-    return idx.reshape(pos.shape) - base
 
 
 def sample_counts(counts: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -172,16 +151,29 @@ def sample_counts(counts: np.ndarray, n: int, rng: np.random.Generator) -> np.nd
     category order, which is a draw from counts/N exactly; the positions are
     the draws the token-based sampler made before (one ``integers(0, N)`` per
     token), so any path that reaches the same counts draws the same tokens.
-    Small N lays the tokens out (``np.repeat``); large N finds each position's
-    category from the cumulative counts (:func:`categories_at`), so memory and
-    time stay O(K·(V + n)) however many tokens an accumulated fit has seen."""
+    The positions' categories come from the cumulative counts in a compiled
+    kernel (``collapse.theory.kernels.sample_rows``, as :func:`categories_at`),
+    so memory and time stay O(K·(V + n)) however many tokens an accumulated fit
+    has seen."""
+    from collapse.theory import kernels  # deferred: numba
+
     k, v = counts.shape
     total = int(counts[0].sum())
     pick = rng.integers(0, total, size=(k, n), dtype=np.int32)
-    if total <= 4 * v:
-        tokens = np.repeat(np.tile(np.arange(v, dtype=np.int32), k), counts.ravel()).reshape(k, total)
-        return np.take_along_axis(tokens, pick, axis=1)
-    return categories_at(np.cumsum(counts, axis=1), pick)
+    out = np.empty((k, n), dtype=np.int32)
+    if out.size:
+        kernels.sample_rows(np.ascontiguousarray(counts, dtype=np.int64), pick, out)
+    return out
+
+
+def bincount_rows(idx: np.ndarray, length: int) -> np.ndarray:
+    """``np.bincount`` of every row of ``idx`` (K, N; values in [0, length)) → (K, length) int64,
+    compiled (``collapse.theory.kernels.bincount_rows``; ``per_trial_bincount`` in numpy)."""
+    from collapse.theory import kernels  # deferred: numba
+
+    out = np.empty((idx.shape[0], length), dtype=np.int64)
+    kernels.bincount_rows(np.ascontiguousarray(idx, dtype=np.int32), out)
+    return out
 
 
 def categorical_merge_diversity(regime: str, p0: np.ndarray, fits: int, human: int, added: int) -> np.ndarray:
@@ -224,7 +216,8 @@ def entropy_of_counts(c: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Shannon entropy (nats) of the distributions c/n, rows of counts (K, V) → (K,).
 
     H = ln n − Σ c ln c / n, with c ln c looked up in a table of the integers
-    up to the largest count (a gather instead of a log per cell)."""
+    up to the largest count (a gather instead of a log per cell). The numpy
+    reference of :func:`count_measures`, which gives the same values bit for bit."""
     top = int(c.max()) if c.size else 0
     table = np.arange(top + 1, dtype=np.float64)
     table[1:] *= np.log(table[1:])
@@ -235,6 +228,37 @@ def entropy_of_counts(c: np.ndarray, n: np.ndarray) -> np.ndarray:
         h = np.log(n[s:s + step]) - clogc / n[s:s + step]
         out[s:s + step] = np.maximum(h, 0.0)  # rounding can leave -1e-16 for a single category
     return out
+
+
+def count_measures(c: np.ndarray, tail: np.ndarray) -> dict[str, np.ndarray]:
+    """The tracked quantities of counts c (K, V) with the tail categories ``tail``.
+
+    Two compiled passes over the counts (``collapse.theory.kernels``): Σc, Σc²,
+    the live categories and the tail's counts per row, exact in integers, then
+    Σ c ln c from a table of the integers up to the largest count, summed in
+    numpy's order; the rest is the numpy arithmetic of before, so the values
+    are those of the numpy formulas bit for bit (a test checks them, and
+    :func:`entropy_of_counts`)."""
+    from collapse.theory import kernels  # deferred: numba
+
+    c = np.ascontiguousarray(c, dtype=np.int64)
+    k, v = c.shape
+    mask = np.zeros(v, dtype=np.bool_)
+    mask[tail] = True
+    total, squares, live, tail_sum = (np.empty(k, dtype=np.int64) for _ in range(4))
+    top = int(kernels.count_summary_rows(c, mask, total, squares, live, tail_sum))
+    table = np.arange(top + 1, dtype=np.float64)
+    table[1:] *= np.log(table[1:])
+    clogc = np.empty(k)
+    kernels.table_sum_rows(c, table, clogc)
+    n = total.astype(np.float64)
+    return {
+        "diversity": 1.0 - squares / n**2,
+        "surviving": live.astype(np.float64),
+        "tail_mass": tail_sum / n,
+        "entropy": np.maximum(np.log(n) - clogc / n, 0.0),  # rounding can leave -1e-16 for a single category
+        "absorbed": (live == 1).astype(np.float64),
+    }
 
 
 class CategoricalModel(TheoryModel):
@@ -280,7 +304,7 @@ class CategoricalModel(TheoryModel):
     # accumulate the loop merges each pool's counts and drops the pool: memory
     # and time per generation stay flat however many tokens have accumulated.
     def pool_stats(self, pool: np.ndarray) -> np.ndarray:
-        return per_trial_bincount(pool, self.categories)
+        return bincount_rows(pool, self.categories)
 
     def merge_stats(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a + b
@@ -305,7 +329,7 @@ class CategoricalModel(TheoryModel):
         pos = uniform_subset_indices(rng, self.trials, int(sum(sizes)), count)
         at = categories_at(cum, pos)  # part·V + category
         part = at // v
-        counts = per_trial_bincount(at - part * v, v)
+        counts = bincount_rows(at - part * v, v)
         return counts, [np.count_nonzero(part == i, axis=1) for i in range(len(parts))]
 
     @property
@@ -322,16 +346,8 @@ class CategoricalModel(TheoryModel):
         return sample_counts(self.counts, n, self.rng(generation, "sample"))
 
     def measure(self) -> dict[str, np.ndarray]:
-        # From the counts c (K, V) and N = Σc: Σ p² = Σ c²/N², no (K, V) float temporaries.
-        c = self.counts
-        n = c.sum(axis=1).astype(np.float64)
-        return {
-            "diversity": 1.0 - np.einsum("kv,kv->k", c, c) / n**2,
-            "surviving": np.count_nonzero(c, axis=1).astype(np.float64),
-            "tail_mass": c[:, self.tail].sum(axis=1) / n,
-            "entropy": entropy_of_counts(c, n),
-            "absorbed": (np.count_nonzero(c, axis=1) == 1).astype(np.float64),
-        }
+        # From the counts c (K, V) and N = Σc, compiled passes: Σ p² = Σ c²/N², no (K, V) float temporaries.
+        return count_measures(self.counts, self.tail)
 
     def true_loglik(self, samples: np.ndarray) -> np.ndarray:
         return np.log(self.p0)[samples]

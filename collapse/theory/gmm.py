@@ -30,13 +30,19 @@ of Shumailov et al.'s notebook). No closed form exists
 for EM on a mixture; the tests check the qualitative result (the distance grows
 under ``replace``).
 
-EM runs for all trials at once (:func:`em_fit`: trials in blocks, each trial
-stopping on its own). Two components, the default, take the logistic form of
-the step (:func:`_em_two_block`: one exp per point and step, float32 passes
-over standardised data, float64 where a component is too narrow for float32);
-``GMMModel.em_reference`` (``run_theory(reference=True)``) runs the general
-form instead, the implementation the fast one is tested against: the same
-fits to float32 rounding on nearly every trial, the same chain statistically.
+EM runs for all trials at once (:func:`em_fit`, each trial stopping on its
+own). Two components, the default, run a compiled kernel
+(``collapse.theory.kernels.em2_rows``, numba, trials in parallel): the
+iteration in the logistic form in float64, one exp per point and step and one
+log per trial and step. W₂ (:func:`w2_distance`), ``l2_gen0``
+(:func:`l2sq_mixtures`) and the draws (``GMMModel._draw``: the uniforms and
+normals still come from the trial's numpy Generator) are compiled too.
+``GMMModel.reference`` (``run_theory(reference=True)``) runs the numpy
+implementations instead, the ones the compiled kernels are tested against:
+the general EM (float64 log-densities, float32 responsibilities; the same fits
+to about 1e-8 on nearly every trial, the same chain statistically), and W₂
+with ``np.interp`` and ``l2_gen0`` (the same values to rounding). The draws
+are the same numbers either way.
 """
 
 from __future__ import annotations
@@ -65,242 +71,56 @@ def em_fit(x: np.ndarray, components: int, iters: int, tol: float,
     variances, each (C, K)); a trial stops when its mean log-likelihood
     improves by less than ``tol`` and keeps the parameters of that last step.
 
-    Two components (the default model) run :func:`_em_two_block`, the same
-    iteration in the logistic form (one exp and an eighth of a log per point and
-    step, float32 passes over standardised data); ``reference=True`` and any other
-    number of components run :func:`_em_block`, the general form (C exps per
-    point, float64 log-densities). Both are vectorized over trials; they agree
-    to float32 rounding (tests compare them), not bit for bit."""
+    Two components (the default model) run :func:`_em_two`, the compiled
+    kernel (float64, the iteration in the logistic form); ``reference=True``
+    and any other number of components run :func:`_em_block`, the general form
+    in numpy (C exps per point, float64 log-densities, float32
+    responsibilities), vectorized over trials. They agree to about 1e-8 where
+    EM converges (tests compare them), not bit for bit."""
+    if components == 2 and not reference:
+        return _em_two(x, iters, tol, init)
     k, n = x.shape
     w = np.empty((components, k))
     mu = np.empty((components, k))
     var = np.empty((components, k))
     most = 0
-    two = components == 2 and not reference
-    # Blocks of trials: the general form's (C, block, N) buffers stay a few MB;
-    # the two-component form takes up to 2²¹ points at once and chunks its passes itself.
-    block = int(np.clip((1 << 21) // n, 16, 1 << 15)) if two else int(np.clip((1 << 19) // (components * n), 16, 4096))
+    # Blocks of trials: the general form's (C, block, N) buffers stay a few MB.
+    block = int(np.clip((1 << 19) // (components * n), 16, 4096))
     for s in range(0, k, block):
         blk = slice(s, min(s + block, k))
         start = None if init is None else tuple(a[:, blk] for a in init)
-        if two:
-            w[:, blk], mu[:, blk], var[:, blk], used = _em_two_block(x[blk], iters, tol, start)
-        else:
-            w[:, blk], mu[:, blk], var[:, blk], used = _em_block(x[blk], components, iters, tol, start)
+        w[:, blk], mu[:, blk], var[:, blk], used = _em_block(x[blk], components, iters, tol, start)
         most = max(most, used)
     return w.T.copy(), mu.T.copy(), var.T.copy(), most
 
 
-# A trial whose m = L₀ − L₁ can pass this value on its data has its m clipped
-# there before the exp (float32 exp overflows past 88.7) and the clipped
-# excess added back to its log-likelihood; r₁ = 1/(1 + eᵐ) ≤ e⁻⁸⁰ either way.
-_M_CLIP = 80.0
-_F32_TERM = 1000.0  # largest |(z − μ)²/2v| on a trial's data for its step in float32 (see _em_two_block)
-_F32_VAR = 1e-6  # smallest variance, in units of the data's, for a float32 step (float32 data resolve ~1e-7)
-_EM_CHUNK = 160_000  # points per pass of the elementwise work: the work arrays stay in cache
+def _em_two(x: np.ndarray, iters: int, tol: float,
+            init: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Two-component EM on the rows of x (K, N) by the compiled kernel
+    (``collapse.theory.kernels.em2_rows``, whose docstring gives the
+    iteration): :func:`_em_block`'s start (or ``init``, (2, K) each), its
+    variance floor, stopping rule and treatment of an empty component, in
+    float64 throughout → weights, means, variances (K, 2) and the most
+    iterations any trial used."""
+    from collapse.theory import kernels  # deferred: numba
 
-
-def _em_two_block(x: np.ndarray, iters: int, tol: float,
-                  init: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """EM for two-component mixtures on the rows of x (k, N): parameters (2, k) each.
-
-    The iteration of :func:`_em_block` written out for C = 2. Per trial the
-    data are standardised, z = (x − x̄)/s (EM is affine-equivariant: means map
-    back by μ·s + x̄, variances by v·s², and the mean log-likelihood shifts by
-    the constant −ln s, which the stopping rule's differences do not see). With
-    Lᵢ = ln wᵢ + ln N(z; μᵢ, vᵢ) and m = L₀ − L₁ per point,
-
-        r₁ = 1/(1 + eᵐ),  r₀ = eᵐ·r₁,  ln(w₀N₀ + w₁N₁) = L₁ + ln(1 + eᵐ),
-
-    one exp per point and step and an eighth of a log: Σ ln(1 + eᵐ) is taken as
-    the logarithms of products of eight factors (in float64, at most e⁶⁴⁰).
-    Σ L₁ comes from the trial's moments Σz and Σz² in float64; the M-step's sums
-    are taken around the current means (Σ rᵢ(z − μᵢ), Σ rᵢ(z − μᵢ)²), so a narrow
-    component's variance carries no cancellation. The data sit as (N, k),
-    samples by trials: every per-trial parameter is a contiguous row and every
-    per-trial sum a column sum, and the passes run over chunks of a few rows so
-    the work arrays stay in cache.
-
-    Precision: the elementwise passes run in float32 (numpy vectorises float32
-    exp and log), so m carries a rounding error of about 6·10⁻⁸·|(z − μᵢ)²/2vᵢ|.
-    Per trial the components are ordered so that component 1, on which the
-    log-likelihood is built, is the one whose terms stay smaller on the data:
-    a narrow component far from a point then only enters there as eᵐ ≈ 0, and
-    where m is moderate so are both terms. Below ``_F32_TERM`` (1,000) the
-    error is at most 6·10⁻⁵ per point, and the mean log-likelihood the stopping
-    rule reads (tol 1e-5 by default) moves by far less. A trial whose terms
-    pass it for both components, or with a variance under ``_F32_VAR`` (1e-6
-    of the data's: float32 data resolve about 1e-7), takes that step and the
-    rest in float64 on its own, as :func:`_em_block` does, from the float64
-    data. A trial whose m can pass 80 (``_M_CLIP``) has m clipped there before
-    the exp and the clipped excess added back to its log-likelihood."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
     k, n = x.shape
-    loc = x.mean(axis=1)
-    spread = x.var(axis=1)
-    scale = np.sqrt(np.where(spread > 0, spread, 1.0))
-    z64 = np.ascontiguousarray(((x - loc[:, None]) / scale[:, None]).T)  # (N, k), for the float64 steps
-    z = z64.astype(np.float32)
-    z32 = z.astype(np.float64)
-    m1, m2 = z32.sum(axis=0), np.einsum("nk,nk->k", z32, z32)  # Σz, Σz² of the float32 data
-    del z32
-    zlo, zhi = z.min(axis=0).astype(np.float64), z.max(axis=0).astype(np.float64)
-    floor = _VAR_FLOOR / scale**2
     if init is not None:
-        w, mu, var = (np.array(a, dtype=np.float64) for a in init)  # (2, k) each, e.g. from k-means
-        mu = (mu - loc) / scale
-        var = np.maximum(var, _VAR_FLOOR) / scale**2
+        w, mu, var = (np.array(np.asarray(a, dtype=np.float64).T, order="C") for a in init)  # (K, 2) each
+        var = np.maximum(var, _VAR_FLOOR)
     else:
         q = np.minimum(((np.arange(2) + 0.5) / 2 * n).astype(np.int64), n - 1)
-        mu = np.sort(z, axis=0)[q].astype(np.float64)  # (2, k)
-        var = np.repeat((np.maximum(spread, _VAR_FLOOR) / scale**2)[None, :], 2, axis=0)
-        w = np.full((2, k), 0.5)
-    out = [w.copy(), mu.copy(), var.copy()]
-    # The passes run over chunks of a few sample rows at a time (about 160,000
-    # points), so the seven work arrays stay in cache.
-    size = min(n * k, max(_EM_CHUNK, 2 * k))
-    buf = np.empty((6, size), dtype=np.float32)
-    fold = np.empty(size // 2 + k, dtype=np.float64)
-    ones = np.ones(n, dtype=np.float32)
-    rows = np.arange(k)  # trial of each column of the working arrays
-    live = np.ones(k, dtype=bool)  # columns still iterating
-    wide = np.zeros(k, dtype=bool)  # columns that take their steps in float64 from now on
-    prev = np.full(k, -np.inf)
-    za, m1a, m2a, lo, hi, fl = z, m1, m2, zlo, zhi, floor
-    it = 0
-    for it in range(1, iters + 1):
-        ka = rows.size
-        # The log-likelihood is built on component 1 (L₁ + ln(1 + eᵐ)): per
-        # trial, make it the one whose terms |hᵢdᵢ²| stay smaller on the data,
-        # so a narrow component far from most points only ever enters through
-        # eᵐ ≈ 0 there, never as a huge L₁ that ln(1 + eᵐ) must cancel.
-        terms = np.maximum((lo - mu) ** 2, (hi - mu) ** 2) / (2.0 * var)  # (2, ka): largest |hᵢdᵢ²| on the data
-        flip = terms[1] > terms[0]
-        # Trials whose terms get too large for float32 even so (both
-        # components narrow against the data), or with a component narrower
-        # than float32 data resolve, take this step and the rest in float64;
-        # the stopping rule skips the step they switch (its log-likelihood is
-        # of the float64 data, the last one of the float32 data).
-        switch = ((terms.min(axis=0) > _F32_TERM) | (var.min(axis=0) < _F32_VAR)) & ~wide
-        if switch.any():
-            wide |= switch
-            prev[switch] = -np.inf
-        exact = np.flatnonzero(wide)
-        wf, muf, varf = w.copy(), mu.copy(), var.copy()  # the parameters in that order
-        for a_, b_ in ((wf, w), (muf, mu), (varf, var)):
-            a_[:, flip] = b_[::-1, flip]
-        inv = 1.0 / varf
-        h = (-0.5 * inv).astype(np.float32)  # (2, ka): m = h₀d₀² − h₁d₁² + const, dᵢ = z − μᵢ
-        half = h.astype(np.float64)
-        const = np.log(wf[0] / wf[1]) - 0.5 * np.log(varf[0] / varf[1])
-        mu32, const32 = muf.astype(np.float32), const.astype(np.float32)
-        # Trials whose m can pass the clip on their data: m is a quadratic in z.
-        qa, qb = half[0] - half[1], muf[0] * inv[0] - muf[1] * inv[1]
-        qc = const + half[0] * muf[0] ** 2 - half[1] * muf[1] ** 2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            vert = np.where(qa < 0, np.clip(-qb / (2.0 * qa), lo, hi), lo)
-        hot = np.flatnonzero(np.maximum.reduce([qa * v * v + qb * v + qc for v in (lo, hi, vert)]) > _M_CLIP - 1.0)
-        # soft = Σ ln(1 + eᵐ) (float64); Σ rᵢ, Σ rᵢdᵢ, Σ rᵢhᵢdᵢ² per component,
-        # float32 sums of the chunks' float32 sums (a few hundred terms in all)
-        soft = np.zeros(ka)
-        sums = np.zeros((6, ka), dtype=np.float32)
-        chunk = int(min(n, max(2, _EM_CHUNK // ka) // 2 * 2))
-        views = {}
-        for st in range(0, n, chunk):
-            zc = za[st:st + chunk]
-            rr = zc.shape[0]
-            if rr not in views:
-                views[rr] = [b[:rr * ka].reshape(rr, ka) for b in buf] + [fold[:(rr // 2 + rr % 2) * ka].reshape(-1, ka)]
-            d0, t0, d1, t1, e, r, f = views[rr]
-            np.subtract(zc, mu32[0], out=d0)
-            np.multiply(d0, h[0], out=t0)
-            t0 *= d0
-            np.subtract(zc, mu32[1], out=d1)
-            np.multiply(d1, h[1], out=t1)
-            t1 *= d1
-            np.subtract(t0, t1, out=e)
-            e += const32
-            if hot.size:
-                soft[hot] += np.maximum(e[:, hot] - _M_CLIP, 0.0).sum(axis=0, dtype=np.float64)
-            # every column: float32 rounding of m for a very narrow component can pass the bound
-            np.minimum(e, _M_CLIP, out=e)
-            np.exp(e, out=e)  # eᵐ = w₀N₀ / w₁N₁
-            np.add(e, 1.0, out=r)  # 1 + eᵐ ≤ e⁸⁰
-            # Σ ln(1 + eᵐ): products of up to eight factors in float64 (≤ e⁶⁴⁰), then one log each.
-            half_ = rr // 2
-            np.multiply(r[:half_], r[half_:2 * half_], out=f[:half_], dtype=np.float64)
-            if rr % 2:
-                f[half_] = r[rr - 1]
-            left = half_ + rr % 2
-            for _ in range(2):
-                if left < 2:
-                    break
-                half_ = left // 2
-                f[:half_] *= f[half_:2 * half_]
-                if left % 2:
-                    f[half_] = f[left - 1]
-                left = half_ + left % 2
-            fl_ = f[:left]
-            np.log(fl_, out=fl_)
-            soft += fl_.sum(axis=0)
-            np.reciprocal(r, out=r)  # r₁
-            e *= r  # r₀
-            o = ones[:rr]
-            sums[0] += o @ e
-            sums[1] += o @ r
-            sums[2] += np.einsum("nk,nk->k", e, d0)
-            sums[3] += np.einsum("nk,nk->k", r, d1)
-            sums[4] += np.einsum("nk,nk->k", e, t0)
-            sums[5] += np.einsum("nk,nk->k", r, t1)
-        sum_l1 = n * (np.log(wf[1]) - 0.5 * (_LOG_2PI + np.log(varf[1]))) + half[1] * (m2a - 2.0 * muf[1] * m1a + n * muf[1] ** 2)
-        ll = (sum_l1 + soft) / n
-        sums = sums.astype(np.float64)
-        nk, s1, s2 = sums[0:2], sums[2:4], sums[4:6] / half
-        for a_ in (nk, s1, s2):  # back to the trial's own order
-            a_[:, flip] = a_[::-1, flip].copy()
-        if exact.size:
-            ll[exact], nk[:, exact], s1[:, exact], s2[:, exact] = _em_two_step64(
-                z64[:, rows[exact]], w[:, exact], mu[:, exact], var[:, exact])
-        # M-step; a component that lost every point keeps its parameters.
-        alive = nk > 1e-8
-        safe = np.where(alive, nk, 1.0)
-        shift = s1 / safe
-        mu = np.where(alive, mu + shift, mu)
-        var = np.where(alive, np.maximum(s2 / safe - shift * shift, fl), var)
-        w = np.maximum(nk / n, 1e-300)
-        # ll belongs to the parameters before this step; a trial whose step
-        # gained less than tol keeps the new parameters and stops.
-        done = live & ((ll - prev < tol) | (it == iters))
-        prev = ll
-        if done.any():
-            for o_, new in zip(out, (w, mu, var)):
-                o_[:, rows[done]] = new[:, done]
-            live &= ~done
-            if not live.any():
-                break
-            if live.sum() < 0.85 * ka:  # drop finished columns from the working arrays
-                keep = live
-                rows, live, prev, wide = rows[keep], live[keep], prev[keep], wide[keep]
-                w, mu, var = w[:, keep], mu[:, keep], var[:, keep]
-                za = np.ascontiguousarray(za[:, keep])
-                m1a, m2a, lo, hi, fl = (a_[keep] for a_ in (m1a, m2a, lo, hi, fl))
-    w, mu, var = out
-    return w, mu * scale + loc, var * scale**2, it
-
-
-def _em_two_step64(z: np.ndarray, w: np.ndarray, mu: np.ndarray, var: np.ndarray):
-    """One E-step of :func:`_em_two_block` in float64 for a few trials: data z
-    (N, p), parameters (2, p) → mean log-likelihood (p,) and Σrᵢ, Σrᵢdᵢ, Σrᵢdᵢ²
-    (each (2, p), dᵢ = z − μᵢ)."""
-    d = z[None] - mu[:, None, :]  # (2, N, p)
-    q = d * d
-    logp = (np.log(w) - 0.5 * (_LOG_2PI + np.log(var)))[:, None, :] - 0.5 * q / var[:, None, :]
-    top = logp.max(axis=0)
-    r = np.exp(logp - top)
-    tot = r.sum(axis=0)
-    r /= tot
-    ll = (top + np.log(tot)).mean(axis=0)
-    return ll, r.sum(axis=1), (r * d).sum(axis=1), (r * q).sum(axis=1)
+        mu = np.ascontiguousarray(np.sort(x, axis=1)[:, q])  # (K, 2), as _em_block
+        spread = np.empty(k)
+        kernels.variance_rows(x, _VAR_FLOOR, spread)  # x.var(axis=1) floored, to rounding
+        var = np.repeat(spread[:, None], 2, axis=1)
+        w = np.full((k, 2), 0.5)
+    used = np.zeros(k, dtype=np.int64)
+    if k:
+        kernels.em2_rows(x, w, mu, var, int(iters), float(tol), _VAR_FLOOR, used)
+    return w, mu, var, int(used.max()) if k else 0
 
 
 def _em_block(x: np.ndarray, c: int, iters: int, tol: float,
@@ -378,9 +198,27 @@ def _em_step(x: np.ndarray, w: np.ndarray, mu: np.ndarray, var: np.ndarray, work
     return ll, w_new, mu_new, var_new
 
 
+def mixture_draw_numpy(u: np.ndarray, z: np.ndarray, w: np.ndarray, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """The draws of ``GMMModel._draw`` from its uniforms u and normals z (K, n)
+    in numpy: the reference its compiled kernel is tested against."""
+    cum = np.cumsum(w, axis=1)
+    sd = np.sqrt(var)
+    comp = np.zeros(u.shape, dtype=np.intp)  # (K, n) component of each draw: how many cumulative weights u passes
+    for j in range(w.shape[1] - 1):
+        comp += u > cum[:, j:j + 1]
+    return np.take_along_axis(mu, comp, axis=1) + np.take_along_axis(sd, comp, axis=1) * z
+
+
 def l2sq_mixtures(w: np.ndarray, mu: np.ndarray, var: np.ndarray, w0: np.ndarray, mu0: np.ndarray,
-                  var0: np.ndarray) -> np.ndarray:
-    """∫(f − f₀)² between K pairs of 1-D mixtures, every argument (K, C)."""
+                  var0: np.ndarray, compiled: bool = False) -> np.ndarray:
+    """∫(f − f₀)² between K pairs of 1-D mixtures, every argument (K, C);
+    ``compiled``: by ``collapse.theory.kernels.l2sq_rows`` (the same terms, trials in parallel)."""
+    if compiled:
+        from collapse.theory import kernels  # deferred: numba
+
+        out = np.empty(w.shape[0])
+        kernels.l2sq_rows(*(np.ascontiguousarray(a, dtype=np.float64) for a in (w, mu, var, w0, mu0, var0)), out)
+        return out
 
     def cross(wa, ma, va, wb, mb, vb):
         s = va[:, :, None] + vb[:, None, :]
@@ -412,7 +250,13 @@ def l2_distance(w: np.ndarray, mu: np.ndarray, var: np.ndarray, w0: np.ndarray, 
 
 
 class ReferenceQuantile:
-    """F₀⁻¹ of one fixed mixture, tabulated once on a fine grid."""
+    """F₀⁻¹ of one fixed mixture, tabulated once on a fine grid.
+
+    ``__call__`` interpolates with ``np.interp`` (the reference);
+    :func:`w2_distance` runs the compiled interpolation
+    (``collapse.theory.kernels.interp_indexed``: np.interp's arithmetic, the
+    interval found from an index of the table by a monotone key of the
+    probability, :meth:`index`)."""
 
     def __init__(self, w0: np.ndarray, mu0: np.ndarray, var0: np.ndarray, points: int = 40001):
         sd = np.sqrt(var0)
@@ -420,9 +264,28 @@ class ReferenceQuantile:
         fs = mixture_cdf(xs[None, :], w0[None], mu0[None], var0[None])[0]
         fs, first = np.unique(fs, return_index=True)  # strictly increasing for np.interp
         self.u, self.x = fs, xs[first]
+        self._index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __call__(self, u: np.ndarray) -> np.ndarray:
         return np.interp(u, self.u, self.x)
+
+    def index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The table and its index for ``collapse.theory.kernels.interp_indexed``
+        (built once, by ``collapse.theory.kernels.quantile_table``)."""
+        if self._index is None:
+            from collapse.theory import kernels  # deferred: numba
+
+            self._index = kernels.quantile_table(self.u, self.x)
+        return self._index
+
+    def compiled(self, u: np.ndarray) -> np.ndarray:
+        """``self(u)`` for u (K, P) by the compiled interpolation (its test)."""
+        from collapse.theory import kernels  # deferred: numba
+
+        u = np.ascontiguousarray(u, dtype=np.float64)
+        out = np.empty_like(u)
+        kernels.interp_rows(u, *self.index(), out)
+        return out
 
 
 _GH_T, _GH_W = np.polynomial.hermite_e.hermegauss(32)  # ∫ g(t) e^{−t²/2} dt ≈ Σ w g(t)
@@ -430,11 +293,21 @@ _GH_W = _GH_W / _GH_W.sum()  # → E_{t∼N(0,1)}[g(t)]
 _GH_PHI = ndtr(_GH_T)  # Φ at the nodes
 
 
-def w2_distance(w: np.ndarray, mu: np.ndarray, var: np.ndarray, ref_quantile: ReferenceQuantile) -> np.ndarray:
+def w2_distance(w: np.ndarray, mu: np.ndarray, var: np.ndarray, ref_quantile: ReferenceQuantile,
+                compiled: bool = True) -> np.ndarray:
     """W₂ between K mixtures (K, C) and the reference whose quantile function is given.
 
     W₂² = Σ_c w_c E_{X∼N(μ_c, v_c)}[(X − F₀⁻¹(F(X)))²], each expectation by
-    32-point Gauss–Hermite quadrature."""
+    32-point Gauss–Hermite quadrature. ``compiled`` runs
+    ``collapse.theory.kernels.w2_rows`` (the same sums, trials in parallel);
+    ``compiled=False`` the numpy reference below."""
+    if compiled and ref_quantile.u.size >= 2:
+        from collapse.theory import kernels  # deferred: numba
+
+        out = np.empty(w.shape[0])
+        kernels.w2_rows(*(np.ascontiguousarray(a, dtype=np.float64) for a in (w, mu, var)), _GH_T, _GH_W, _GH_PHI,
+                        *ref_quantile.index(), out)
+        return out
     k, c = w.shape
     sd = np.sqrt(var)
     nodes = mu[:, :, None] + sd[:, :, None] * _GH_T[None, None, :]  # (K, C, 32)
@@ -464,7 +337,7 @@ class GMMModel(TheoryModel):
         self.dim = int(dim)
         self.init = init
         self.fit0: tuple[np.ndarray, ...] | None = None  # the generation-0 fit, for l2_gen0
-        self.em_reference = False  # True: the general EM (``em_fit(reference=True)``) also for two components
+        self.reference = False  # True: the numpy references: the general EM (``em_fit(reference=True)``), W₂, l2_gen0
         self.components = int(components)
         self.samples = int(samples)
         self.separation = float(separation)
@@ -510,18 +383,20 @@ class GMMModel(TheoryModel):
         return m + np.einsum("knij,knj->kni", lo, z)
 
     def _draw(self, w: np.ndarray, mu: np.ndarray, var: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-        """n draws from each of K mixtures (K, C) → (K, n)."""
+        """n draws from each of K mixtures (K, C) → (K, n): component c of a draw
+        is how many cumulative weights its uniform passes, the draw μ_c + σ_c·z.
+        The uniforms and normals come from ``rng``; the compiled kernel
+        (``collapse.theory.kernels.mixture_draw_rows``) combines them into the
+        same numbers as :func:`mixture_draw_numpy`."""
+        from collapse.theory import kernels  # deferred: numba
+
         u = rng.random((self.trials, n))
         z = rng.standard_normal((self.trials, n))
-        cum = np.cumsum(w, axis=1)
-        sd = np.sqrt(var)
-        if w.shape[1] == 2:  # the component of each draw is u > w₀; the same numbers as the gather below
-            second = u > cum[:, :1]
-            return np.where(second, mu[:, 1:], mu[:, :1]) + np.where(second, sd[:, 1:], sd[:, :1]) * z
-        comp = np.zeros(u.shape, dtype=np.intp)  # (K, n) component of each draw: how many cumulative weights u passes
-        for j in range(w.shape[1] - 1):
-            comp += u > cum[:, j:j + 1]
-        return np.take_along_axis(mu, comp, axis=1) + np.take_along_axis(sd, comp, axis=1) * z
+        cum = np.ascontiguousarray(np.cumsum(w, axis=1))
+        out = np.empty((self.trials, n))
+        kernels.mixture_draw_rows(u, z, cum, np.ascontiguousarray(mu, dtype=np.float64),
+                                  np.ascontiguousarray(np.sqrt(var), dtype=np.float64), out)
+        return out
 
     def human_pools(self, sizes: MixSizes, fresh_total: int) -> dict[str, np.ndarray]:
         if self.dim == 2:
@@ -548,7 +423,7 @@ class GMMModel(TheoryModel):
                 init = init_from_labels(train[..., None], kmeans_labels(train[..., None], self.components,
                                                                         self.rng(generation, "init")), self.components)
             self.w, self.mu, self.var, used = em_fit(train, self.components, self.em_iters, self.em_tol, init,
-                                                     reference=self.em_reference)
+                                                     reference=self.reference)
         if self.fit0 is None:
             self.fit0 = (self.w.copy(), self.mu.copy(), (self.cov if self.dim == 2 else self.var).copy())
         return {"train_size": float(train.shape[1]), "em_iterations": float(used)}
@@ -587,7 +462,8 @@ class GMMModel(TheoryModel):
         mean = (self.w * self.mu).sum(axis=1)
         variance = (self.w * (self.var + self.mu**2)).sum(axis=1) - mean**2
         if self.distance == "w2":
-            dist = w2_distance(self.w, self.mu, self.var, self.ref_quantile)
+            dist = w2_distance(self.w, self.mu, self.var, self.ref_quantile, compiled=not self.reference)
         else:
             dist = l2_distance(self.w, self.mu, self.var, self.w0, self.mu0, self.var0)
-        return {self.distance: dist, "variance": variance, "l2_gen0": l2sq_mixtures(self.w, self.mu, self.var, *self.fit0)}
+        return {self.distance: dist, "variance": variance,
+                "l2_gen0": l2sq_mixtures(self.w, self.mu, self.var, *self.fit0, compiled=not self.reference)}

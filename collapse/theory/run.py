@@ -145,15 +145,16 @@ def run_theory(
     from running sufficient statistics; ``pool_based`` rebuilds the
     accumulated training set every generation instead (the reference).
     ``reference`` runs every reference path the fast ones are tested and
-    benchmarked against: ``pool_based``, and the general EM of the ``gmm``
-    model also for two components (``collapse.theory.gmm.em_fit``)."""
+    benchmarked against: ``pool_based``, and for the ``gmm`` model the numpy
+    general EM also for two components (``collapse.theory.gmm.em_fit``), W₂
+    and l2_gen0 in place of the compiled kernels."""
     validate(cfg)
     t0 = time.perf_counter()
     run = cfg.run
     pool_based = pool_based or reference
     model = build_model(cfg)
     if reference and isinstance(model, GMMModel):
-        model.em_reference = True
+        model.reference = True
     sizes = mix_sizes(cfg)
     fresh_total = required_human(run.regime, run.generations, sizes) - sizes.human
     check_sizes(run.regime, run.generations, sizes, sizes.human + fresh_total)
