@@ -684,6 +684,8 @@ def test_pinned_distributions_read_only_those_and_keep_the_key(tmp_path):
     assert data_key(every) == data_key(cfg(f"installed:{site}", distributions=None))
     with pytest.raises(Exception, match="data.distributions: only the 'installed' source reads distributions"):
         DataConfig(source="stdlib", distributions=["numpy"])
+    with pytest.raises(Exception, match=r"data.distributions: expected a non-empty list .* got \[\]"):
+        DataConfig(source="installed", distributions=[])
 
 
 def texts_bsd3() -> str:
