@@ -211,25 +211,46 @@ def test_relaunching_a_finished_sweep_launches_nothing(eight, capsys):
     assert time.time() - t < 30
 
 
-def _held_pids(sweep) -> list[int]:
+def _held(sweep) -> dict[str, int]:
+    """The sweep's runs whose lock a worker holds, with that worker's pid."""
     from collapse.locks import is_locked
     from collapse.sweep.state import lock_path
 
-    pids = []
+    held = {}
     for run in sweep.runs:
         lock = lock_path(sweep.dir, run.name)
         if is_locked(lock):
             try:
-                pids.append(int(json.loads(lock.read_text())["pid"]))
+                held[run.name] = int(json.loads(lock.read_text())["pid"])
             except (ValueError, KeyError, OSError):
                 pass
-    return pids
+    return held
 
 
-@pytest.mark.slow
+def _kill_at_a_random_point(sweep, launcher: threading.Thread, rng: random.Random) -> int:
+    """SIGKILL the working workers at a seeded random point of the work: just
+    after a worker takes its run's lock (generation 0 under way), or once a
+    held run has finished generation 0 (generation 1 under way), then a random
+    delay under 0.3 s. Points in the work rather than wall-clock moments, so a
+    machine fast enough to finish the sweep within a fixed delay still gets
+    its workers killed. Returns how many were killed."""
+    after_gen0, delay = rng.random() < 0.5, rng.uniform(0.0, 0.3)
+    deadline = time.time() + 120
+    while launcher.is_alive() and time.time() < deadline:
+        held = _held(sweep)
+        if held and (not after_gen0 or any((sweep.run(n).run_dir / "gen_000" / "DONE").exists() for n in held)):
+            break
+        time.sleep(0.02)
+    time.sleep(delay)
+    pids = list(_held(sweep).values())
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
 def test_kill_workers_at_random_moments_then_relaunch_equals_uninterrupted(eight, shared_root, tmp_path, capsys):
-    """SIGKILL the running workers at seeded random moments, three launches in a
-    row; a last launch finishes the sweep; every generation's metrics equal those
+    """SIGKILL the running workers at seeded random points of the work, three
+    launches in a row; a last launch finishes the sweep; every generation's metrics equal those
     of the uninterrupted sweep (same run names, same configs)."""
     from collapse.sweep import launch, load_sweep, status
     from collapse.sweep.state import attempts_path
@@ -243,13 +264,7 @@ def test_kill_workers_at_random_moments_then_relaunch_equals_uninterrupted(eight
         out: list = []
         th = threading.Thread(target=lambda: out.append(launch(sweep, "local", parallel=2, echo=lambda s: None)))
         th.start()
-        deadline = time.time() + 120
-        while not _held_pids(sweep) and th.is_alive() and time.time() < deadline:
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.5, 6.0))
-        for pid in _held_pids(sweep):
-            os.kill(pid, signal.SIGKILL)
-            kills += 1
+        kills += _kill_at_a_random_point(sweep, th, rng)
         th.join(timeout=300)
         assert not th.is_alive()
         if cycle == 0:  # --status of a partially complete sweep agrees with the run directories
